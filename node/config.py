@@ -1,0 +1,420 @@
+"""medfed.toml: the site's configuration, loaded into frozen dataclasses and validated.
+
+Every problem raises ConfigError("medfed.toml: [section] key: what is wrong; how to fix it").
+Relative paths (state_dir, data files, initial adapter) are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+PROFILES = ("devnet", "cypherium")
+SOURCES = ("medqa-us", "medqa-mainland", "medmcqa")
+FORMATS = ("medqa", "medmcqa")
+PARTS = ("all", "train", "eval")
+STRATEGIES = ("fedavg", "exact")
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    """Where the federation's coordinator lives and how to send transactions to it."""
+
+    rpc_url: str
+    coordinator: str
+    profile: str = "devnet"
+    gas_price_gwei: float = 0.0  # 0 = the profile's default
+    start_block: int = 0  # events are read from here (the deployment block)
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    """libp2p listen/announce addresses, static bootstrap peers, optional IPFS (Kubo) API."""
+
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    announce: tuple[str, ...] = ()  # published on-chain; empty = the addresses the host listens on
+    bootstrap: tuple[str, ...] = ()
+    ipfs_api: str = ""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One dataset: a known source split, or a file of a known format; optionally a hash part/shard."""
+
+    source: str = ""
+    split: str = ""
+    path: str = ""
+    format: str = ""
+    part: str = "all"  # "train"/"eval": deterministic hash split of the rows (eval_fraction)
+    eval_fraction: float = 0.2
+    shard: str = ""  # "k/n": keep the k-th of n hash shards (1-based), for several sites per source
+
+    def describe(self) -> str:
+        """Short label used in logs and in the eval-set hash."""
+        what = f"{self.source}:{self.split}" if self.source else f"{self.format}:{self.path}"
+        extra = "" if self.part == "all" else f"#{self.part}"
+        return what + extra + (f"@{self.shard}" if self.shard else "")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Private training data and held-out evaluation data of this site (never leaves the site)."""
+
+    name: str
+    train: tuple[DataFile, ...]
+    eval: tuple[DataFile, ...]
+    train_per_round: int = 64  # questions per round, taken in a rotating window; 0 = all
+    eval_limit: int = 200  # held-out questions evaluated; 0 = all
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Base model, LoRA shape (must match the federation's on-chain config hash) and local training."""
+
+    base: str = "default"
+    initial_adapter: str = ""  # optional local copy of the federation's initial adapter
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = DEFAULT_TARGETS
+    max_steps: int = 20
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    max_length: int = 256
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = torch's default
+    strategy: str = "fedavg"
+    max_adapter_mb: int = 512
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    """When this node opens rounds by itself."""
+
+    auto_open: bool = True
+    last_round: int = 0  # stop opening rounds after this one; 0 = never stop
+    poll_interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole medfed.toml."""
+
+    path: Path
+    state_dir: Path
+    chain: ChainSection
+    p2p: P2PSection
+    data: DataSection
+    model: ModelSection
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (self.path.parent / q)
+
+
+TEMPLATE = """\
+# medfed.toml: one institution's node. Relative paths are relative to this file.
+# Reference: docs/node.md. Nothing in this file is secret (the key is in wallet.json).
+
+# Local state (SQLite store, adapters, logs of what this node did). Back it up with wallet.json.
+state_dir = "medfed-state"
+
+[chain]
+# JSON-RPC endpoint of the chain and the federation's Coordinator address (from the deployer).
+rpc_url = "http://127.0.0.1:8545"
+coordinator = "0x0000000000000000000000000000000000000000"
+# "devnet" (local anvil) or "cypherium" (production: legacy tx, chain id 16166, ms timestamps).
+profile = "devnet"
+# Gas price in gwei for every transaction; 0 = the profile's default.
+gas_price_gwei = 0
+# Block the Coordinator was deployed in: events are read from here.
+start_block = 0
+
+[p2p]
+# Where the libp2p host listens (TCP). Open this port in the firewall for the other members.
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Addresses the other members should dial, published on-chain (e.g. your public IP or DNS name).
+# Empty = the addresses the host actually listens on.
+announce = []
+# Extra peers to dial besides those the members publish on-chain (/ip4/../tcp/../p2p/<PeerID>).
+bootstrap = []
+# Optional IPFS (Kubo) RPC API used to pin adapters and fetch by CID, e.g. "http://127.0.0.1:5001".
+ipfs_api = ""
+
+[data]
+# Label of this site's data in metrics and reports.
+name = "medqa-us"
+# Training data: a known source split ({ source, split }) or your own file
+# ({ path, format = "medqa" | "medmcqa" }). Options: part = "train" | "eval" | "all" splits one file
+# by a hash of each row (eval_fraction), shard = "k/n" keeps one of n disjoint hash shards.
+train = [{ source = "medqa-us", split = "dev" }]
+# Held-out evaluation data: never the rows you train on.
+eval = [{ source = "medqa-us", split = "test" }]
+# Questions used per round (a rotating window over the training data); 0 = all of them.
+train_per_round = 64
+# Held-out questions evaluated after each round; 0 = all of them.
+eval_limit = 200
+
+[model]
+# "default" (SmolLM2-135M-Instruct, bundled), "tiny" (tests), a Hugging Face id or a local folder.
+base = "default"
+# Optional local copy of the federation's initial adapter (adapter_model.safetensors); when empty
+# it is rebuilt from the seed or fetched from peers, and checked against its on-chain sha256.
+initial_adapter = ""
+
+[lora]
+# Must equal the federation's LoRA config (its hash is on-chain; the node refuses to start otherwise).
+rank = 16
+alpha = 32
+dropout = 0.1
+targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+[training]
+max_steps = 20
+batch_size = 4
+grad_accum = 1
+learning_rate = 2e-4
+max_length = 256
+seed = 0
+# CPU threads for torch; 0 = torch's default (all cores).
+threads = 0
+
+[aggregation]
+# "fedavg" or "exact"; every member must use the same strategy (verifiers recompute bit for bit).
+strategy = "fedavg"
+# Largest adapter accepted from a peer, in MiB.
+max_adapter_mb = 512
+
+[rounds]
+# Open the next round when the previous one is final.
+auto_open = true
+# Stop opening rounds after this one (0 = never).
+last_round = 0
+# Seconds between looks at the chain.
+poll_interval_s = 2.0
+"""
+
+
+def write_template(out: Path) -> None:
+    """Write the commented template; refuse to overwrite."""
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; choose another --out or delete it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(TEMPLATE, encoding="utf-8")
+
+
+class _Section:
+    """Typed reads from one TOML table with errors naming file, section and key."""
+
+    def __init__(self, file: str, name: str, table: Mapping[str, Any]) -> None:
+        self.file, self.name, self.table = file, name, table
+
+    def fail(self, key: str, msg: str) -> ConfigError:
+        where = f"[{self.name}] {key}" if self.name else key
+        return ConfigError(f"{self.file}: {where}: {msg}")
+
+    def unknown(self, known: set[str]) -> None:
+        extra = sorted(set(self.table) - known)
+        if extra:
+            raise self.fail(extra[0], f"unknown key; expected one of {', '.join(sorted(known))}")
+
+    def str_(self, key: str, default: str | None = None) -> str:
+        v = self.table.get(key, default)
+        if v is None:
+            raise self.fail(key, "missing; add it (see `medfed-node init` for a template)")
+        if not isinstance(v, str):
+            raise self.fail(key, f"must be a string, got {v!r}")
+        return v
+
+    def int_(self, key: str, default: int, lo: int = 0) -> int:
+        v = self.table.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(key, f"must be an integer, got {v!r}")
+        if v < lo:
+            raise self.fail(key, f"must be >= {lo}, got {v}")
+        return v
+
+    def float_(self, key: str, default: float, lo: float = 0.0, hi: float | None = None) -> float:
+        v = self.table.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.fail(key, f"must be a number, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise self.fail(key, f"must be {rng}, got {v}")
+        return float(v)
+
+    def bool_(self, key: str, default: bool) -> bool:
+        v = self.table.get(key, default)
+        if not isinstance(v, bool):
+            raise self.fail(key, f"must be true or false, got {v!r}")
+        return v
+
+    def strs(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        v = self.table.get(key, list(default))
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.fail(key, f'must be a list of strings like ["..."], got {v!r}')
+        return tuple(v)
+
+    def sub(self, key: str, required: bool = True) -> _Section:
+        v = self.table.get(key)
+        if v is None and not required:
+            v = {}
+        if not isinstance(v, dict):
+            raise ConfigError(f"{self.file}: [{key}] section missing; add it (see `medfed-node init`)")
+        return _Section(self.file, key, v)
+
+
+def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
+    raw = sec.table.get(key)
+    if not isinstance(raw, list) or not raw:
+        raise sec.fail(key, 'must be a non-empty list like [{ source = "medqa-us", split = "dev" }]')
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise sec.fail(f"{key}[{i}]", "must be a table like { source = ..., split = ... }")
+        s = _Section(sec.file, sec.name, item)
+        label = f"{key}[{i}]"
+        s.unknown({"source", "split", "path", "format", "part", "eval_fraction", "shard"})
+        source, path = s.table.get("source", ""), s.table.get("path", "")
+        if bool(source) == bool(path):
+            raise sec.fail(label, "give either source (+ split) or path (+ format), not both or neither")
+        if source and source not in SOURCES:
+            raise sec.fail(f"{label}.source", f"unknown source {source!r}; one of {', '.join(SOURCES)}")
+        split = s.table.get("split", "")
+        if source and not isinstance(split, str):
+            raise sec.fail(f"{label}.split", "must be a string")
+        fmt = s.table.get("format", "")
+        if path and fmt not in FORMATS:
+            raise sec.fail(f"{label}.format", f"must be one of {', '.join(FORMATS)} for a file path")
+        part = s.table.get("part", "all")
+        if part not in PARTS:
+            raise sec.fail(f"{label}.part", f"must be one of {', '.join(PARTS)}")
+        frac = s.float_("eval_fraction", 0.2, 0.0, 1.0)
+        if part != "all" and not 0.0 < frac < 1.0:
+            raise sec.fail(f"{label}.eval_fraction", "must be strictly between 0 and 1")
+        shard = s.table.get("shard", "")
+        m = _SHARD.match(shard) if isinstance(shard, str) else None
+        if shard and (m is None or not 1 <= int(m.group(1)) <= int(m.group(2))):
+            raise sec.fail(f"{label}.shard", f'must look like "k/n" with 1 <= k <= n, got {shard!r}')
+        out.append(DataFile(str(source), str(split), str(path), str(fmt), str(part), frac, str(shard or "")))
+    return tuple(out)
+
+
+def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
+    """Validate a parsed medfed.toml document."""
+    file = path.name
+    top = _Section(file, "", doc)
+    top.unknown({"state_dir", "chain", "p2p", "data", "model", "lora", "training", "aggregation", "rounds"})
+
+    c = top.sub("chain")
+    c.unknown({"rpc_url", "coordinator", "profile", "gas_price_gwei", "start_block"})
+    rpc = c.str_("rpc_url")
+    if not rpc.startswith(("http://", "https://")):
+        raise c.fail("rpc_url", f"must be an http(s):// URL, got {rpc!r}")
+    coordinator = c.str_("coordinator")
+    if not _ADDRESS.match(coordinator) or int(coordinator, 16) == 0:
+        raise c.fail("coordinator", "must be the Coordinator's 0x address (40 hex digits) from the deployer")
+    profile = c.str_("profile", "devnet")
+    if profile not in PROFILES:
+        raise c.fail("profile", f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    chain = ChainSection(rpc, coordinator, profile, c.float_("gas_price_gwei", 0.0), c.int_("start_block", 0))
+
+    p = top.sub("p2p", required=False)
+    p.unknown({"listen", "announce", "bootstrap", "ipfs_api"})
+    listen = p.strs("listen", P2PSection.listen)
+    if not listen:
+        raise p.fail("listen", 'needs at least one address like "/ip4/0.0.0.0/tcp/4001"')
+    for key, addrs in (
+        ("listen", listen),
+        ("announce", p.strs("announce", ())),
+        ("bootstrap", p.strs("bootstrap", ())),
+    ):
+        for addr in addrs:
+            if not addr.startswith("/"):
+                raise p.fail(key, f"{addr!r} is not a multiaddr (like /ip4/1.2.3.4/tcp/4001)")
+    ipfs = p.str_("ipfs_api", "")
+    if ipfs and not ipfs.startswith(("http://", "https://")):
+        raise p.fail("ipfs_api", f"must be an http(s):// URL or empty, got {ipfs!r}")
+    p2p = P2PSection(listen, p.strs("announce", ()), p.strs("bootstrap", ()), ipfs)
+
+    d = top.sub("data")
+    d.unknown({"name", "train", "eval", "train_per_round", "eval_limit"})
+    data = DataSection(
+        d.str_("name", "site"),
+        _data_files(d, "train"),
+        _data_files(d, "eval"),
+        d.int_("train_per_round", 64),
+        d.int_("eval_limit", 200),
+    )
+
+    m = top.sub("model", required=False)
+    m.unknown({"base", "initial_adapter"})
+    lo = top.sub("lora", required=False)
+    lo.unknown({"rank", "alpha", "dropout", "targets"})
+    t = top.sub("training", required=False)
+    t.unknown({"max_steps", "batch_size", "grad_accum", "learning_rate", "max_length", "seed", "threads"})
+    a = top.sub("aggregation", required=False)
+    a.unknown({"strategy", "max_adapter_mb"})
+    strategy = a.str_("strategy", "fedavg")
+    if strategy not in STRATEGIES:
+        raise a.fail("strategy", f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    targets = lo.strs("targets", DEFAULT_TARGETS)
+    if not targets:
+        raise lo.fail("targets", "needs at least one module name")
+    base = m.str_("base", "default")
+    if not base:
+        raise m.fail("base", 'must be "default", "tiny", a Hugging Face id or a local folder')
+    model = ModelSection(
+        base=base,
+        initial_adapter=m.str_("initial_adapter", ""),
+        lora_rank=lo.int_("rank", 16, 1),
+        lora_alpha=lo.int_("alpha", 32, 1),
+        lora_dropout=lo.float_("dropout", 0.1, 0.0, 1.0),
+        lora_targets=targets,
+        max_steps=t.int_("max_steps", 20, 1),
+        batch_size=t.int_("batch_size", 4, 1),
+        grad_accum=t.int_("grad_accum", 1, 1),
+        learning_rate=t.float_("learning_rate", 2e-4),
+        max_length=t.int_("max_length", 256, 16),
+        seed=t.int_("seed", 0),
+        threads=t.int_("threads", 0),
+        strategy=strategy,
+        max_adapter_mb=a.int_("max_adapter_mb", 512, 1),
+    )
+
+    r = top.sub("rounds", required=False)
+    r.unknown({"auto_open", "last_round", "poll_interval_s"})
+    poll = r.float_("poll_interval_s", 2.0)
+    if poll <= 0:
+        raise r.fail("poll_interval_s", "must be > 0")
+    rounds = RoundsSection(r.bool_("auto_open", True), r.int_("last_round", 0), poll)
+
+    state_dir = top.str_("state_dir", "medfed-state")
+    cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds)
+    return NodeConfig(path, cfg.resolve(state_dir), chain, p2p, data, model, rounds)
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate medfed.toml; raise ConfigError with a one-line reason."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file; create one with `medfed-node init --out {p.name}`")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p.name}: not valid TOML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p.name}: not UTF-8 text; save it as UTF-8") from None
+    return parse_config(doc, p)

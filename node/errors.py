@@ -1,0 +1,23 @@
+"""Exception types raised by node/. Each message is one line that names the fix."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base class for every node/ error."""
+
+
+class ConfigError(NodeError):
+    """medfed.toml is missing, malformed, or inconsistent with the federation."""
+
+
+class StartupError(NodeError):
+    """The node cannot start: not a member, model/LoRA mismatch with the chain, data missing."""
+
+
+class StateError(NodeError):
+    """The local state store is unreadable or belongs to another federation."""
+
+
+class ArtifactError(NodeError):
+    """An adapter could not be fetched, verified or validated."""

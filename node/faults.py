@@ -1,0 +1,95 @@
+"""TEST-ONLY fault injection. The one place that reads MEDFED_TEST_FAULT.
+
+Production nodes never set it. The end-to-end tests use it to make an honest node misbehave
+in one precise, reproducible way:
+
+    MEDFED_TEST_FAULT="crash-after-commit@1,tamper-aggregate@1.1"
+
+Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``:
+
+- ``crash-after-train``: exit right after the update is trained and stored, before committing it.
+- ``crash-after-commit``: exit right after the commit transaction is confirmed, before the store
+  records it (the restarted node must learn from the chain that it already committed).
+- ``crash-as-aggregator``: exit when it finds itself the elected aggregator, before submitting.
+- ``tamper-aggregate``: as aggregator, submit an aggregate with one value altered.
+- ``serve-wrong-bytes``: act as a hostile provider: announce every other member's committed
+  update and serve random bytes for it.
+
+A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = "MEDFED_TEST_FAULT"
+KNOWN = frozenset(
+    {
+        "crash-after-train",
+        "crash-after-commit",
+        "crash-as-aggregator",
+        "tamper-aggregate",
+        "serve-wrong-bytes",
+    }
+)
+CRASH_EXIT_CODE = 17
+log = logging.getLogger("medfed.faults")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault, optionally restricted to a round (and attempt)."""
+
+    name: str
+    round: int | None = None
+    attempt: int | None = None
+
+    def matches(self, round: int, attempt: int = 0) -> bool:
+        """Whether this fault applies to that round/attempt."""
+        return (self.round is None or self.round == round) and (
+            self.attempt is None or self.attempt == attempt
+        )
+
+
+def parse(spec: str) -> tuple[Fault, ...]:
+    """Parse the MEDFED_TEST_FAULT value; unknown names are a ValueError (a test bug)."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, where = item.partition("@")
+        if name not in KNOWN:
+            raise ValueError(f"{ENV}: unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
+        rnd, _, att = where.partition(".")
+        out.append(Fault(name, int(rnd) if rnd else None, int(att) if att else None))
+    return tuple(out)
+
+
+class Faults:
+    """The faults active in this process (none unless the test environment variable is set)."""
+
+    def __init__(self, state_dir: Path, spec: str | None = None) -> None:
+        self.items = parse(os.environ.get(ENV, "") if spec is None else spec)
+        self.state_dir = state_dir
+        if self.items:
+            log.warning(
+                "TEST FAULT INJECTION ACTIVE: %s (never set %s in production)", spec or os.environ[ENV], ENV
+            )
+
+    def active(self, name: str, round: int, attempt: int = 0) -> bool:
+        """Whether fault ``name`` applies now."""
+        return any(f.name == name and f.matches(round, attempt) for f in self.items)
+
+    def crash(self, name: str, round: int, attempt: int = 0) -> None:
+        """Exit the process now if crash fault ``name`` applies and has not fired yet in this state dir."""
+        if not self.active(name, round, attempt):
+            return
+        marker = self.state_dir / f"fault-fired-{name}-{round}-{attempt}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("fired\n")
+        log.warning("TEST FAULT %s: exiting now (round %d attempt %d)", name, round, attempt)
+        logging.shutdown()
+        os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,272 @@
+"""The node's local memory: a SQLite file in the state dir.
+
+What it records is what a restarted node needs to resume without repeating a side effect:
+the update it trained per round (so it does not retrain), whether that update was committed
+(and the chain is asked too), each vote and aggregate it sent, the adapters it holds, the
+metrics it reported, and the last chain block whose events it processed. Every write is its
+own transaction, so a kill at any point leaves a consistent file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (
+    sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, round INTEGER NOT NULL,
+    size INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS updates (
+    round INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, num_samples INTEGER NOT NULL,
+    train_seconds REAL NOT NULL, committed INTEGER NOT NULL DEFAULT 0, tx TEXT);
+CREATE TABLE IF NOT EXISTS aggregates (
+    round INTEGER NOT NULL, attempt INTEGER NOT NULL, sha256 TEXT NOT NULL, included TEXT NOT NULL,
+    submitted INTEGER NOT NULL DEFAULT 0, tx TEXT, PRIMARY KEY (round, attempt));
+CREATE TABLE IF NOT EXISTS votes (
+    round INTEGER NOT NULL, attempt INTEGER NOT NULL, approve INTEGER NOT NULL, reason TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0, tx TEXT, PRIMARY KEY (round, attempt));
+CREATE TABLE IF NOT EXISTS metrics (
+    round INTEGER PRIMARY KEY, global_sha256 TEXT NOT NULL, accuracy REAL NOT NULL, n INTEGER NOT NULL,
+    eval_set_hash TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0, tx TEXT);
+CREATE TABLE IF NOT EXISTS timings (
+    round INTEGER NOT NULL, what TEXT NOT NULL, seconds REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """This node's trained update for a round."""
+
+    round: int
+    sha256: str
+    num_samples: int
+    train_seconds: float
+    committed: bool
+    tx: str | None
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    """This node's verdict for one attempt; ``sent`` once the transaction was confirmed."""
+
+    round: int
+    attempt: int
+    approve: bool
+    reason: str
+    sent: bool
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    """Held-out accuracy of a round's global adapter (round 0 = the initial adapter)."""
+
+    round: int
+    global_sha256: str
+    accuracy: float
+    n: int
+    eval_set_hash: str
+    reported: bool
+
+
+class StateStore:
+    """SQLite-backed state, safe to call from worker threads (one connection, one lock)."""
+
+    def __init__(self, state_dir: Path, coordinator: str, address: str) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "state.sqlite"
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"{self.path}: not a medfed state store ({exc}); move it away or fix state_dir"
+            ) from None
+        self._bind("coordinator", coordinator.lower())
+        self._bind("address", address.lower())
+        self._bind("schema", str(SCHEMA_VERSION))
+
+    def _bind(self, key: str, value: str) -> None:
+        have = self.get_meta(key)
+        if have is None:
+            self.set_meta(key, value)
+        elif have != value:
+            raise StateError(
+                f"{self.path}: belongs to {key} {have}, not {value}; use another state_dir for this "
+                "federation or wallet"
+            )
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # meta ---------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A stored metadata value."""
+        rows = self._exec("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a metadata value."""
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def last_block(self) -> int:
+        """Last chain block whose events were processed (-1 = none)."""
+        v = self.get_meta("last_block")
+        return int(v) if v is not None else -1
+
+    def set_last_block(self, block: int) -> None:
+        """Advance the processed-block cursor (never backwards)."""
+        if block > self.last_block:
+            self.set_meta("last_block", str(block))
+
+    # artifacts ----------------------------------------------------------------------------------
+    def add_artifact(self, sha256: str, path: Path, kind: str, round: int) -> None:
+        """Remember a verified adapter file held locally."""
+        self._exec(
+            "INSERT OR REPLACE INTO artifacts (sha256, path, kind, round, size, created) "
+            "VALUES (?,?,?,?,?,?)",
+            (sha256, str(path), kind, round, path.stat().st_size, time.time()),
+        )
+
+    def artifact(self, sha256: str) -> Path | None:
+        """Local path of an adapter we hold, if it is still on disk."""
+        rows = self._exec("SELECT path FROM artifacts WHERE sha256 = ?", (sha256,))
+        if not rows:
+            return None
+        p = Path(str(rows[0][0]))
+        return p if p.is_file() else None
+
+    def artifacts(self) -> list[tuple[str, Path, str, int]]:
+        """Every held adapter: (sha256, path, kind, round)."""
+        rows = self._exec("SELECT sha256, path, kind, round FROM artifacts ORDER BY round, sha256")
+        return [(str(s), Path(str(p)), str(k), int(r)) for s, p, k, r in rows]  # type: ignore[call-overload]
+
+    # own updates --------------------------------------------------------------------------------
+    def record_update(self, round: int, sha256: str, num_samples: int, train_seconds: float) -> None:
+        """Remember the update trained for a round (before committing it)."""
+        self._exec(
+            "INSERT OR REPLACE INTO updates (round, sha256, num_samples, train_seconds, committed) "
+            "VALUES (?,?,?,?,0)",
+            (round, sha256, num_samples, train_seconds),
+        )
+
+    def update(self, round: int) -> UpdateRecord | None:
+        """This node's update for a round, if it trained one."""
+        rows = self._exec(
+            "SELECT round, sha256, num_samples, train_seconds, committed, tx FROM updates WHERE round = ?",
+            (round,),
+        )
+        if not rows:
+            return None
+        r, s, n, t, c, tx = rows[0]
+        return UpdateRecord(int(r), str(s), int(n), float(t), bool(c), None if tx is None else str(tx))  # type: ignore[call-overload, arg-type]
+
+    def mark_committed(self, round: int, tx: str | None) -> None:
+        """The update for this round is on-chain."""
+        self._exec("UPDATE updates SET committed = 1, tx = ? WHERE round = ?", (tx, round))
+
+    # aggregates ---------------------------------------------------------------------------------
+    def record_aggregate(self, round: int, attempt: int, sha256: str, included: list[str]) -> None:
+        """Remember an aggregate computed as the elected aggregator (before submitting)."""
+        self._exec(
+            "INSERT OR REPLACE INTO aggregates (round, attempt, sha256, included, submitted) "
+            "VALUES (?,?,?,?,0)",
+            (round, attempt, sha256, ",".join(included)),
+        )
+
+    def aggregate(self, round: int, attempt: int) -> tuple[str, list[str], bool] | None:
+        """(sha256, included, submitted) of our aggregate for an attempt."""
+        rows = self._exec(
+            "SELECT sha256, included, submitted FROM aggregates WHERE round = ? AND attempt = ?",
+            (round, attempt),
+        )
+        if not rows:
+            return None
+        s, inc, sub = rows[0]
+        return str(s), [a for a in str(inc).split(",") if a], bool(sub)
+
+    def mark_aggregate_submitted(self, round: int, attempt: int, tx: str | None) -> None:
+        """Our aggregate for this attempt is on-chain."""
+        self._exec(
+            "UPDATE aggregates SET submitted = 1, tx = ? WHERE round = ? AND attempt = ?",
+            (tx, round, attempt),
+        )
+
+    # votes --------------------------------------------------------------------------------------
+    def record_vote(self, round: int, attempt: int, approve: bool, reason: str) -> None:
+        """Remember a verdict before sending it (a restarted node re-sends the same verdict)."""
+        self._exec(
+            "INSERT OR IGNORE INTO votes (round, attempt, approve, reason, sent) VALUES (?,?,?,?,0)",
+            (round, attempt, int(approve), reason),
+        )
+
+    def vote(self, round: int, attempt: int) -> VoteRecord | None:
+        """Our verdict for an attempt, if we reached one."""
+        rows = self._exec(
+            "SELECT round, attempt, approve, reason, sent FROM votes WHERE round = ? AND attempt = ?",
+            (round, attempt),
+        )
+        if not rows:
+            return None
+        r, a, ap, why, sent = rows[0]
+        return VoteRecord(int(r), int(a), bool(ap), str(why), bool(sent))  # type: ignore[call-overload]
+
+    def mark_vote_sent(self, round: int, attempt: int, tx: str | None) -> None:
+        """The vote is on-chain."""
+        self._exec("UPDATE votes SET sent = 1, tx = ? WHERE round = ? AND attempt = ?", (tx, round, attempt))
+
+    # metrics ------------------------------------------------------------------------------------
+    def record_metrics(
+        self, round: int, global_sha256: str, accuracy: float, n: int, eval_set_hash: str
+    ) -> None:
+        """Remember an evaluation of a round's global adapter."""
+        self._exec(
+            "INSERT OR REPLACE INTO metrics (round, global_sha256, accuracy, n, eval_set_hash, reported) "
+            "VALUES (?,?,?,?,?,0)",
+            (round, global_sha256, accuracy, n, eval_set_hash),
+        )
+
+    def metrics(self, round: int) -> MetricsRecord | None:
+        """The evaluation of a round's global adapter, if done."""
+        rows = self._exec(
+            "SELECT round, global_sha256, accuracy, n, eval_set_hash, reported FROM metrics WHERE round = ?",
+            (round,),
+        )
+        if not rows:
+            return None
+        r, s, acc, n, h, rep = rows[0]
+        return MetricsRecord(int(r), str(s), float(acc), int(n), str(h), bool(rep))  # type: ignore[call-overload, arg-type]
+
+    def all_metrics(self) -> list[MetricsRecord]:
+        """Every evaluation, by round."""
+        rows = self._exec("SELECT round FROM metrics ORDER BY round")
+        return [m for (r,) in rows if (m := self.metrics(int(r))) is not None]  # type: ignore[call-overload]
+
+    def mark_metrics_reported(self, round: int, tx: str | None) -> None:
+        """The round's metrics are on-chain."""
+        self._exec("UPDATE metrics SET reported = 1, tx = ? WHERE round = ?", (tx, round))
+
+    # timings (for bench/round.py and the logs) --------------------------------------------------
+    def add_timing(self, round: int, what: str, seconds: float) -> None:
+        """Record how long one step of a round took."""
+        self._exec("INSERT INTO timings (round, what, seconds) VALUES (?,?,?)", (round, what, seconds))
+
+    def timings(self, round: int) -> dict[str, float]:
+        """Summed seconds per step for a round."""
+        rows = self._exec("SELECT what, SUM(seconds) FROM timings WHERE round = ? GROUP BY what", (round,))
+        return {str(w): float(s) for w, s in rows}  # type: ignore[arg-type]
