@@ -1,1 +1,4 @@
-"""On-chain coordination: wallets, the coordinator contract client, event reading. Imports nothing of medfed's."""
+"""On-chain coordination: wallets, the coordinator client, event reading.
+
+Imports nothing of medfed's other packages.
+"""

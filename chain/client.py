@@ -1,0 +1,288 @@
+"""CoordinatorClient: one typed method per coordinator call and view; no raw ABI outside this module."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from chain.artifacts import load_artifact
+from chain.errors import ChainError, ContractRevert
+from chain.events import EventDecoder
+from chain.profile import DEVNET, ChainProfile
+from chain.rpc import connect, detect_time_unit_ms, require_code
+from chain.tx import TxSender, decode_revert
+from chain.types import ChainEvent, ChainParams, GlobalAdapter, PeerRecord, Phase, RoundInfo, TxResult
+from chain.wallet import Wallet
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def _bytes32(value: bytes | str, what: str) -> bytes:
+    """32 bytes from raw bytes or a hex string (with or without 0x)."""
+    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be 32 bytes (a sha256), got {len(raw)}")
+    return raw
+
+
+def _addr_or_none(a: str) -> str | None:
+    return None if int(a, 16) == 0 else to_checksum_address(a)
+
+
+class CoordinatorClient:
+    """A connection to one Coordinator deployment.
+
+    Connecting checks the chain id (WrongChain), reachability (RpcUnreachable) and that code
+    exists at the address (NoContract). Transactions need a wallet; views do not. Transaction
+    methods return a `TxResult` with the decoded coordinator events; a refusal raises
+    `ContractRevert` with the contract's reason string.
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        coordinator_address: str,
+        wallet: Wallet | None = None,
+        profile: ChainProfile = DEVNET,
+        *,
+        w3: Web3 | None = None,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.profile = profile
+        self.w3 = w3 if w3 is not None else connect(rpc_url, profile)
+        self.address = require_code(self.w3, coordinator_address, rpc_url)
+        self.contract = self.w3.eth.contract(address=self.address, abi=load_artifact("Coordinator").abi)  # type: ignore[call-overload]
+        self._token_abi = load_artifact("RewardToken").abi
+        self.decoder = EventDecoder(self.contract)
+        self.wallet = wallet
+        self._sender = TxSender(self.w3, wallet, profile) if wallet is not None else None
+        self._time_unit_ms = profile.time_unit_ms
+        self._token: str | None = None
+
+    # ---------------------------------------------------------------- plumbing
+
+    def with_wallet(self, wallet: Wallet) -> CoordinatorClient:
+        """Another client on the same connection, sending from `wallet`."""
+        return CoordinatorClient(self.rpc_url, self.address, wallet, self.profile, w3=self.w3)
+
+    @property
+    def sender_address(self) -> str:
+        if self.wallet is None:
+            raise ChainError("this client has no wallet: load one with --key to send transactions")
+        return self.wallet.address
+
+    def _call(self, fn: str, *args: Any) -> Any:
+        try:
+            return getattr(self.contract.functions, fn)(*args).call()
+        except ContractLogicError as exc:
+            raise ContractRevert(fn, decode_revert(exc.data, str(exc.message or exc))) from None
+
+    def _transact(self, fn: str, *args: Any) -> TxResult:
+        if self._sender is None:
+            raise ChainError("this client has no wallet: load one with --key to send transactions")
+        data = self.contract.encode_abi(fn, args=list(args))
+        receipt = self._sender.send({"to": self.address, "data": data}, fn)
+        events = self.decode_receipt(receipt)
+        log.debug("%s mined in block %d (%d gas)", fn, receipt["blockNumber"], receipt["gasUsed"])
+        return TxResult(
+            tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=tuple(events),
+        )
+
+    def decode_receipt(self, receipt: Any) -> list[ChainEvent]:
+        """The coordinator events in a receipt."""
+        out = []
+        for raw in receipt["logs"]:
+            if to_checksum_address(raw["address"]) != self.address:
+                continue
+            event = self.decoder.decode(raw)
+            if event is not None:
+                out.append(event)
+        return out
+
+    # ---------------------------------------------------------------- membership
+
+    def add_member(self, member: str) -> TxResult:
+        return self._transact("addMember", to_checksum_address(member))
+
+    def remove_member(self, member: str) -> TxResult:
+        return self._transact("removeMember", to_checksum_address(member))
+
+    def set_open_membership(self, open_: bool) -> TxResult:
+        return self._transact("setOpenMembership", bool(open_))
+
+    def join(self) -> TxResult:
+        return self._transact("join")
+
+    def publish_peer(self, peer_id: str, multiaddrs: Sequence[str]) -> TxResult:
+        """Publish this member's libp2p PeerID and listen multiaddrs (stored comma-separated)."""
+        if any("," in a for a in multiaddrs):
+            raise ValueError("a multiaddr cannot contain a comma")
+        return self._transact("publishPeer", peer_id, ",".join(multiaddrs))
+
+    # ---------------------------------------------------------------- round
+
+    def open_round(self) -> TxResult:
+        return self._transact("openRound")
+
+    def commit_update(self, round_: int, sha256: bytes | str, cid: str, num_samples: int) -> TxResult:
+        return self._transact("commitUpdate", int(round_), _bytes32(sha256, "sha256"), cid, int(num_samples))
+
+    def submit_aggregate(
+        self, round_: int, sha256: bytes | str, cid: str, included: Sequence[str]
+    ) -> TxResult:
+        """Submit the aggregate; `included` is sorted into the ascending address order the contract wants."""
+        ordered = sorted({to_checksum_address(a) for a in included}, key=lambda a: int(a, 16))
+        return self._transact("submitAggregate", int(round_), _bytes32(sha256, "sha256"), cid, ordered)
+
+    def vote(self, round_: int, approve: bool) -> TxResult:
+        return self._transact("vote", int(round_), bool(approve))
+
+    def finalize(self, round_: int) -> TxResult:
+        return self._transact("finalize", int(round_))
+
+    def advance(self, round_: int) -> TxResult:
+        return self._transact("advance", int(round_))
+
+    def report_metrics(self, round_: int, eval_set_hash: bytes | str, accuracy_ppm: int, n: int) -> TxResult:
+        return self._transact(
+            "reportMetrics", int(round_), _bytes32(eval_set_hash, "eval_set_hash"), int(accuracy_ppm), int(n)
+        )
+
+    def send_eth(self, to: str, wei: int) -> TxResult:
+        """Plain value transfer (devnet funding)."""
+        if self._sender is None:
+            raise ChainError("this client has no wallet: load one with --key to send transactions")
+        receipt = self._sender.send(
+            {"to": to_checksum_address(to), "value": int(wei)}, "send_eth", gas=21_000
+        )
+        return TxResult(
+            "0x" + bytes(receipt["transactionHash"]).hex(),
+            int(receipt["blockNumber"]),
+            int(receipt["gasUsed"]),
+            (),
+        )
+
+    # ---------------------------------------------------------------- views
+
+    def admin(self) -> str:
+        return str(self._call("admin"))
+
+    def token_address(self) -> str:
+        if self._token is None:
+            self._token = to_checksum_address(self._call("token"))
+        return self._token
+
+    def base_model(self) -> str:
+        return str(self._call("baseModel"))
+
+    def lora_config_hash(self) -> bytes:
+        return bytes(self._call("loraConfigHash"))
+
+    def params(self) -> ChainParams:
+        p = self._call("params")
+        return ChainParams(
+            commit_duration=int(p[0]),
+            aggregate_duration=int(p[1]),
+            verify_duration=int(p[2]),
+            max_attempts=int(p[3]),
+            min_committers=int(p[4]),
+            contributor_reward=int(p[5]),
+            aggregator_reward=int(p[6]),
+            verifier_reward=int(p[7]),
+            open_membership=bool(p[8]),
+        )
+
+    def is_member(self, address: str) -> bool:
+        return bool(self._call("isMember", to_checksum_address(address)))
+
+    def members(self) -> list[str]:
+        return [to_checksum_address(a) for a in self._call("members")]
+
+    def member_peer(self, address: str) -> PeerRecord | None:
+        """What `address` published with publish_peer, or None."""
+        peer_id, addrs = self._call("memberPeer", to_checksum_address(address))
+        if not peer_id:
+            return None
+        return PeerRecord(to_checksum_address(address), peer_id, tuple(a for a in addrs.split(",") if a))
+
+    def current_round(self) -> int:
+        return int(self._call("currentRound"))
+
+    def round_info(self) -> RoundInfo:
+        r = self._call("roundInfo")
+        return RoundInfo(
+            round=int(r[0]),
+            phase=Phase(int(r[1])),
+            attempt=int(r[2]),
+            n_committers=int(r[3]),
+            commit_deadline=int(r[4]),
+            aggregate_deadline=int(r[5]),
+            verify_deadline=int(r[6]),
+            aggregator=_addr_or_none(r[7]),
+            approvals=int(r[8]),
+            rejections=int(r[9]),
+        )
+
+    def aggregator_of(self, round_: int) -> str | None:
+        """The live round's aggregator (None before the commit deadline or for another round)."""
+        return _addr_or_none(self._call("aggregatorOf", int(round_)))
+
+    def current_aggregator(self) -> str | None:
+        return self.aggregator_of(self.current_round())
+
+    def committers(self) -> list[str]:
+        """The live round's committers in commit order."""
+        return [to_checksum_address(a) for a in self._call("committers")]
+
+    def included_members(self) -> list[str]:
+        """The members the live attempt's aggregate includes (ascending)."""
+        return [to_checksum_address(a) for a in self._call("includedMembers")]
+
+    def has_voted(self, address: str) -> bool:
+        return bool(self._call("hasVoted", to_checksum_address(address)))
+
+    def global_adapter(self) -> GlobalAdapter:
+        sha, cid, rnd = self._call("globalAdapter")
+        return GlobalAdapter(bytes(sha), str(cid), int(rnd))
+
+    def is_finalized(self, round_: int) -> bool:
+        return bool(self._call("isFinalized", int(round_)))
+
+    def token_balance(self, address: str) -> int:
+        token = self.w3.eth.contract(address=self.token_address(), abi=self._token_abi)  # type: ignore[call-overload]
+        return int(token.functions.balanceOf(to_checksum_address(address)).call())
+
+    def eth_balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    # ---------------------------------------------------------------- time
+
+    @property
+    def time_unit_ms(self) -> bool:
+        """True when block.timestamp is in milliseconds (profile setting, else detected once)."""
+        if self._time_unit_ms is None:
+            self._time_unit_ms = detect_time_unit_ms(self.w3)
+        return self._time_unit_ms
+
+    def chain_time(self) -> int:
+        """The latest block's timestamp, in chain units."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def seconds_to_chain(self, seconds: float) -> int:
+        return round(seconds * 1000) if self.time_unit_ms else round(seconds)
+
+    def chain_to_seconds(self, value: int) -> float:
+        return value / 1000.0 if self.time_unit_ms else float(value)

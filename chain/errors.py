@@ -1,0 +1,40 @@
+"""Exceptions of the chain package. Every message is one line that names the fix."""
+
+from __future__ import annotations
+
+
+class ChainError(Exception):
+    """Base class of every chain-package error."""
+
+
+class WalletError(ChainError):
+    """A keystore could not be created, read or decrypted, or no password was given."""
+
+
+class RpcUnreachable(ChainError):
+    """The JSON-RPC endpoint does not answer."""
+
+
+class WrongChain(ChainError):
+    """The endpoint answers with another chain id than the profile expects."""
+
+
+class NoContract(ChainError):
+    """No contract code at the configured address."""
+
+
+class ArtifactError(ChainError):
+    """Compiled contract artifacts are missing, stale, or the compiler failed."""
+
+
+class TransactionFailed(ChainError):
+    """A transaction could not be sent or was not mined in time."""
+
+
+class ContractRevert(ChainError):
+    """The contract refused a call; `reason` is the contract's revert string."""
+
+    def __init__(self, function: str, reason: str) -> None:
+        self.function = function
+        self.reason = reason
+        super().__init__(f"{function} reverted: {reason}")

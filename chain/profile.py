@@ -1,0 +1,66 @@
+"""Chain profiles: what differs between the anvil devnet and Cypherium."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChainProfile:
+    """Connection and transaction settings for one kind of chain.
+
+    `time_unit_ms`: True/False pins the unit of `block.timestamp`; None detects it from the
+    latest block. `poa_extra_data` injects web3's extra-data middleware (Cypherium blocks carry
+    extraData longer than 32 bytes). Gas is always set explicitly: Cypherium's eth_estimateGas
+    takes a single argument, so the client calls it with exactly one.
+    """
+
+    name: str
+    chain_id: int
+    gas_price_wei: int
+    poa_extra_data: bool
+    time_unit_ms: bool | None
+    gas_margin: float = 1.3
+    gas_extra: int = 30_000
+    tx_timeout_s: float = 60.0
+    poll_interval_s: float = 0.05
+    log_page_size: int = 2_000
+    rpc_timeout_s: float = 10.0
+
+    def replace(self, **changes: object) -> ChainProfile:
+        """A copy with some fields changed (e.g. another gas price)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEVNET = ChainProfile(
+    name="devnet",
+    chain_id=16166,
+    gas_price_wei=1_000_000_000,
+    poa_extra_data=False,
+    time_unit_ms=False,
+)
+
+CYPHERIUM = ChainProfile(
+    name="cypherium",
+    chain_id=16166,
+    gas_price_wei=1_000_000_000,
+    poa_extra_data=True,
+    time_unit_ms=True,
+    tx_timeout_s=120.0,
+    poll_interval_s=0.5,
+    log_page_size=1_000,
+    rpc_timeout_s=30.0,
+)
+
+PROFILES: dict[str, ChainProfile] = {"devnet": DEVNET, "cypherium": CYPHERIUM}
+
+
+def get_profile(name: str) -> ChainProfile:
+    """The profile called `name`; ValueError naming the choices otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown chain profile {name!r}: choose one of {', '.join(sorted(PROFILES))}"
+        ) from None

@@ -1,0 +1,64 @@
+"""Connecting to a JSON-RPC endpoint with a profile's settings, and the checks that go with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from eth_utils import to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.middleware import ExtraDataToPOAMiddleware
+
+from chain.errors import NoContract, RpcUnreachable, WrongChain
+from chain.profile import ChainProfile
+
+MS_THRESHOLD = 100_000_000_000  # a seconds timestamp passes this in the year 5138
+
+
+def connect(rpc_url: str, profile: ChainProfile) -> Web3:
+    """A Web3 for `rpc_url` whose chain id was checked against the profile."""
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": profile.rpc_timeout_s})
+    w3 = Web3(provider)
+    if profile.poa_extra_data:
+        w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    chain_id = rpc_chain_id(w3, rpc_url)
+    if chain_id != profile.chain_id:
+        raise WrongChain(
+            f"RPC {rpc_url} answers chain id {chain_id}, expected {profile.chain_id}: "
+            f"point --rpc-url at the right chain or choose another profile"
+        )
+    return w3
+
+
+def rpc_chain_id(w3: Web3, rpc_url: str) -> int:
+    """eth_chainId, turning connection failures into RpcUnreachable."""
+    try:
+        response = w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise RpcUnreachable(
+            f"RPC {rpc_url} unreachable ({type(exc).__name__}): start the chain node or fix --rpc-url"
+        ) from None
+    if "result" not in response:
+        raise RpcUnreachable(
+            f"RPC {rpc_url} gave no chain id ({response.get('error')}): is it an Ethereum RPC?"
+        )
+    return int(response["result"], 16)
+
+
+def require_code(w3: Web3, address: str, rpc_url: str, what: str = "coordinator") -> str:
+    """The checksummed `address`, after checking that contract code exists there."""
+    try:
+        addr = to_checksum_address(address)
+    except ValueError:
+        raise NoContract(f"{address!r} is not an address: fix the {what} address") from None
+    if len(w3.eth.get_code(addr)) == 0:
+        raise NoContract(
+            f"no contract at {addr} on {rpc_url}: check the {what} address (deployment.json) and the chain"
+        )
+    return addr
+
+
+def detect_time_unit_ms(w3: Web3) -> bool:
+    """True when the latest block's timestamp is in milliseconds (Cypherium), False for seconds."""
+    block: Any = w3.eth.get_block("latest")
+    return int(block["timestamp"]) > MS_THRESHOLD

@@ -1,0 +1,261 @@
+"""Typed records of the chain package: round state, parameters, transactions and events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Phase(enum.IntEnum):
+    """Phase of the live round as stored on-chain."""
+
+    NONE = 0
+    COMMIT = 1
+    AGGREGATE = 2
+    VERIFY = 3
+    FINALIZED = 4
+    FAILED = 5
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """Deployment parameters; durations in SECONDS (converted to the chain's unit at deployment)."""
+
+    commit_duration_s: int = 60
+    aggregate_duration_s: int = 60
+    verify_duration_s: int = 60
+    max_attempts: int = 3
+    min_committers: int = 1
+    contributor_reward: int = 10 * 10**18
+    aggregator_reward: int = 5 * 10**18
+    verifier_reward: int = 1 * 10**18
+    open_membership: bool = False
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """Parameters as the contract stores them; durations in chain time units."""
+
+    commit_duration: int
+    aggregate_duration: int
+    verify_duration: int
+    max_attempts: int
+    min_committers: int
+    contributor_reward: int
+    aggregator_reward: int
+    verifier_reward: int
+    open_membership: bool
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """The live round (`round` 0 = none opened yet). Deadlines in chain time units."""
+
+    round: int
+    phase: Phase
+    attempt: int
+    n_committers: int
+    commit_deadline: int
+    aggregate_deadline: int
+    verify_deadline: int
+    aggregator: str | None
+    approvals: int
+    rejections: int
+
+
+@dataclass(frozen=True)
+class GlobalAdapter:
+    """The current global adapter and the round that produced it (0 = the initial adapter)."""
+
+    sha256: bytes
+    cid: str
+    round: int
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """What a member published: its libp2p PeerID and multiaddrs."""
+
+    member: str
+    peer_id: str
+    multiaddrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed federation."""
+
+    rpc_url: str
+    chain_id: int
+    coordinator: str
+    token: str
+    deploy_block: int
+    admin: str
+    time_unit_ms: bool
+
+
+# ---------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """Base of every decoded contract event: where it sits in the chain."""
+
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class Deployed(ChainEvent):
+    admin: str
+    token: str
+    initial_sha256: bytes
+    initial_cid: str
+    base_model: str
+    lora_config_hash: bytes
+
+
+@dataclass(frozen=True)
+class OpenMembershipSet(ChainEvent):
+    open: bool
+
+
+@dataclass(frozen=True)
+class MemberAdded(ChainEvent):
+    member: str
+
+
+@dataclass(frozen=True)
+class MemberRemoved(ChainEvent):
+    member: str
+
+
+@dataclass(frozen=True)
+class PeerPublished(ChainEvent):
+    member: str
+    peer_id: str
+    multiaddrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundOpened(ChainEvent):
+    round: int
+    base_sha256: bytes
+    base_cid: str
+    commit_deadline: int
+
+
+@dataclass(frozen=True)
+class UpdateCommitted(ChainEvent):
+    round: int
+    member: str
+    sha256: bytes
+    cid: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class AggregatorElected(ChainEvent):
+    round: int
+    attempt: int
+    aggregator: str
+    aggregate_deadline: int
+
+
+@dataclass(frozen=True)
+class AggregateSubmitted(ChainEvent):
+    round: int
+    attempt: int
+    aggregator: str
+    sha256: bytes
+    cid: str
+    included: tuple[str, ...]
+    verify_deadline: int
+
+
+@dataclass(frozen=True)
+class VoteCast(ChainEvent):
+    round: int
+    attempt: int
+    voter: str
+    approve: bool
+
+
+@dataclass(frozen=True)
+class AttemptFailed(ChainEvent):
+    round: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoundFinalized(ChainEvent):
+    round: int
+    attempt: int
+    global_sha256: bytes
+    global_cid: str
+
+
+@dataclass(frozen=True)
+class RoundFailed(ChainEvent):
+    round: int
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RewardPaid(ChainEvent):
+    round: int
+    to: str
+    amount: int
+    role: str
+
+
+@dataclass(frozen=True)
+class MetricsReported(ChainEvent):
+    round: int
+    member: str
+    eval_set_hash: bytes
+    accuracy_ppm: int
+    n: int
+
+
+EVENT_TYPES: dict[str, type[ChainEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        Deployed,
+        OpenMembershipSet,
+        MemberAdded,
+        MemberRemoved,
+        PeerPublished,
+        RoundOpened,
+        UpdateCommitted,
+        AggregatorElected,
+        AggregateSubmitted,
+        VoteCast,
+        AttemptFailed,
+        RoundFinalized,
+        RoundFailed,
+        RewardPaid,
+        MetricsReported,
+    )
+}
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction and the coordinator events it emitted."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: tuple[ChainEvent, ...]
+
+    def first(self, event_type: type[ChainEvent]) -> ChainEvent | None:
+        """The first emitted event of that type, if any."""
+        return next((e for e in self.events if isinstance(e, event_type)), None)
