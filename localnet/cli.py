@@ -1,0 +1,109 @@
+"""`medfed-localnet`: the local devnet launcher.
+
+Subcommands are registered per group so other modules can add theirs:
+`medfed-localnet chain up --dir D [--nodes N] [--port P]`, `medfed-localnet chain down --dir D`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from chain.errors import ChainError
+from chain.types import DeployParams
+from localnet.anvil import AnvilError
+from localnet.chain import DEVNET_PARAMS, DevnetError, start_devnet, stop_devnet
+
+# Exceptions that end a command with one line on stderr and exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (DevnetError, AnvilError, ChainError, ValueError)
+
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`chain up` / `chain down`."""
+    chain = sub.add_parser("chain", help="the devnet chain alone: anvil + coordinator + funded wallets")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True)
+
+    up = chain_sub.add_parser("up", help="start anvil, deploy, fund and admit N wallets")
+    up.add_argument("--dir", required=True, help="devnet folder (deployment.json, wallets, logs)")
+    up.add_argument("--nodes", type=int, default=3, help="wallets to create and admit (default 3)")
+    up.add_argument("--port", type=int, default=0, help="anvil port on 127.0.0.1 (default: a free one)")
+    up.add_argument("--commit-s", type=int, default=DEVNET_PARAMS.commit_duration_s)
+    up.add_argument("--aggregate-s", type=int, default=DEVNET_PARAMS.aggregate_duration_s)
+    up.add_argument("--verify-s", type=int, default=DEVNET_PARAMS.verify_duration_s)
+    up.add_argument("--max-attempts", type=int, default=DEVNET_PARAMS.max_attempts)
+    up.add_argument("--min-committers", type=int, default=DEVNET_PARAMS.min_committers)
+    up.add_argument("--block-time", type=float, default=1.0, help="seconds between empty blocks (0: none)")
+    up.add_argument("--fresh", action="store_true", help="replace a devnet already in --dir")
+    up.set_defaults(func=_chain_up)
+
+    down = chain_sub.add_parser("down", help="stop the devnet's anvil (by its recorded pid)")
+    down.add_argument("--dir", required=True)
+    down.set_defaults(func=_chain_down)
+
+
+def _chain_up(args: argparse.Namespace) -> int:
+    params = DeployParams(
+        commit_duration_s=args.commit_s,
+        aggregate_duration_s=args.aggregate_s,
+        verify_duration_s=args.verify_s,
+        max_attempts=args.max_attempts,
+        min_committers=args.min_committers,
+        contributor_reward=DEVNET_PARAMS.contributor_reward,
+        aggregator_reward=DEVNET_PARAMS.aggregator_reward,
+        verifier_reward=DEVNET_PARAMS.verifier_reward,
+        open_membership=DEVNET_PARAMS.open_membership,
+    )
+    devnet = start_devnet(
+        args.dir, args.nodes, params, port=args.port, block_time_s=args.block_time or None, fresh=args.fresh
+    )
+    print(f"devnet up: {devnet.rpc_url} (chain id {devnet.chain_id}, anvil pid {devnet.anvil_pid})")
+    print(f"coordinator {devnet.coordinator}, token {devnet.token}")
+    for path, addr in zip(devnet.wallets, devnet.addresses, strict=True):
+        print(f"member {addr}  {path}")
+    print(f"wrote {devnet.deployment_file} (wallet password in {devnet.password_file})")
+    return 0
+
+
+def _chain_down(args: argparse.Namespace) -> int:
+    was_running = stop_devnet(args.dir)
+    print("devnet stopped" if was_running else "devnet was not running (records moved aside)")
+    return 0
+
+
+REGISTRARS: list[Registrar] = [add_chain_commands]
+
+
+def build_parser(extra: Sequence[Registrar] = ()) -> argparse.ArgumentParser:
+    """The parser with every registered command group (REGISTRARS + `extra`)."""
+    parser = argparse.ArgumentParser(prog="medfed-localnet", description="medfed local devnet launcher")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in (*REGISTRARS, *extra):
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
