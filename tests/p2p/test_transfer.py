@@ -1,0 +1,170 @@
+"""Adapter transfer between real hosts: verified bytes, hostile senders, refusals, failover."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from conftest import address_of, new_key, running_hosts, write_random
+
+from p2p.errors import NoProviderError, TransferRefused
+
+REPO = Path(__file__).resolve().parents[2]
+PROVIDER = REPO / "tests/p2p/provider_proc.py"
+
+
+def store_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def test_100_mb_file_transfers_with_hash_checked(tmp_path: Path) -> None:
+    src = tmp_path / "adapter.safetensors"
+    sha = write_random(src, 100_000_000)
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
+            await b.connect(a.listen_multiaddrs())
+            a.serve(sha, src)
+            out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=200_000_000, timeout=20)
+            assert out == tmp_path / "dl" / sha
+            assert out.stat().st_size == 100_000_000
+            h = hashlib.sha256()
+            with open(out, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+            assert h.hexdigest() == sha
+            assert store_files(tmp_path / "dl") == [sha]  # no temp files left behind
+
+    trio.run(main)
+
+
+def test_wrong_bytes_are_rejected_and_sender_penalised(tmp_path: Path) -> None:
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    sha = write_random(real, 3_000_000)
+    write_random(fake, 3_000_000)  # same size, different bytes
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (liar, b):
+            liar.serve(sha, fake)
+            with pytest.raises(NoProviderError, match="hash"):
+                await b.fetch(
+                    sha, liar.listen_multiaddrs(), tmp_path / "dl", max_bytes=10_000_000, timeout=10
+                )
+            assert store_files(tmp_path / "dl") == []
+            assert b.penalty(liar.peer_id) >= 10
+            # a banned peer is no longer tried at all
+            with pytest.raises(NoProviderError, match="no provider"):
+                await b.fetch(sha, [liar.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
+
+    trio.run(main)
+
+
+def test_oversize_file_is_refused_before_any_byte_lands(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    sha = write_random(src, 2_000_000)
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
+            await b.connect(a.listen_multiaddrs())
+            a.serve(sha, src)
+            with pytest.raises(TransferRefused, match="too_large"):
+                await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=1_000_000, timeout=10)
+            assert store_files(tmp_path / "dl") == []
+
+    trio.run(main)
+
+
+def test_refused_request_fails_cleanly_on_both_sides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "update"
+    sha = write_random(src, 100_000)
+    asked: list[tuple[str, str]] = []
+    kb = new_key()
+
+    def may_serve(address: str, sha256_hex: str) -> bool:
+        asked.append((address, sha256_hex))
+        return False  # e.g. the round's commit deadline has not passed
+
+    async def main() -> None:
+        async with running_hosts([new_key(), kb], tmp_path, may_serve=may_serve) as (a, b):
+            await b.connect(a.listen_multiaddrs())
+            a.serve(sha, src)
+            with pytest.raises(TransferRefused, match="refused"):
+                await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
+            with pytest.raises(TransferRefused, match="not_found"):
+                await b.fetch("ab" * 32, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
+            assert b.penalty(a.peer_id) == 0  # refusing is not misbehaving
+            # both hosts still work afterwards
+            a.may_serve = lambda addr, s: True
+            out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
+            assert out.read_bytes() == src.read_bytes()
+
+    with caplog.at_level("INFO", logger="p2p.host"):
+        trio.run(main)
+    assert asked[0] == (address_of(kb), sha)  # the callback saw the requester's wallet address
+    served = [r.getMessage() for r in caplog.records if r.getMessage().startswith("served request")]
+    assert (
+        served[0].endswith(": refused") and served[1].endswith(": not_found") and served[2].endswith(": ok")
+    )
+
+
+def test_provider_killed_mid_transfer_completes_from_second_provider(tmp_path: Path) -> None:
+    src = tmp_path / "adapter"
+    size = 60_000_000
+    sha = write_random(src, size)
+    dl = tmp_path / "dl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests/p2p/provider_proc.py"),
+            new_key().hex(),
+            sha,
+            str(src),
+            str(tmp_path / "p"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line and line[0] == "READY", f"provider process did not start: {line}"
+        doomed = line[1]
+        killed_at: list[int] = []
+
+        async def killer() -> None:
+            # SIGKILL the first provider once its bytes have started landing in a temp file
+            while True:
+                parts = [p for p in dl.glob(".*.part")] if dl.exists() else []
+                if parts and parts[0].stat().st_size > 1_000_000:
+                    killed_at.append(parts[0].stat().st_size)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return
+                await trio.sleep(0.002)
+
+        async def main() -> None:
+            async with running_hosts([new_key(), new_key()], tmp_path) as (second, b):
+                second.serve(sha, src)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(killer)
+                    out = await b.fetch(sha, [doomed, *second.listen_multiaddrs()], dl, size, timeout=10)
+                    nursery.cancel_scope.cancel()
+                assert killed_at and killed_at[0] < size, "the first provider was not killed mid-transfer"
+                assert out.stat().st_size == size
+                assert store_files(dl) == [sha]
+                doomed_id = doomed.rsplit("/", 1)[-1]
+                assert b.penalty(doomed_id) > 0 and b.penalty(second.peer_id) == 0
+
+        trio.run(main)
+    finally:
+        proc.kill()
+        proc.wait()
