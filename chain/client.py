@@ -246,7 +246,8 @@ class CoordinatorClient:
 
     def included_members(self) -> list[str]:
         """The members the live attempt's aggregate includes (ascending)."""
-        return [to_checksum_address(a) for a in self._call("includedMembers")]
+        members = (to_checksum_address(a) for a in self._call("includedMembers"))
+        return sorted(members, key=lambda a: int(a, 16))
 
     def has_voted(self, address: str) -> bool:
         return bool(self._call("hasVoted", to_checksum_address(address)))
