@@ -69,6 +69,7 @@ def build_tiny_model(seed: int = 0, hidden_size: int = 64, layers: int = 2) -> t
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # large enough that a LoRA can move the logits within a few steps
     )
     config.name_or_path = TINY_MODEL_ID
     cpu_state = torch.random.get_rng_state()

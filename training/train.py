@@ -1,0 +1,193 @@
+"""Local LoRA training of one site from the global adapter, written as a canonical adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.adapter_io import CONFIG_NAME, _state_rank, read_adapter, write_canonical_adapter
+from training.data import Question
+from training.errors import AdapterInvalid, TrainingError
+from training.forward import logits_at, pad_batch
+from training.lora import LoraSettings
+from training.prompts import IGNORE_INDEX, Example, encode_example
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and loop settings (study: AdamW, lr 2e-4 linear decay, batch 1, accumulation 4, 1 epoch)."""
+
+    lr: float = 2e-4
+    batch_size: int = 1
+    grad_accum: int = 4
+    epochs: int = 1
+    max_steps: int | None = None
+    max_length: int = 768
+    seed: int = 0
+    device: str | None = None
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train_local`; ``losses`` is the mean answer-token loss of each optimiser step."""
+
+    sha256: str
+    num_samples: int
+    steps: int
+    final_loss: float
+    tokens_per_s: float
+    seconds: float
+    losses: tuple[float, ...] = ()
+
+
+def attach_adapter(model: Any, adapter: str | Path, settings: LoraSettings, trainable: bool) -> Any:
+    """Wrap ``model`` in a fresh PeftModel holding the adapter's weights (call ``.unload()`` after)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    state = read_adapter(adapter)
+    rank = _state_rank(state)
+    if rank % settings.rank:
+        raise AdapterInvalid(f"{adapter}: rank {rank} does not fit the federation rank {settings.rank}")
+    cfg = settings if rank == settings.rank else settings.stacked(rank // settings.rank)
+    peft_model = get_peft_model(model, cfg.to_peft_config(inference_mode=not trainable))
+    device = next(model.parameters()).device
+    tensors = {k: torch.from_numpy(v).to(device) for k, v in state.items()}
+    result = set_peft_model_state_dict(peft_model, tensors)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        peft_model.unload()
+        raise AdapterInvalid(f"{adapter}: tensors {unexpected[:2]} do not match any module of the base model")
+    return peft_model
+
+
+def _base_model_name(start_adapter: str | Path) -> str:
+    cfg = Path(start_adapter)
+    cfg = (cfg if cfg.is_dir() else cfg.parent) / CONFIG_NAME
+    try:
+        return str(json.loads(cfg.read_text())["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def answer_loss(
+    model: Any, batch: Sequence[Example], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the answer tokens of a batch, and the number of real tokens in it."""
+    ids, mask = pad_batch([ex.input_ids for ex in batch], pad_id, device)
+    rows, cols, targets = [], [], []
+    for i, ex in enumerate(batch):
+        for j, label in enumerate(ex.labels):
+            if label != IGNORE_INDEX:
+                rows.append(i)
+                cols.append(j - 1)  # position j-1 predicts token j
+                targets.append(label)
+    index = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+    logits = logits_at(model, ids, mask, *index).float()
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device))
+    return loss, int(mask.sum())
+
+
+def train_local(
+    model: Any,
+    tokenizer: Any,
+    start_adapter: str | Path,
+    questions: Sequence[Question],
+    settings: LoraSettings,
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    base_model: str | None = None,
+) -> TrainResult:
+    """Train a LoRA on ``questions`` starting from ``start_adapter`` and write it canonically to ``out_dir``.
+
+    The base model is left as it was (the adapter is attached to a fresh PeftModel and unloaded
+    afterwards), so one loaded base model can serve many calls, one at a time. ``base_model`` is the
+    name recorded in ``adapter_config.json`` (default: the start adapter's).
+    """
+    from peft import get_peft_model_state_dict
+    from tqdm import tqdm
+
+    if not questions:
+        raise TrainingError("no training questions: the site's training split is empty")
+    device = torch.device(config.device) if config.device else next(model.parameters()).device
+    model.to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    examples = [encode_example(q, tokenizer, config.max_length) for q in questions]
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    for _ in range(config.epochs):
+        epoch = list(range(len(examples)))
+        rng.shuffle(epoch)
+        order.extend(epoch)
+    micro = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    total_steps = math.ceil(len(micro) / config.grad_accum)
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+        micro = micro[: total_steps * config.grad_accum]
+
+    torch.manual_seed(config.seed)
+    peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
+    try:
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
+        peft_model.train()
+        losses: list[float] = []
+        tokens = 0
+        started = time.perf_counter()
+        bar = tqdm(total=total_steps, desc="local training", unit="step", disable=not progress, leave=False)
+        for step in range(total_steps):
+            group = micro[step * config.grad_accum : (step + 1) * config.grad_accum]
+            step_loss = 0.0
+            for indices in group:
+                with _autocast(device):
+                    loss, n_tok = answer_loss(peft_model, [examples[i] for i in indices], pad_id, device)
+                (loss / len(group)).backward()
+                step_loss += float(loss.detach()) / len(group)
+                tokens += n_tok
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            elapsed = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        raw = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
+        state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in raw.items()}
+    finally:
+        peft_model.unload()
+        model.eval()
+    if not all(np.isfinite(v).all() for v in state.values()):
+        raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")
+    sha = write_canonical_adapter(state, settings, base_model or _base_model_name(start_adapter), out_dir)
+    return TrainResult(
+        sha256=sha,
+        num_samples=len(questions),
+        steps=total_steps,
+        final_loss=losses[-1] if losses else float("nan"),
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        seconds=seconds,
+        losses=tuple(losses),
+    )
