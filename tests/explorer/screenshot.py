@@ -3,7 +3,7 @@
     .venv/bin/python tests/explorer/screenshot.py --out docs/img/explorer.png [--serve 60]
 
 Starts anvil, scripts a federation of 4 institutions over 5 rounds directly on the
-contract (tests/explorer/scenario.py), serves the explorer in-process and saves a
+contract (tests/explorer/explorer_scenario.py), serves the explorer in-process and saves a
 laptop-size screenshot of the overview (plus `-round.png` / `-phone.png` beside it).
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
 
-from browser import launch_browser  # noqa: E402
-from scenario import build_federation  # noqa: E402
+from explorer_browser import launch_browser  # noqa: E402
+from explorer_scenario import build_federation  # noqa: E402
 
 from localnet.anvil import start_anvil, stop_anvil  # noqa: E402
 from node.explorer.server import start_explorer  # noqa: E402
