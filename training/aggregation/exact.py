@@ -41,8 +41,8 @@ class Exact:
             elif key.endswith("lora_B.weight"):
                 scaled = []
                 for x, w in zip(parts, weights, strict=True):
-                    tmp = np.empty(x.shape, dtype=np.float64)
-                    np.multiply(x, w, out=tmp)
+                    tmp = x.astype(np.float64)
+                    np.multiply(tmp, w, out=tmp)
                     scaled.append(tmp.astype(np.float32))
                 out[key] = np.concatenate(scaled, axis=1)
             else:

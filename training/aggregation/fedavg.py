@@ -27,7 +27,8 @@ class FedAvg:
                     raise AggregationError(
                         f"member {item.member}'s {key!r} has shape {x.shape}, expected {shape}"
                     )
-                np.multiply(x, w, out=tmp)  # float32 * float64 -> exact upcast, then one rounding
-                np.add(acc, tmp, out=acc)
+                np.copyto(tmp, x)  # exact float32 -> float64 upcast
+                np.multiply(tmp, w, out=tmp)  # one rounding per product
+                np.add(acc, tmp, out=acc)  # one rounding per sum, members in address order
             out[key] = acc.astype(np.float32)
         return out
