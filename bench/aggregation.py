@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,17 @@ def baseline(inputs: list[AggregationInput]) -> dict[str, np.ndarray]:
     """Plain numpy: float64 weighted sum per tensor, cast to float32."""
     total = sum(i.num_samples for i in inputs)
     weights = [i.num_samples / total for i in inputs]
-    return {
-        key: sum(w * i.state[key].astype(np.float64) for w, i in zip(weights, inputs, strict=True)).astype(
-            np.float32
-        )  # type: ignore[union-attr]
-        for key in inputs[0].state
-    }
+    out = {}
+    for key in inputs[0].state:
+        acc = np.zeros(inputs[0].state[key].shape, dtype=np.float64)
+        for w, item in zip(weights, inputs, strict=True):
+            acc = acc + w * item.state[key].astype(np.float64)
+        out[key] = acc.astype(np.float32)
+    return out
+
+
+def rate(n: int, params: int, seconds: float) -> float:
+    return n * params / seconds / 1e6
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -89,16 +95,16 @@ def main() -> None:
         ours_out = aggregate("fedavg", inputs)
         base_out = baseline(inputs)
         worst = max(float(np.abs(ours_out[k] - base_out[k]).max()) for k in ours_out)
-        t_base = best_time(lambda inputs=inputs: baseline(inputs), args.repeats)
-        t_fedavg = best_time(lambda inputs=inputs: aggregate("fedavg", inputs), args.repeats)
-        t_exact = best_time(lambda inputs=inputs: aggregate("exact", inputs), args.repeats)
-        rate = lambda t, n=n: n * params / t / 1e6  # noqa: E731
+        t_base = best_time(partial(baseline, inputs), args.repeats)
+        t_fedavg = best_time(partial(aggregate, "fedavg", inputs), args.repeats)
+        t_exact = best_time(partial(aggregate, "exact", inputs), args.repeats)
         print(
-            f"n={n:2d}: baseline {rate(t_base):7.1f} Mparam/s ({t_base:.3f}s) | "
-            f"fedavg {rate(t_fedavg):7.1f} Mparam/s ({t_fedavg:.3f}s, ratio {t_base / t_fedavg:.2f}) | "
-            f"exact {rate(t_exact):7.1f} Mparam/s ({t_exact:.3f}s) | max |fedavg - baseline| {worst:.2e}"
+            f"n={n:2d}: baseline {rate(n, params, t_base):7.1f} Mparam/s ({t_base:.3f}s) | "
+            f"fedavg {rate(n, params, t_fedavg):7.1f} Mparam/s ({t_fedavg:.3f}s, "
+            f"ratio {t_base / t_fedavg:.2f}) | exact {rate(n, params, t_exact):7.1f} Mparam/s "
+            f"({t_exact:.3f}s) | max |fedavg - baseline| {worst:.2e}"
         )
-        result = (rate(t_fedavg), rate(t_base), t_base / t_fedavg)
+        result = (rate(n, params, t_fedavg), rate(n, params, t_base), t_base / t_fedavg)
     assert result is not None
     print(
         f"RESULT aggregation_fedavg_10 {result[0]:.1f} Mparam/s "
