@@ -1,1 +1,1 @@
-"""The site daemon: CLI, config, round state machine, local state store, explorer. Composes chain, p2p and training."""
+"""The site daemon: CLI, config, round state machine, local state store. Composes chain, p2p and training."""

@@ -104,6 +104,9 @@ class RoundsSection:
     auto_open: bool = True
     last_round: int = 0  # stop opening rounds after this one; 0 = never stop
     poll_interval_s: float = 2.0
+    open_first_round: bool = True  # also open round 1 (a launcher that opens it itself sets false)
+    fetch_patience_s: float = 120.0  # give up on an unreachable update after this long
+    stagger_s: float = 2.0  # housekeeping txs (advance/finalize/open) wait rank * stagger_s
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,13 @@ auto_open = true
 last_round = 0
 # Seconds between looks at the chain.
 poll_interval_s = 2.0
+# Also open the very first round (a launcher that opens it itself sets this false).
+open_first_round = true
+# Give up fetching an update whose providers are all unreachable after this many seconds.
+fetch_patience_s = 120.0
+# Housekeeping transactions (advance, finalize, openRound) wait rank * stagger_s seconds after
+# they become due, so members do not all send the same transaction.
+stagger_s = 2.0
 """
 
 
@@ -395,11 +405,20 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     )
 
     r = top.sub("rounds", required=False)
-    r.unknown({"auto_open", "last_round", "poll_interval_s"})
+    r.unknown(
+        {"auto_open", "last_round", "poll_interval_s", "open_first_round", "fetch_patience_s", "stagger_s"}
+    )
     poll = r.float_("poll_interval_s", 2.0)
     if poll <= 0:
         raise r.fail("poll_interval_s", "must be > 0")
-    rounds = RoundsSection(r.bool_("auto_open", True), r.int_("last_round", 0), poll)
+    rounds = RoundsSection(
+        r.bool_("auto_open", True),
+        r.int_("last_round", 0),
+        poll,
+        r.bool_("open_first_round", True),
+        r.float_("fetch_patience_s", 120.0),
+        r.float_("stagger_s", 2.0),
+    )
 
     state_dir = top.str_("state_dir", "medfed-state")
     cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds)

@@ -35,9 +35,54 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE TABLE IF NOT EXISTS metrics (
     round INTEGER PRIMARY KEY, global_sha256 TEXT NOT NULL, accuracy REAL NOT NULL, n INTEGER NOT NULL,
     eval_set_hash TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0, tx TEXT);
+CREATE TABLE IF NOT EXISTS commits (
+    round INTEGER NOT NULL, member TEXT NOT NULL, sha256 TEXT NOT NULL, cid TEXT NOT NULL,
+    num_samples INTEGER NOT NULL, PRIMARY KEY (round, member));
+CREATE TABLE IF NOT EXISTS submissions (
+    round INTEGER NOT NULL, attempt INTEGER NOT NULL, aggregator TEXT NOT NULL, sha256 TEXT NOT NULL,
+    cid TEXT NOT NULL, included TEXT NOT NULL, PRIMARY KEY (round, attempt));
+CREATE TABLE IF NOT EXISTS outcomes (
+    round INTEGER PRIMARY KEY, status TEXT NOT NULL, attempt INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    cid TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (member TEXT PRIMARY KEY, peer_id TEXT NOT NULL, multiaddrs TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS timings (
     round INTEGER NOT NULL, what TEXT NOT NULL, seconds REAL NOT NULL);
 """
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A member's on-chain commitment (from an UpdateCommitted event)."""
+
+    round: int
+    member: str
+    sha256: str
+    cid: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An aggregate submitted for one attempt (from an AggregateSubmitted event)."""
+
+    round: int
+    attempt: int
+    aggregator: str
+    sha256: str
+    cid: str
+    included: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a round ended: status "finalized" (sha256/cid = new global) or "failed"."""
+
+    round: int
+    status: str
+    attempt: int
+    sha256: str
+    cid: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -260,6 +305,80 @@ class StateStore:
     def mark_metrics_reported(self, round: int, tx: str | None) -> None:
         """The round's metrics are on-chain."""
         self._exec("UPDATE metrics SET reported = 1, tx = ? WHERE round = ?", (tx, round))
+
+    # what the chain said (from events; the cursor is last_block) ------------------------------
+    def add_commit(self, c: Commit) -> None:
+        """Remember an UpdateCommitted event."""
+        self._exec(
+            "INSERT OR REPLACE INTO commits (round, member, sha256, cid, num_samples) VALUES (?,?,?,?,?)",
+            (c.round, c.member.lower(), c.sha256, c.cid, c.num_samples),
+        )
+
+    def commits(self, round: int) -> list[Commit]:
+        """Every commitment of a round, in ascending member address order."""
+        rows = self._exec(
+            "SELECT round, member, sha256, cid, num_samples FROM commits WHERE round = ? ORDER BY member",
+            (round,),
+        )
+        return [Commit(int(r), str(m), str(s), str(c), int(n)) for r, m, s, c, n in rows]  # type: ignore[call-overload]
+
+    def add_submission(self, s: Submission) -> None:
+        """Remember an AggregateSubmitted event."""
+        self._exec(
+            "INSERT OR REPLACE INTO submissions (round, attempt, aggregator, sha256, cid, included) "
+            "VALUES (?,?,?,?,?,?)",
+            (
+                s.round,
+                s.attempt,
+                s.aggregator.lower(),
+                s.sha256,
+                s.cid,
+                ",".join(a.lower() for a in s.included),
+            ),
+        )
+
+    def submission(self, round: int, attempt: int) -> Submission | None:
+        """The aggregate submitted for an attempt, if any."""
+        rows = self._exec(
+            "SELECT round, attempt, aggregator, sha256, cid, included FROM submissions "
+            "WHERE round = ? AND attempt = ?",
+            (round, attempt),
+        )
+        if not rows:
+            return None
+        r, a, agg, sha, cid, inc = rows[0]
+        included = tuple(x for x in str(inc).split(",") if x)
+        return Submission(int(r), int(a), str(agg), str(sha), str(cid), included)  # type: ignore[call-overload]
+
+    def set_outcome(self, o: Outcome) -> None:
+        """Remember how a round ended."""
+        self._exec(
+            "INSERT OR REPLACE INTO outcomes (round, status, attempt, sha256, cid, reason) "
+            "VALUES (?,?,?,?,?,?)",
+            (o.round, o.status, o.attempt, o.sha256, o.cid, o.reason),
+        )
+
+    def outcome(self, round: int) -> Outcome | None:
+        """How a round ended, if it has."""
+        rows = self._exec(
+            "SELECT round, status, attempt, sha256, cid, reason FROM outcomes WHERE round = ?", (round,)
+        )
+        if not rows:
+            return None
+        r, st, a, sha, cid, why = rows[0]
+        return Outcome(int(r), str(st), int(a), str(sha), str(cid), str(why))  # type: ignore[call-overload]
+
+    def set_peer(self, member: str, peer_id: str, multiaddrs: tuple[str, ...]) -> None:
+        """Remember what a member published."""
+        self._exec(
+            "INSERT OR REPLACE INTO peers (member, peer_id, multiaddrs) VALUES (?,?,?)",
+            (member.lower(), peer_id, ",".join(multiaddrs)),
+        )
+
+    def peers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """{member: (peer id, multiaddrs)} as published on-chain."""
+        rows = self._exec("SELECT member, peer_id, multiaddrs FROM peers")
+        return {str(m): (str(p), tuple(a for a in str(ad).split(",") if a)) for m, p, ad in rows}
 
     # timings (for bench/round.py and the logs) --------------------------------------------------
     def add_timing(self, round: int, what: str, seconds: float) -> None:

@@ -1,0 +1,750 @@
+"""`medfed-localnet up` / `down` / `status`: a whole federation on this machine.
+
+`up` starts the devnet (anvil + Coordinator deployed with the REAL initial adapter), writes one
+wallet + medfed.toml per institution with its own non-IID data, starts every node as its own
+`medfed-node start` process (logs in D/logs/node-i.log), starts the explorer, opens round 1 once
+every node is ready, follows the rounds, and writes D/summary.json:
+
+    {"base": {"accuracy": {institution: acc}, "macro_acc", "min_acc", "hmean"},
+     "rounds": [{"round", "attempts", "aggregator", "global_sha256", "accuracy": {...},
+                 "macro_acc", "min_acc", "hmean", "rewards": {address: amount}}]}
+
+Accuracies are fractions in [0, 1]. Every pid it starts is recorded in D/processes.json so
+`down` stops exactly those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.types import DeployParams
+
+log = logging.getLogger("medfed.localnet")
+
+PROCESSES_FILE = "processes.json"
+SUMMARY_FILE = "summary.json"
+INITIAL_SEED = 0  # must equal node.daemon.INITIAL_SEED
+SOURCES = (
+    # institution name, train (source, split), eval (source, split)
+    ("medqa-mainland", ("medqa-mainland", "dev"), ("medqa-mainland", "test")),
+    ("medqa-us", ("medqa-us", "dev"), ("medqa-us", "test")),
+    ("medmcqa", ("medmcqa", "train"), ("medmcqa", "eval")),
+)
+
+
+class FederationError(RuntimeError):
+    """The local federation could not start or a round failed; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How big each round is: deadlines (seconds) and per-node work."""
+
+    commit_s: int
+    aggregate_s: int
+    verify_s: int
+    max_attempts: int
+    train_per_round: int
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    eval_limit: int
+    lora_rank: int
+    lora_alpha: int
+    fetch_patience_s: float
+    poll_interval_s: float
+    stagger_s: float
+
+
+# The default-model demo: 3 nodes x 2 rounds in about 15 minutes on 2 CPU cores.
+DEFAULT_SIZING = Sizing(
+    commit_s=240,
+    aggregate_s=90,
+    verify_s=90,
+    max_attempts=3,
+    train_per_round=48,
+    max_steps=12,
+    batch_size=2,
+    grad_accum=2,
+    max_length=320,
+    eval_limit=60,
+    lora_rank=16,
+    lora_alpha=32,
+    fetch_patience_s=60.0,
+    poll_interval_s=2.0,
+    stagger_s=2.0,
+)
+# Tests: the tiny random model, short deadlines.
+TINY_SIZING = Sizing(
+    commit_s=25,
+    aggregate_s=25,
+    verify_s=20,
+    max_attempts=3,
+    train_per_round=16,
+    max_steps=4,
+    batch_size=2,
+    grad_accum=1,
+    max_length=128,
+    eval_limit=24,
+    lora_rank=4,
+    lora_alpha=8,
+    fetch_patience_s=10.0,
+    poll_interval_s=0.5,
+    stagger_s=1.0,
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One institution: its name and its data selection (a [data] section)."""
+
+    name: str
+    train: tuple[dict[str, str], ...]
+    eval: tuple[dict[str, str], ...]
+
+
+def plan_sites(n: int) -> list[Site]:
+    """Non-IID institutions: one source each for 3; more nodes split sources into hash shards."""
+    if n < 1:
+        raise FederationError("--nodes must be >= 1")
+    per_source: dict[int, int] = {}
+    for i in range(n):
+        per_source[i % len(SOURCES)] = per_source.get(i % len(SOURCES), 0) + 1
+    seen: dict[int, int] = {}
+    sites = []
+    for i in range(n):
+        k = i % len(SOURCES)
+        seen[k] = seen.get(k, 0) + 1
+        name, (ts, tsplit), (es, esplit) = SOURCES[k]
+        shards = per_source[k]
+        extra = {"shard": f"{seen[k]}/{shards}"} if shards > 1 else {}
+        label = f"{name}-{seen[k]}" if shards > 1 else name
+        sites.append(
+            Site(
+                label,
+                ({"source": ts, "split": tsplit, **extra},),
+                ({"source": es, "split": esplit, **extra},),
+            )
+        )
+    return sites
+
+
+@dataclass
+class Federation:
+    """A running local federation (what `up` started)."""
+
+    dir: Path
+    devnet: Any  # localnet.chain.Devnet
+    sites: list[Site]
+    config_paths: list[Path]
+    state_dirs: list[Path]
+    node_pids: dict[int, int] = field(default_factory=dict)
+    explorer_pid: int | None = None
+    explorer_url: str | None = None
+    faults: dict[int, str] = field(default_factory=dict)
+
+    def record(self) -> None:
+        """Write D/processes.json (what `down` stops)."""
+        data = {
+            "nodes": {str(i): pid for i, pid in self.node_pids.items()},
+            "explorer": self.explorer_pid,
+            "explorer_url": self.explorer_url,
+            "anvil": self.devnet.anvil_pid,
+        }
+        tmp = self.dir / (PROCESSES_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.dir / PROCESSES_FILE)
+
+    def log_path(self, i: int) -> Path:
+        """Log file of node i."""
+        return self.dir / "logs" / f"node-{i}.log"
+
+    def start_node(self, i: int, fault: str | None = None) -> int:
+        """Start node i as its own `medfed-node start` process; return its pid."""
+        env = dict(os.environ)
+        env.pop("MEDFED_TEST_FAULT", None)
+        spec = self.faults.get(i) if fault is None else fault
+        if spec:
+            env["MEDFED_TEST_FAULT"] = spec
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.log_path(i).parent.mkdir(parents=True, exist_ok=True)
+        out = self.log_path(i).open("ab")
+        cmd = [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "start",
+            "--key",
+            str(self.devnet.wallets[i]),
+            "--config",
+            str(self.config_paths[i]),
+            "--password-file",
+            str(self.devnet.password_file),
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        out.close()
+        self.node_pids[i] = proc.pid
+        self._procs[i] = proc
+        self.record()
+        log.info("node %d (%s) started, pid %d, log %s", i, self.sites[i].name, proc.pid, self.log_path(i))
+        return proc.pid
+
+    @property
+    def _procs(self) -> dict[int, subprocess.Popen[bytes]]:
+        if not hasattr(self, "_popen"):
+            self._popen: dict[int, subprocess.Popen[bytes]] = {}
+        return self._popen
+
+    def node_exit_code(self, i: int) -> int | None:
+        """None while node i runs, else its exit code."""
+        proc = self._procs.get(i)
+        return None if proc is None else proc.poll()
+
+    def stop_node(self, i: int, sig: int = signal.SIGTERM) -> None:
+        """Stop node i (its whole process group) and wait for it."""
+        proc = self._procs.get(i)
+        if proc is None or proc.poll() is not None:
+            return
+        _kill_group(proc.pid, sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def status(self, i: int) -> dict[str, Any]:
+        """Node i's status.json (empty before it wrote one)."""
+        try:
+            data: dict[str, Any] = json.loads((self.state_dirs[i] / "status.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def metrics(self, i: int) -> dict[str, Any]:
+        """Node i's metrics.json ({round: {...}}; round 0 = the initial adapter)."""
+        try:
+            data: dict[str, Any] = json.loads((self.state_dirs[i] / "metrics.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def client(self) -> Any:
+        """A view-only coordinator client."""
+        return self.devnet.client()
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def build_initial_adapter(
+    model_spec: str, rank: int, alpha: int, out_dir: Path
+) -> tuple[str, str, str, bytes]:
+    """The federation's initial adapter (seeded A, B = 0) written canonically.
+
+    Returns (sha256 hex, CID, base model id, LoRA config hash)."""
+    from p2p.cid import cid_of_file
+    from training.adapter_io import WEIGHTS_NAME, write_canonical_adapter
+    from training.lora import LoraSettings, initial_adapter_state
+    from training.models import base_model_id, load_base_model
+
+    settings = LoraSettings(rank=rank, alpha=alpha)
+    model, _tok = load_base_model(model_spec)
+    state = initial_adapter_state(model, settings, INITIAL_SEED)
+    base = base_model_id(model_spec)
+    sha = write_canonical_adapter(state, settings, base, out_dir)
+    return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(settings.config_hash())
+
+
+def _toml_list(items: tuple[dict[str, str], ...]) -> str:
+    inner = ", ".join("{ " + ", ".join(f'{k} = "{v}"' for k, v in d.items()) + " }" for d in items)
+    return f"[{inner}]"
+
+
+def node_config_text(
+    devnet: Any, site: Site, sizing: Sizing, model: str, initial: Path, last_round: int, threads: int
+) -> str:
+    """medfed.toml for one local institution."""
+    return f"""\
+# medfed.toml written by `medfed-localnet up` for institution {site.name}
+state_dir = "state"
+
+[chain]
+rpc_url = "{devnet.rpc_url}"
+coordinator = "{devnet.coordinator}"
+profile = "devnet"
+start_block = {devnet.deploy_block}
+
+[p2p]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+
+[data]
+name = "{site.name}"
+train = {_toml_list(site.train)}
+eval = {_toml_list(site.eval)}
+train_per_round = {sizing.train_per_round}
+eval_limit = {sizing.eval_limit}
+
+[model]
+base = "{model}"
+initial_adapter = "{initial}"
+
+[lora]
+rank = {sizing.lora_rank}
+alpha = {sizing.lora_alpha}
+
+[training]
+max_steps = {sizing.max_steps}
+batch_size = {sizing.batch_size}
+grad_accum = {sizing.grad_accum}
+max_length = {sizing.max_length}
+threads = {threads}
+
+[aggregation]
+strategy = "fedavg"
+
+[rounds]
+auto_open = true
+open_first_round = false
+last_round = {last_round}
+poll_interval_s = {sizing.poll_interval_s}
+fetch_patience_s = {sizing.fetch_patience_s}
+stagger_s = {sizing.stagger_s}
+"""
+
+
+def launch(
+    dir: str | Path,
+    nodes: int,
+    rounds: int,
+    model: str = "tiny",
+    sizing: Sizing | None = None,
+    fresh: bool = False,
+    faults: Mapping[int, str] | None = None,
+    explorer: bool = True,
+    rewards: tuple[int, int, int] | None = None,
+) -> Federation:
+    """Start the devnet, deploy with the real initial adapter, write configs, start the nodes."""
+    from localnet.chain import DEVNET_PARAMS, start_devnet
+
+    root = Path(dir).resolve()
+    sizing = sizing or (DEFAULT_SIZING if model == "default" else TINY_SIZING)
+    if (root / PROCESSES_FILE).exists():
+        if not fresh:
+            raise FederationError(
+                f"{root} holds a federation: run `medfed-localnet down --dir {dir}` or pass --fresh"
+            )
+        down(root)
+    if fresh and root.exists():
+        for sub in ("nodes", "initial", "logs", "chain", "explorer.sqlite", SUMMARY_FILE):
+            p = root / sub
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    print(f"building the initial adapter for model {model!r} ...", flush=True)
+    initial_dir = root / "initial"
+    sha, cid, base, lora_hash = build_initial_adapter(model, sizing.lora_rank, sizing.lora_alpha, initial_dir)
+    c, a, v = rewards or (
+        DEVNET_PARAMS.contributor_reward,
+        DEVNET_PARAMS.aggregator_reward,
+        DEVNET_PARAMS.verifier_reward,
+    )
+    params = DeployParams(
+        commit_duration_s=sizing.commit_s,
+        aggregate_duration_s=sizing.aggregate_s,
+        verify_duration_s=sizing.verify_s,
+        max_attempts=sizing.max_attempts,
+        min_committers=1,
+        contributor_reward=c,
+        aggregator_reward=a,
+        verifier_reward=v,
+        open_membership=False,
+    )
+    devnet = start_devnet(
+        root / "chain",
+        nodes,
+        params,
+        initial_sha256=bytes.fromhex(sha),
+        initial_cid=cid,
+        base_model=base,
+        lora_config_hash=lora_hash,
+        block_time_s=1.0,
+        fresh=fresh,
+    )
+    print(
+        f"devnet {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}", flush=True
+    )
+    sites = plan_sites(nodes)
+    threads = max(1, (os.cpu_count() or 1) // nodes)
+    configs, states = [], []
+    for i, site in enumerate(sites):
+        d = root / "nodes" / f"node{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = d / "medfed.toml"
+        cfg.write_text(
+            node_config_text(
+                devnet, site, sizing, model, initial_dir / "adapter_model.safetensors", rounds, threads
+            )
+        )
+        configs.append(cfg)
+        states.append(d / "state")
+    fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}))
+    fed.record()
+    for i in range(nodes):
+        fed.start_node(i)
+    if explorer:
+        _start_explorer(fed)
+    return fed
+
+
+def _start_explorer(fed: Federation) -> None:
+    try:
+        from node.explorer.server import spawn_explorer
+    except ImportError:
+        return
+    try:
+        proc, url = spawn_explorer(
+            fed.devnet.rpc_url,
+            fed.devnet.coordinator,
+            fed.dir / "explorer.sqlite",
+            log_path=fed.dir / "logs" / "explorer.log",
+        )
+    except Exception as exc:  # the federation runs without its explorer
+        print(f"explorer did not start ({exc}); see {fed.dir / 'logs' / 'explorer.log'}", flush=True)
+        return
+    fed.explorer_pid, fed.explorer_url = proc.pid, url
+    fed.record()
+    print(f"explorer: {url}", flush=True)
+
+
+def wait_ready(fed: Federation, timeout_s: float) -> None:
+    """Block until every node wrote status ready (its base evaluation done), or fail naming the node."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = [i for i in range(len(fed.sites)) if not fed.status(i).get("ready")]
+        if not waiting:
+            return
+        for i in waiting:
+            code = fed.node_exit_code(i)
+            if code is not None:
+                raise FederationError(
+                    f"node {i} exited with code {code} during start-up: {_tail(fed.log_path(i))}"
+                )
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"nodes {waiting} not ready after {timeout_s:.0f} s; see {fed.dir / 'logs'}"
+            )
+        time.sleep(0.5)
+
+
+def open_first_round(fed: Federation) -> None:
+    """The launcher opens round 1 (with the admin wallet) once every node is ready."""
+    client = fed.devnet.client(fed.devnet.load_admin())
+    if client.current_round() == 0:
+        client.open_round()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])
+
+
+def rounds_done(fed: Federation) -> dict[int, str]:
+    """{round: "finalized" | "failed"} for every round that is final on-chain."""
+    from chain import types as ev
+    from chain.events import EventReader
+
+    out: dict[int, str] = {}
+    for e in EventReader(fed.client()).read(fed.devnet.deploy_block):
+        if isinstance(e, ev.RoundFinalized):
+            out[e.round] = "finalized"
+        elif isinstance(e, ev.RoundFailed):
+            out[e.round] = "failed"
+    return out
+
+
+def wait_rounds(
+    fed: Federation, rounds: int, timeout_s: float, restart_crashed: bool = False, progress: bool = True
+) -> dict[int, str]:
+    """Follow the federation until ``rounds`` rounds are final and every live node reported on the last."""
+    deadline = time.monotonic() + timeout_s
+    last_line = ""
+    while True:
+        for i in range(len(fed.sites)):
+            code = fed.node_exit_code(i)
+            if code is None or i not in fed._procs:
+                continue
+            if restart_crashed and code == 17:  # node.faults.CRASH_EXIT_CODE: a test fault fired
+                print(f"node {i} crashed by a test fault; restarting it", flush=True)
+                fed.start_node(i, fault="")
+            elif code != 0 and not getattr(fed, "_reported_dead", {}).get(i):
+                print(f"node {i} exited with code {code}: {_tail(fed.log_path(i))}", flush=True)
+                fed.__dict__.setdefault("_reported_dead", {})[i] = True
+        done = rounds_done(fed)
+        live = [i for i in range(len(fed.sites)) if fed.node_exit_code(i) is None]
+        reported = (
+            all(str(rounds) in fed.metrics(i) for i in live) if done.get(rounds) == "finalized" else True
+        )
+        if progress:
+            line = _progress_line(fed, done)
+            if line != last_line:
+                print(line, flush=True)
+                last_line = line
+        if len(done) >= rounds and reported:
+            return done
+        if not live:
+            raise FederationError(f"every node has exited; see {fed.dir / 'logs'}")
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"only {len(done)} of {rounds} rounds final after {timeout_s:.0f} s; see logs"
+            )
+        time.sleep(1.0)
+
+
+def _progress_line(fed: Federation, done: dict[int, str]) -> str:
+    parts = []
+    for i in range(len(fed.sites)):
+        s = fed.status(i)
+        parts.append(
+            f"{fed.sites[i].name}: r{s.get('round', '-')} {s.get('phase', 'starting')}/{s.get('role', '-')}"
+        )
+    final = ", ".join(f"r{r} {st}" for r, st in sorted(done.items())) or "none"
+    return f"[{time.strftime('%H:%M:%S')}] final: {final} | " + " | ".join(parts)
+
+
+def _fair(acc: Mapping[str, float]) -> dict[str, float]:
+    vals = list(acc.values())
+    if not vals:
+        return {"macro_acc": 0.0, "min_acc": 0.0, "hmean": 0.0}
+    hmean = 0.0 if min(vals) <= 0 else len(vals) / sum(1.0 / v for v in vals)
+    return {"macro_acc": sum(vals) / len(vals), "min_acc": min(vals), "hmean": hmean}
+
+
+def summarize(fed: Federation) -> dict[str, Any]:
+    """summary.json: base accuracy from the nodes' own evaluations, rounds from chain events."""
+    from chain import types as ev
+    from chain.events import EventReader
+
+    names = {a.lower(): s.name for a, s in zip(fed.devnet.addresses, fed.sites, strict=True)}
+    base_acc = {}
+    for i, site in enumerate(fed.sites):
+        m = fed.metrics(i).get("0")
+        if m is not None:
+            base_acc[site.name] = float(m["accuracy"])
+    rounds: dict[int, dict[str, Any]] = {}
+    submissions: dict[tuple[int, int], str] = {}
+    for e in EventReader(fed.client()).read(fed.devnet.deploy_block):
+        if isinstance(e, ev.AggregateSubmitted):
+            submissions[(e.round, e.attempt)] = e.aggregator
+        elif isinstance(e, ev.RoundFinalized):
+            rounds[e.round] = {
+                "round": e.round,
+                "attempts": e.attempt + 1,
+                "aggregator": submissions.get((e.round, e.attempt)),
+                "global_sha256": bytes(e.global_sha256).hex(),
+                "status": "finalized",
+                "accuracy": {},
+                "rewards": {},
+            }
+        elif isinstance(e, ev.RoundFailed):
+            rounds[e.round] = {
+                "round": e.round,
+                "attempts": e.attempts,
+                "aggregator": None,
+                "global_sha256": None,
+                "status": "failed",
+                "accuracy": {},
+                "rewards": {},
+            }
+        elif isinstance(e, ev.RewardPaid) and e.round in rounds:
+            r = rounds[e.round]["rewards"]
+            r[e.to] = r.get(e.to, 0) + int(e.amount)
+        elif isinstance(e, ev.MetricsReported) and e.round in rounds:
+            rounds[e.round]["accuracy"][names.get(e.member.lower(), e.member)] = e.accuracy_ppm / 1_000_000
+    out_rounds = []
+    for r in sorted(rounds):
+        item = rounds[r]
+        item.update(_fair(item["accuracy"]))
+        item["rewards"] = {k: str(v) for k, v in sorted(item["rewards"].items())}
+        out_rounds.append(item)
+    return {"base": {"accuracy": base_acc, **_fair(base_acc)}, "rounds": out_rounds}
+
+
+def print_table(summary: Mapping[str, Any]) -> None:
+    """The per-institution accuracy table, one row per round."""
+    names = sorted(summary["base"]["accuracy"]) or sorted(
+        {k for r in summary["rounds"] for k in r["accuracy"]}
+    )
+    head = f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in names) + f"{'Macro':>8}{'Min':>8}{'H-mean':>8}"
+    print(head)
+    print("-" * len(head))
+
+    def row(label: str, r: Mapping[str, Any]) -> str:
+        cells = "".join(f"{r['accuracy'].get(n, float('nan')):>17.3f}" for n in names)
+        return f"{label:<8}{cells}{r['macro_acc']:>8.3f}{r['min_acc']:>8.3f}{r['hmean']:>8.3f}"
+
+    print(row("base", summary["base"]))
+    for r in summary["rounds"]:
+        label = f"r{r['round']}" + ("" if r.get("status") != "failed" else " FAIL")
+        print(row(label, r))
+
+
+def write_summary(fed: Federation) -> dict[str, Any]:
+    """Collect, write D/summary.json and return it."""
+    summary = summarize(fed)
+    tmp = fed.dir / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(fed.dir / SUMMARY_FILE)
+    return summary
+
+
+def down(dir: str | Path) -> list[str]:
+    """Stop every process `up` started in ``dir`` (nodes, explorer, anvil); return what was stopped."""
+    from localnet.chain import DevnetError, stop_devnet
+
+    root = Path(dir).resolve()
+    stopped: list[str] = []
+    rec_path = root / PROCESSES_FILE
+    if rec_path.exists():
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            rec = {}
+        for i, pid in sorted((rec.get("nodes") or {}).items()):
+            if _alive(int(pid)):
+                _kill_group(int(pid), signal.SIGTERM)
+                stopped.append(f"node {i} (pid {pid})")
+        if rec.get("explorer") and _alive(int(rec["explorer"])):
+            _kill_group(int(rec["explorer"]), signal.SIGTERM)
+            stopped.append(f"explorer (pid {rec['explorer']})")
+        for pid in [*(rec.get("nodes") or {}).values(), rec.get("explorer")]:
+            if pid:
+                _wait_gone(int(pid))
+        rec_path.replace(root / "processes.stopped.json")
+    try:
+        if stop_devnet(root / "chain"):
+            stopped.append("anvil")
+    except DevnetError:
+        pass
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_gone(pid: int, timeout_s: float = 15.0) -> None:
+    end = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    if _alive(pid):
+        _kill_group(pid, signal.SIGKILL)
+
+
+def run_up(
+    dir: str | Path,
+    nodes: int,
+    rounds: int,
+    model: str,
+    fresh: bool,
+    keep: bool,
+    timeout_s: float | None = None,
+) -> int:
+    """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
+    t0 = time.monotonic()
+    fed = launch(dir, nodes, rounds, model=model, fresh=fresh)
+    sizing = DEFAULT_SIZING if model == "default" else TINY_SIZING
+    per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s
+    budget = timeout_s or (600 + rounds * per_round * sizing.max_attempts)
+    try:
+        print("waiting for every node to load its model and evaluate the initial adapter ...", flush=True)
+        wait_ready(fed, 900)
+        open_first_round(fed)
+        print(f"round 1 opened ({time.monotonic() - t0:.0f} s after start)", flush=True)
+        done = wait_rounds(fed, rounds, budget)
+        summary = write_summary(fed)
+        print()
+        print_table(summary)
+        print(f"\nwrote {fed.dir / SUMMARY_FILE} ({time.monotonic() - t0:.0f} s in all)")
+    finally:
+        for i in list(fed._procs):
+            fed.stop_node(i)
+        fed.record()
+        if not keep:
+            down(fed.dir)
+    if keep:
+        where = f" explorer {fed.explorer_url} and" if fed.explorer_url else ""
+        print(f"the{where} devnet stay up; stop them with `medfed-localnet down --dir {dir}`")
+    failed = [r for r, st in done.items() if st != "finalized"]
+    if failed:
+        print(f"rounds {failed} FAILED; see {fed.dir / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def status_lines(dir: str | Path) -> list[str]:
+    """`medfed-localnet status`: the processes and each node's status.json."""
+    root = Path(dir).resolve()
+    rec_path = root / PROCESSES_FILE
+    if not rec_path.exists():
+        return [f"no federation running in {root} (start one with `medfed-localnet up --dir {dir}`)"]
+    rec = json.loads(rec_path.read_text())
+    lines = []
+    for i, pid in sorted((rec.get("nodes") or {}).items()):
+        st = {}
+        sp = root / "nodes" / f"node{i}" / "state" / "status.json"
+        if sp.exists():
+            st = json.loads(sp.read_text())
+        alive = "running" if _alive(int(pid)) else "stopped"
+        lines.append(
+            f"node {i} pid {pid} {alive}: round {st.get('round', '-')} {st.get('phase', '-')} "
+            f"role {st.get('role', '-')} ({st.get('activity', '-')})"
+        )
+    if rec.get("explorer_url"):
+        lines.append(f"explorer {rec['explorer_url']} pid {rec.get('explorer')}")
+    return lines
+
+
+def dataclass_dict(s: Sizing) -> dict[str, Any]:
+    """A Sizing as a plain dict (for logs and the benchmark)."""
+    return dataclasses.asdict(s)

@@ -1,0 +1,213 @@
+"""`medfed-node`: wallets, the config template, the site daemon, its status, and the explorer.
+
+Every failure a user can fix prints one line on stderr ("medfed-node: error: <what and how to
+fix it>") and exits 2; a traceback appears only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from node.errors import NodeError
+
+PROG = "medfed-node"
+EXIT_USER = 2
+EXIT_RUNTIME = 1
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is the whole story (subsystem errors naming the fix)."""
+    types: list[type[BaseException]] = [NodeError]
+    for mod, name in (
+        ("chain.errors", "ChainError"),
+        ("p2p.errors", "P2PError"),
+        ("training.errors", "TrainingError"),
+        ("node.explorer.errors", "ExplorerError"),
+    ):
+        try:
+            module = __import__(mod, fromlist=[name])
+            types.append(getattr(module, name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def _password(args: argparse.Namespace, confirm: bool = False) -> str:
+    from chain.wallet import resolve_password
+
+    pw: str = resolve_password(getattr(args, "password_file", None), prompt=True, confirm=confirm)
+    return pw
+
+
+def cmd_wallet_new(args: argparse.Namespace) -> int:
+    """Create an encrypted keystore and print its address and PeerID."""
+    from chain.wallet import create_wallet
+    from p2p.identity import peer_id_from_private_key
+
+    w = create_wallet(Path(args.out), _password(args, confirm=True))
+    print(f"wrote {args.out} (keystore v3, scrypt, mode 0600)")
+    print(f"address {w.address}")
+    print(f"peer id {peer_id_from_private_key(w.private_key)}")
+    print("Back up this file and its password: without both, this institution's identity is lost.")
+    return 0
+
+
+def cmd_wallet_show(args: argparse.Namespace) -> int:
+    """Print the address and the libp2p PeerID derived from the same key."""
+    from chain.wallet import load_wallet
+    from p2p.identity import peer_id_from_private_key
+
+    w = load_wallet(Path(args.key), _password(args))
+    print(f"address {w.address}")
+    print(f"peer id {peer_id_from_private_key(w.private_key)}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the commented medfed.toml template."""
+    from node.config import write_template
+
+    out = Path(args.out)
+    write_template(out)
+    print(
+        f"wrote {out}: set [chain] rpc_url and coordinator, your [data] files, then `{PROG} start --key ...`"
+    )
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Run the site daemon until interrupted."""
+    from chain.wallet import load_wallet
+    from node.config import load_config
+    from node.daemon import run_daemon
+
+    cfg = load_config(args.config)
+    wallet = load_wallet(Path(args.key), _password(args))
+    run_daemon(cfg, wallet)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print membership, current round, phase, role, last global adapter and token balance."""
+    from node.config import load_config
+    from node.status import node_status
+
+    cfg = load_config(args.config)
+    address = args.address
+    if args.key:
+        from chain.wallet import load_wallet
+
+        address = load_wallet(Path(args.key), _password(args)).address
+    for line in node_status(cfg, address):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=PROG, description="medfed institution node")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    wallet = sub.add_parser("wallet", help="create or show the institution's key")
+    wsub = wallet.add_subparsers(dest="wallet_command", required=True)
+    w_new = wsub.add_parser("new", help="create an encrypted keystore (wallet.json)")
+    w_new.add_argument("--out", required=True, help="keystore file to create (refuses to overwrite)")
+    w_new.add_argument(
+        "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    w_new.set_defaults(func=cmd_wallet_new)
+    w_show = wsub.add_parser("show", help="print the address and libp2p PeerID of a keystore")
+    w_show.add_argument("--key", required=True, help="keystore file")
+    w_show.add_argument(
+        "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    w_show.set_defaults(func=cmd_wallet_show)
+
+    init = sub.add_parser("init", help="write a commented medfed.toml template")
+    init.add_argument("--out", default="medfed.toml", help="file to write (default medfed.toml)")
+    init.set_defaults(func=cmd_init)
+
+    start = sub.add_parser("start", help="run this institution's node")
+    start.add_argument("--key", required=True, help="keystore file (wallet.json)")
+    start.add_argument("--config", default="medfed.toml", help="config file (default medfed.toml)")
+    start.add_argument(
+        "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    start.set_defaults(func=cmd_start)
+
+    status = sub.add_parser("status", help="membership, round, phase, role, global adapter, balance")
+    status.add_argument("--config", default="medfed.toml", help="config file (default medfed.toml)")
+    who = status.add_mutually_exclusive_group()
+    who.add_argument("--key", help="keystore file, to show this institution's role and balance")
+    who.add_argument("--address", help="an address to show role and balance for (no password needed)")
+    status.add_argument(
+        "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    status.set_defaults(func=cmd_status)
+
+    try:
+        from node.explorer.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def setup_logging(debug: bool) -> None:
+    """Timestamped logs on stderr; libraries quiet unless --debug."""
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        for noisy in ("libp2p", "multiaddr", "web3", "urllib3", "async_service", "filelock", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger("p2p").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `medfed-node` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("MEDFED_DEBUG") == "1"
+    setup_logging(debug)
+    func: Callable[[argparse.Namespace], Any] = args.func
+    try:
+        rc = func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except _user_error_types() as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Everything a running node holds, passed to the round machine and the roles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from chain.client import CoordinatorClient
+from node.artifacts import ArtifactStore
+from node.config import NodeConfig
+from node.data import SiteData
+from node.faults import Faults
+from node.state import StateStore
+from p2p.host import MedfedHost
+from training.adapter_io import AdapterSpec
+from training.lora import LoraSettings
+
+T = TypeVar("T")
+log = logging.getLogger("medfed.node")
+
+
+@dataclass
+class Node:
+    """A running site: config, identity, chain client, local state, data, model and p2p host."""
+
+    cfg: NodeConfig
+    address: str  # checksummed wallet address
+    peer_id: str
+    client: CoordinatorClient
+    store: StateStore
+    artifacts: ArtifactStore
+    data: SiteData
+    learner: Any  # node.learning.Learner (kept loose so round logic can be exercised without torch)
+    settings: LoraSettings
+    spec: AdapterSpec  # what a valid update looks like (from the federation's initial adapter)
+    faults: Faults
+    host: MedfedHost | None = None
+    members: frozenset[str] = frozenset()  # lower-case addresses
+    commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds
+    status: dict[str, Any] = field(default_factory=dict)
+    served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
+    _chain_lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def me(self) -> str:
+        """Lower-case wallet address (the key used in the state store)."""
+        return self.address.lower()
+
+    async def chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking chain call in a worker thread, one at a time (one nonce sequence)."""
+        async with self._chain_lock:
+            return await trio.to_thread.run_sync(fn, *args)
+
+    def to_unix(self, chain_time: int) -> float:
+        """A chain timestamp (seconds or milliseconds) as unix seconds."""
+        return self.client.chain_to_seconds(chain_time)
+
+    @staticmethod
+    def now() -> float:
+        """Wall clock, unix seconds: rounds are scheduled by it; the contract checks deadlines."""
+        return time.time()
+
+    def rank(self) -> int:
+        """Position of this node among the members (ascending address): staggers housekeeping txs."""
+        ordered = sorted(self.members)
+        return ordered.index(self.me) if self.me in ordered else len(ordered)
+
+    def set_status(self, **kv: Any) -> None:
+        """Update status.json in the state dir (read by `medfed-localnet` and operators)."""
+        self.status.update(kv, updated=time.time())
+        path = self.cfg.state_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, sort_keys=True, indent=1))
+        os.replace(tmp, path)
+
+
+def write_metrics_file(state_dir: Path, store: StateStore) -> None:
+    """metrics.json: every evaluation this node made ({round: {...}}; round 0 = initial adapter)."""
+    out = {
+        str(m.round): {
+            "accuracy": m.accuracy,
+            "n": m.n,
+            "global_sha256": m.global_sha256,
+            "eval_set_hash": m.eval_set_hash,
+            "reported": m.reported,
+        }
+        for m in store.all_metrics()
+    }
+    tmp = state_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(out, sort_keys=True, indent=1))
+    os.replace(tmp, state_dir / "metrics.json")

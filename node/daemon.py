@@ -1,0 +1,262 @@
+"""`medfed-node start`: check everything that can be checked, then run the round machine forever.
+
+Start-up refuses with one clear error for: an unreachable RPC, a wrong chain id, no contract at
+the address (chain/ raises those), a wallet that is not a member, a LoRA config or base model
+that differs from the federation's on-chain record, missing or malformed data, a model that
+cannot be loaded, and a state dir that belongs to another federation or wallet.
+
+Then a trio loop runs: the p2p host (wallet key, members' published multiaddrs as bootstrap),
+the gossip reader, and `round.tick` every poll interval. Chain calls and training run in worker
+threads. A failing tick is logged and retried; the node does not die on a hiccup.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+
+from chain.client import CoordinatorClient
+from chain.errors import ChainError, ContractRevert
+from chain.profile import get_profile
+from chain.wallet import Wallet
+from node import round as rounds
+from node.artifacts import ArtifactStore
+from node.config import NodeConfig
+from node.context import Node
+from node.data import load_site_data
+from node.errors import NodeError, StartupError
+from node.faults import Faults
+from node.learning import Learner, lora_settings
+from node.state import StateStore
+from p2p.identity import peer_id_from_private_key
+
+log = logging.getLogger("medfed.node")
+INITIAL_SEED = 0  # the seed `medfed-localnet` and deployers use for the initial adapter's A matrices
+
+
+def connect_chain(cfg: NodeConfig, wallet: Wallet | None) -> CoordinatorClient:
+    """A client for the configured coordinator (RpcUnreachable / WrongChain / NoContract on failure)."""
+    profile = get_profile(cfg.chain.profile)
+    if cfg.chain.gas_price_gwei:
+        profile = profile.replace(gas_price_wei=int(cfg.chain.gas_price_gwei * 10**9))
+    return CoordinatorClient(cfg.chain.rpc_url, cfg.chain.coordinator, wallet, profile)
+
+
+def check_membership(cfg: NodeConfig, client: CoordinatorClient, wallet: Wallet) -> None:
+    """Refuse to run unless the wallet is a member (joins by itself where membership is open)."""
+    if client.is_member(wallet.address):
+        return
+    if client.params().open_membership:
+        log.info("membership is open: joining the federation as %s", wallet.address)
+        client.join()
+        return
+    raise StartupError(
+        f"{wallet.address} is not a member of coordinator {client.address}: send this address to the "
+        "federation admin to be added, then start again"
+    )
+
+
+def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
+    """Refuse to run with a LoRA config or base model other than the one recorded on-chain."""
+    from training.models import base_model_id
+
+    ours = lora_settings(cfg).config_hash()
+    theirs = client.lora_config_hash().hex()
+    if ours != theirs:
+        raise StartupError(
+            f"{cfg.path.name}: [lora] rank/alpha/dropout/targets hash to {ours[:12]}, the federation "
+            f"records {theirs[:12]}: copy the [lora] section the federation published"
+        )
+    want = client.base_model()
+    have = base_model_id(cfg.model.base)
+    if want != have:
+        raise StartupError(
+            f"{cfg.path.name}: [model] base = {cfg.model.base!r} is {have!r}, the federation trains "
+            f"{want!r}: set base to that model"
+        )
+
+
+def _install_initial_adapter(node: Node) -> None:
+    """Hold the federation's initial adapter: from [model] initial_adapter, else rebuilt from its seed.
+
+    If neither matches the on-chain sha256 it is fetched from peers when round 1 needs it.
+    """
+    from training.lora import initial_adapter_state
+
+    g = node.client.global_adapter()
+    sha = bytes(g.sha256).hex()
+    if g.round != 0 or node.artifacts.has(sha):
+        return
+    if node.cfg.model.initial_adapter:
+        path = node.cfg.resolve(node.cfg.model.initial_adapter)
+        if path.is_dir():
+            path = path / "adapter_model.safetensors"
+        if not path.is_file():
+            raise StartupError(f"{node.cfg.path.name}: [model] initial_adapter: {path} does not exist")
+        tmp = node.artifacts.scratch / "initial.safetensors"
+        tmp.write_bytes(path.read_bytes())
+        try:
+            node.artifacts.import_file(sha, tmp, "global", 0)
+        except NodeError as exc:
+            raise StartupError(
+                f"{node.cfg.path.name}: [model] initial_adapter is not this federation's ({exc})"
+            ) from None
+        return
+    state = initial_adapter_state(node.learner.model, node.settings, INITIAL_SEED)
+    got = node.artifacts.put_state(state, "global", 0)
+    if got != sha:
+        log.info("initial adapter rebuilt from seed %d does not match the chain; will fetch it", INITIAL_SEED)
+
+
+def prepare(cfg: NodeConfig, wallet: Wallet) -> Node:
+    """Every start-up check and load, before the event loop; raises one-line errors."""
+    from training.adapter_io import AdapterSpec
+
+    client = connect_chain(cfg, wallet)
+    check_membership(cfg, client, wallet)
+    check_federation(cfg, client)
+    data = load_site_data(cfg)
+    log.info("data %s: %d training and %d held-out questions", data.name, len(data.train), len(data.eval))
+    store = StateStore(cfg.state_dir, client.address, wallet.address)
+    settings = lora_settings(cfg)
+    artifacts = ArtifactStore(cfg.state_dir, store, settings, "")
+    learner = Learner(cfg, settings, artifacts.scratch)
+    artifacts.base_model = learner.base_model
+    spec = AdapterSpec.from_model(learner.model, settings)
+    node = Node(
+        cfg=cfg,
+        address=wallet.address,
+        peer_id=peer_id_from_private_key(wallet.private_key),
+        client=client,
+        store=store,
+        artifacts=artifacts,
+        data=data,
+        learner=learner,
+        settings=settings,
+        spec=spec,
+        faults=Faults(cfg.state_dir),
+        members=frozenset(a.lower() for a in client.members()),
+    )
+    _install_initial_adapter(node)
+    return node
+
+
+def _may_serve(node: Node) -> Callable[[str, str], bool]:
+    """The access policy: members only; a round's updates only after its commit deadline."""
+
+    def may_serve(address: str, sha256: str) -> bool:
+        if address.lower() not in node.members:
+            return False
+        kind, rnd = node.served.get(sha256.lower(), ("", 0))
+        if kind == "update":  # nobody may copy an update before committing their own
+            return node.now() >= node.commit_deadlines.get(rnd, math.inf)
+        return True
+
+    return may_serve
+
+
+def published_addrs(cfg: NodeConfig, listening: list[str], peer_id: str) -> list[str]:
+    """Multiaddrs to publish on-chain, each ending in /p2p/<peer id>."""
+    base = list(cfg.p2p.announce) or listening
+    return [a if a.endswith(f"/p2p/{peer_id}") else f"{a.rstrip('/')}/p2p/{peer_id}" for a in base]
+
+
+async def serve(node: Node) -> None:
+    """The node's event loop: p2p host, gossip reader, round machine."""
+    from p2p.host import open_host
+
+    for sha, _path, kind, rnd in node.store.artifacts():
+        node.served[sha] = (kind, rnd)
+    topic = f"/medfed/{node.client.profile.chain_id}/{node.client.address.lower()}/1"
+    async with open_host(
+        node_key(node),
+        node.cfg.p2p.listen,
+        topic,
+        is_member=lambda a: a.lower() in node.members,
+        may_serve=_may_serve(node),
+        store_dir=node.cfg.state_dir / "p2p",
+        max_file_bytes=node.cfg.model.max_adapter_mb << 20,
+        bootstrap=node.cfg.p2p.bootstrap,
+    ) as host:
+        node.host = host
+        for sha, path, _kind, _rnd in node.store.artifacts():
+            if path.is_file():
+                host.serve(sha, path)
+        await _publish_peer(node)
+        await _dial_members(node)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain_gossip, node)
+            await rounds.evaluate_initial(node)
+            node.set_status(ready=True, address=node.address, peer_id=node.peer_id, activity="idle")
+            log.info("node %s ready (peer %s, %d members)", node.address, node.peer_id, len(node.members))
+            while True:
+                await _safe_tick(node)
+                await trio.sleep(node.cfg.rounds.poll_interval_s)
+
+
+def node_key(node: Node) -> bytes:
+    """The wallet key (the p2p identity is the institution's key)."""
+    return bytes(node.client.wallet.private_key) if node.client.wallet else b""
+
+
+async def _publish_peer(node: Node) -> None:
+    assert node.host is not None
+    addrs = published_addrs(node.cfg, node.host.listen_multiaddrs(), node.peer_id)
+    rec = await node.chain(node.client.member_peer, node.address)
+    if rec is not None and rec.peer_id == node.peer_id and list(rec.multiaddrs) == addrs:
+        return
+    await node.chain(node.client.publish_peer, node.peer_id, addrs)
+    log.info("published peer %s at %s", node.peer_id, ", ".join(addrs))
+
+
+async def _dial_members(node: Node) -> None:
+    assert node.host is not None
+    for member in sorted(node.members):
+        if member == node.me:
+            continue
+        rec = await node.chain(node.client.member_peer, member)
+        if rec is None or not rec.multiaddrs:
+            continue
+        node.store.set_peer(member, rec.peer_id, rec.multiaddrs)
+        try:
+            await node.host.connect(list(rec.multiaddrs), keep=True)
+        except Exception as exc:
+            log.info("member %s not reachable yet: %s", member, exc)
+
+
+async def _drain_gossip(node: Node) -> None:
+    assert node.host is not None
+    async for ann, address in node.host.announcements():
+        log.debug("gossip: %s can serve %s %s of round %d", address, ann.kind, ann.sha256[:12], ann.round)
+
+
+async def _safe_tick(node: Node) -> None:
+    try:
+        await rounds.tick(node)
+    except ContractRevert as exc:
+        log.warning("the contract refused %s: %s", exc.function, exc.reason)
+    except (ChainError, NodeError) as exc:
+        log.warning("%s (retrying)", exc)
+    except Exception:
+        log.exception("unexpected error in the round machine (retrying)")
+
+
+def run_daemon(cfg: NodeConfig, wallet: Wallet) -> None:
+    """Start-up checks, then the event loop until interrupted."""
+    node = prepare(cfg, wallet)
+    try:
+        trio.run(serve, node)
+    except BaseExceptionGroup as group:
+        first = _first_leaf(group)
+        raise first from None
+    finally:
+        node.store.close()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

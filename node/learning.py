@@ -1,0 +1,102 @@
+"""The site's learner: one base model in memory, local training from a global adapter, evaluation.
+
+Runs in worker threads (called through trio.to_thread); a lock keeps one job on the model at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from node.config import NodeConfig
+from node.errors import StartupError
+from training.data import Question
+from training.lora import LoraSettings
+
+log = logging.getLogger("medfed.learner")
+
+
+def lora_settings(cfg: NodeConfig) -> LoraSettings:
+    """The federation LoRA settings as configured (checked against the on-chain hash at start)."""
+    m = cfg.model
+    return LoraSettings(
+        rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout, target_modules=m.lora_targets
+    )
+
+
+class Learner:
+    """Base model + tokenizer, loaded once; train and evaluate adapters on this site's questions."""
+
+    def __init__(self, cfg: NodeConfig, settings: LoraSettings, scratch: Path) -> None:
+        import torch
+
+        from training.models import base_model_id, load_base_model
+
+        if cfg.model.strategy != "fedavg":
+            raise StartupError(
+                f"{cfg.path.name}: [aggregation] strategy: the node runs 'fedavg' rounds only "
+                f'(got {cfg.model.strategy!r}); set strategy = "fedavg"'
+            )
+        if cfg.model.threads:
+            torch.set_num_threads(cfg.model.threads)
+        self.cfg = cfg
+        self.settings = settings
+        self.scratch = scratch
+        self.base_model = base_model_id(cfg.model.base)
+        log.info("loading base model %s", cfg.model.base)
+        try:
+            self.model, self.tokenizer = load_base_model(cfg.model.base)
+        except Exception as exc:
+            raise StartupError(
+                f"{cfg.path.name}: [model] base = {cfg.model.base!r} cannot be loaded: {exc}"
+            ) from None
+        self._lock = threading.Lock()
+
+    def train(self, base_adapter: str, questions: Sequence[Question], round: int) -> tuple[str, int, Path]:
+        """Train from ``base_adapter`` on ``questions``; return (sha256, samples used, adapter folder)."""
+        from training.train import TrainConfig, train_local
+
+        m = self.cfg.model
+        config = TrainConfig(
+            lr=m.learning_rate,
+            batch_size=m.batch_size,
+            grad_accum=m.grad_accum,
+            max_steps=m.max_steps,
+            max_length=m.max_length,
+            seed=m.seed * 1_000_003 + round,
+        )
+        out = self.scratch / f"train-{round}-{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            result = train_local(
+                self.model,
+                self.tokenizer,
+                base_adapter,
+                questions,
+                self.settings,
+                config,
+                out,
+                progress=False,
+                base_model=self.base_model,
+            )
+        used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
+        log.info(
+            "trained %d steps, final loss %.4f, %.0f tokens/s",
+            result.steps,
+            result.final_loss,
+            result.tokens_per_s,
+        )
+        return result.sha256, max(1, used), out
+
+    def evaluate(self, adapter: str, questions: Sequence[Question]) -> tuple[float, int]:
+        """Zero-shot accuracy of base model + ``adapter`` on ``questions``: (accuracy, n)."""
+        from training.evaluate import evaluate
+
+        folder = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
+        with self._lock:
+            result = evaluate(
+                self.model, self.tokenizer, folder, list(questions), max_length=self.cfg.model.max_length
+            )
+        return float(result.accuracy), int(result.n)

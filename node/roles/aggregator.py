@@ -1,0 +1,125 @@
+"""Aggregator (when elected): fetch every committed update, check it, aggregate deterministically, submit.
+
+The same `collect_updates` and `compute_aggregate` are what verifiers run, so an honest
+aggregator and an honest verifier holding the same inputs produce the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+
+from chain.errors import ContractRevert
+from node.context import Node
+from node.errors import ArtifactError
+from node.state import Commit
+from node.transfer import cid_of, fetch_adapter, publish
+from training.adapter_io import read_adapter
+from training.aggregation import AggregationInput, aggregate
+
+log = logging.getLogger("medfed.aggregator")
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The outcome of trying to obtain one committed update."""
+
+    commit: Commit
+    path: str | None
+    problem: str  # empty when path is a valid adapter
+
+
+async def collect_updates(node: Node, round: int, commits: list[Commit], deadline: float) -> list[Collected]:
+    """Fetch and check every commit concurrently until ``deadline``; report each one's fate."""
+    results: dict[str, Collected] = {}
+
+    give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
+
+    async def one(c: Commit) -> None:
+        try:
+            path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up)
+            results[c.member] = Collected(c, path, "")
+        except ArtifactError as exc:
+            log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
+            results[c.member] = Collected(c, None, str(exc))
+
+    async with trio.open_nursery() as nursery:
+        for c in commits:
+            nursery.start_soon(one, c)
+    return [results[c.member] for c in commits]
+
+
+def compute_aggregate(node: Node, usable: list[Collected]) -> dict[str, np.ndarray]:
+    """Deterministic aggregate of the usable updates, weighted by their on-chain sample counts."""
+    assert all(u.path is not None for u in usable)
+    inputs = [
+        AggregationInput(u.commit.member, u.commit.num_samples, read_adapter(u.path))  # type: ignore[arg-type]
+        for u in usable
+    ]
+    return aggregate(node.cfg.model.strategy, inputs)
+
+
+def _tamper(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """TEST-ONLY (tamper-aggregate fault): alter one value of the first tensor."""
+    out = dict(state)
+    key = sorted(out)[0]
+    arr = out[key].copy()
+    arr.flat[0] += np.float32(0.125)
+    out[key] = arr
+    return out
+
+
+async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: float) -> None:
+    """Run the elected aggregator's job for ``(round, attempt)``, at most one submission."""
+    mine = node.store.aggregate(round, attempt)
+    if mine is not None and mine[2]:
+        return
+    if node.store.submission(round, attempt) is not None:
+        if mine is not None:
+            node.store.mark_aggregate_submitted(round, attempt, None)
+        return
+    node.faults.crash("crash-as-aggregator", round, attempt)
+    node.set_status(activity=f"aggregating round {round} attempt {attempt}")
+    if mine is None:
+        commits = node.store.commits(round)
+        log.info("round %d attempt %d: elected aggregator; fetching %d updates", round, attempt, len(commits))
+        t0 = time.monotonic()
+        # keep a margin for the transaction itself
+        collected = await collect_updates(node, round, commits, deadline - 3.0)
+        node.store.add_timing(round, "transfer", time.monotonic() - t0)
+        usable = [c for c in collected if c.path is not None]
+        for c in collected:
+            if c.problem:
+                log.warning("round %d: leaving out %s: %s", round, c.commit.member, c.problem)
+        if not usable:
+            log.error("round %d attempt %d: no usable update; cannot aggregate", round, attempt)
+            return
+        t0 = time.monotonic()
+        state = await trio.to_thread.run_sync(compute_aggregate, node, usable)
+        if node.faults.active("tamper-aggregate", round, attempt):
+            log.warning("TEST FAULT tamper-aggregate: altering the aggregate of round %d", round)
+            state = _tamper(state)
+        sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", round)
+        node.store.add_timing(round, "aggregate", time.monotonic() - t0)
+        included = sorted(u.commit.member for u in usable)
+        node.store.record_aggregate(round, attempt, sha, included)
+        log.info("round %d attempt %d: aggregate %s of %d updates", round, attempt, sha[:12], len(included))
+    else:
+        sha, included, _ = mine
+    await publish(node, sha, "aggregate", round)
+    weights = node.artifacts.weights(sha)
+    assert weights is not None
+    cid = await trio.to_thread.run_sync(cid_of, weights)
+    t0 = time.monotonic()
+    try:
+        tx = await node.chain(node.client.submit_aggregate, round, sha, cid, [a for a in included])
+    except ContractRevert as exc:
+        log.warning("round %d attempt %d: submitAggregate refused: %s", round, attempt, exc.reason)
+        return
+    node.store.add_timing(round, "chain", time.monotonic() - t0)
+    node.store.mark_aggregate_submitted(round, attempt, tx.tx_hash)
+    log.info("round %d attempt %d: submitted aggregate %s, tx %s", round, attempt, sha[:12], tx.tx_hash)

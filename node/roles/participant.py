@@ -1,0 +1,86 @@
+"""Participant: train from the round's base adapter, write the canonical update, announce, commit."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from chain.errors import ContractRevert
+from node.context import Node
+from node.state import UpdateRecord
+from node.transfer import cid_of, fetch_adapter, publish
+
+log = logging.getLogger("medfed.participant")
+
+
+async def ensure_base(node: Node, round: int, base_sha: str, deadline: float) -> str:
+    """The round's base (the current global adapter) as a local weights path."""
+    path = node.artifacts.weights(base_sha)
+    if path is not None:
+        return str(path)
+    log.info("round %d: fetching the base adapter %s", round, base_sha[:12])
+    return await fetch_adapter(node, base_sha, "global", round - 1, [], deadline)
+
+
+async def train_update(node: Node, round: int, base_sha: str, deadline: float) -> UpdateRecord:
+    """Train this site's update for ``round`` once; a restarted node reuses the stored one."""
+    rec = node.store.update(round)
+    if rec is not None and node.artifacts.has(rec.sha256):
+        log.info("round %d: update %s already trained (resuming)", round, rec.sha256[:12])
+        return rec
+    base = await ensure_base(node, round, base_sha, deadline)
+    questions = node.data.round_window(round, node.cfg.data.train_per_round)
+    log.info(
+        "round %d: training on %d private questions from base %s (%d steps)",
+        round,
+        len(questions),
+        base_sha[:12],
+        node.cfg.model.max_steps,
+    )
+    node.set_status(activity=f"training round {round}")
+    t0 = time.monotonic()
+    sha, n, folder = await trio.to_thread.run_sync(node.learner.train, base, questions, round)
+    seconds = time.monotonic() - t0
+    await trio.to_thread.run_sync(node.artifacts.adopt_dir, sha, folder, "update", round)
+    node.store.record_update(round, sha, n, seconds)
+    node.store.add_timing(round, "train", seconds)
+    log.info("round %d: trained update %s on %d samples in %.1f s", round, sha[:12], n, seconds)
+    node.faults.crash("crash-after-train", round)
+    rec = node.store.update(round)
+    assert rec is not None
+    return rec
+
+
+async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
+    """Announce the update and commit its sha256 on-chain, exactly once per round."""
+    committers = {a.lower() for a in await node.chain(node.client.committers)}
+    if node.me in committers:
+        # the chain is the truth: we committed before a crash that lost the local record
+        log.info("round %d: chain already has our commit; not committing again", round)
+        node.store.mark_committed(round, None)
+        await publish(node, rec.sha256, "update", round)
+        return
+    weights = node.artifacts.weights(rec.sha256)
+    assert weights is not None
+    cid = await trio.to_thread.run_sync(cid_of, weights)
+    await publish(node, rec.sha256, "update", round)
+    t0 = time.monotonic()
+    try:
+        tx = await node.chain(node.client.commit_update, round, rec.sha256, cid, rec.num_samples)
+    except ContractRevert as exc:
+        if "already committed" in exc.reason:
+            node.store.mark_committed(round, None)
+            return
+        raise
+    node.store.add_timing(round, "chain", time.monotonic() - t0)
+    node.faults.crash("crash-after-commit", round)
+    node.store.mark_committed(round, tx.tx_hash)
+    log.info(
+        "round %d: committed update %s (%d samples), tx %s",
+        round,
+        rec.sha256[:12],
+        rec.num_samples,
+        tx.tx_hash,
+    )

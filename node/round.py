@@ -1,0 +1,385 @@
+"""The round, as the protocol tells it: open -> train -> commit -> elect -> aggregate -> verify ->
+finalize -> report.
+
+`tick` is called every poll interval. It first records the chain's new events (the source of
+truth: commits, submissions, outcomes, published peers) in the state store, then reads the live
+round and performs the one step that is due for this node. Every step is idempotent and checks
+the store and the chain before acting, so a node killed at any point resumes where it was: it
+never trains twice, never commits twice, never votes twice.
+
+Housekeeping transactions that anyone may send (advance, finalize, openRound) are staggered by
+the node's rank among the members, and each node re-reads the round before sending, so a
+healthy federation sends each of them about once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from chain import types as ev
+from chain.errors import ContractRevert
+from chain.types import Phase, RoundInfo
+from node.context import Node, write_metrics_file
+from node.errors import ArtifactError
+from node.roles.aggregator import aggregate_and_submit
+from node.roles.participant import commit, train_update
+from node.roles.verifier import verify_and_vote
+from node.state import Commit, Outcome, Submission
+from node.transfer import fetch_adapter, publish
+
+log = logging.getLogger("medfed.round")
+
+
+def _hex(b: bytes) -> str:
+    return bytes(b).hex()
+
+
+# ------------------------------------------------------------------------------------ events
+async def sync_events(node: Node) -> None:
+    """Record every coordinator event since the last processed block (resumes after a restart)."""
+    start = max(node.store.last_block + 1, node.cfg.chain.start_block)
+    latest = await node.chain(node.client.block_number)
+    if latest < start:
+        return
+    from chain.events import EventReader
+
+    events = await node.chain(EventReader(node.client).read, start, latest)
+    for e in events:
+        await apply_event(node, e)
+    node.store.set_last_block(latest)
+
+
+async def apply_event(node: Node, e: ev.ChainEvent) -> None:
+    """Fold one chain event into the local view (and log it in words)."""
+    s = node.store
+    if isinstance(e, ev.RoundOpened):
+        node.commit_deadlines[e.round] = node.to_unix(e.commit_deadline)
+        log.info("chain: round %d opened from global %s", e.round, _hex(e.base_sha256)[:12])
+    elif isinstance(e, ev.UpdateCommitted):
+        s.add_commit(Commit(e.round, e.member.lower(), _hex(e.sha256), e.cid, e.num_samples))
+        log.info(
+            "chain: round %d update %s committed by %s (%d samples)",
+            e.round,
+            _hex(e.sha256)[:12],
+            e.member,
+            e.num_samples,
+        )
+        if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
+            await _hostile_offer(node, e)
+    elif isinstance(e, ev.AggregatorElected):
+        log.info("chain: round %d attempt %d aggregator %s", e.round, e.attempt, e.aggregator)
+    elif isinstance(e, ev.AggregateSubmitted):
+        s.add_submission(
+            Submission(
+                e.round,
+                e.attempt,
+                e.aggregator.lower(),
+                _hex(e.sha256),
+                e.cid,
+                tuple(a.lower() for a in e.included),
+            )
+        )
+        log.info(
+            "chain: round %d attempt %d aggregate %s by %s includes %d updates",
+            e.round,
+            e.attempt,
+            _hex(e.sha256)[:12],
+            e.aggregator,
+            len(e.included),
+        )
+    elif isinstance(e, ev.VoteCast):
+        log.info(
+            "chain: round %d attempt %d %s by %s",
+            e.round,
+            e.attempt,
+            "approval" if e.approve else "REJECTION",
+            e.voter,
+        )
+    elif isinstance(e, ev.AttemptFailed):
+        log.warning("chain: round %d attempt %d failed: %s", e.round, e.attempt, e.reason)
+    elif isinstance(e, ev.RoundFinalized):
+        s.set_outcome(Outcome(e.round, "finalized", e.attempt, _hex(e.global_sha256), e.global_cid, ""))
+        log.info(
+            "chain: round %d FINALIZED at attempt %d: new global adapter %s",
+            e.round,
+            e.attempt,
+            _hex(e.global_sha256)[:12],
+        )
+    elif isinstance(e, ev.RoundFailed):
+        s.set_outcome(Outcome(e.round, "failed", e.attempts, "", "", e.reason))
+        log.warning("chain: round %d FAILED after %d attempts: %s", e.round, e.attempts, e.reason)
+    elif isinstance(e, ev.RewardPaid):
+        if e.to.lower() == node.me:
+            log.info("chain: round %d paid us %d (%s)", e.round, e.amount, e.role)
+    elif isinstance(e, ev.PeerPublished):
+        s.set_peer(e.member, e.peer_id, e.multiaddrs)
+        if e.member.lower() != node.me and node.host is not None and e.multiaddrs:
+            await _dial(node, list(e.multiaddrs))
+    elif isinstance(e, ev.MemberAdded | ev.MemberRemoved):
+        node.members = frozenset(a.lower() for a in await node.chain(node.client.members))
+
+
+async def _dial(node: Node, addrs: list[str]) -> None:
+    assert node.host is not None
+    try:
+        await node.host.connect(addrs, keep=True)
+    except Exception as exc:  # the reconnect loop keeps trying
+        log.info("peer %s not reachable yet: %s", addrs[0] if addrs else "?", exc)
+
+
+async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
+    """TEST-ONLY (serve-wrong-bytes fault): claim another member's update and serve garbage for it."""
+    from p2p.messages import Announcement
+
+    assert node.host is not None
+    sha = _hex(e.sha256)
+    fake = node.artifacts.wrong_bytes_copy(sha, 4096)
+    node.served[sha] = ("update", e.round)
+    node.host.serve(sha, fake)
+    log.warning("TEST FAULT serve-wrong-bytes: offering garbage for %s's update %s", e.member, sha[:12])
+    try:
+        await node.host.announce(Announcement.new("update", e.round, sha, fake.stat().st_size, node.peer_id))
+    except Exception as exc:
+        log.info("announce failed: %r", exc)
+
+
+# ------------------------------------------------------------------------------- the machine
+async def tick(node: Node) -> None:
+    """Look at the chain once and do whatever this node owes the live round."""
+    await sync_events(node)
+    info = await node.chain(node.client.round_info)
+    r = info.round
+    if r:
+        node.commit_deadlines.setdefault(r, node.to_unix(info.commit_deadline))
+    node.set_status(round=r, phase=info.phase.name.lower(), attempt=info.attempt)
+    if info.phase in (Phase.NONE, Phase.FINALIZED, Phase.FAILED):
+        if info.phase == Phase.FINALIZED:
+            await report(node, r)
+        await open_next(node, info)
+    elif info.phase == Phase.COMMIT and node.now() < node.to_unix(info.commit_deadline):
+        await train_and_commit(node, info)
+        await catch_up_report(node, r)
+    elif info.phase in (Phase.COMMIT, Phase.AGGREGATE):
+        await elect_and_aggregate(node, info)
+    elif info.phase == Phase.VERIFY:
+        await verify_and_finalize(node, info)
+
+
+async def open_next(node: Node, info: RoundInfo) -> None:
+    """open: start round r+1 once round r is final (and this node has reported on r)."""
+    rc = node.cfg.rounds
+    r = info.round
+    if not rc.auto_open or (r == 0 and not rc.open_first_round) or (rc.last_round and r >= rc.last_round):
+        node.set_status(role="idle")
+        return
+    if info.phase == Phase.FINALIZED and node.me in node.members and not _reported(node, r):
+        return
+    if not await _due(node, ("open", r), 0.0):
+        return
+    if (await node.chain(node.client.round_info)).round != r:
+        return
+    try:
+        tx = await node.chain(node.client.open_round)
+        log.info("round %d: opened, tx %s", r + 1, tx.tx_hash)
+    except ContractRevert as exc:
+        log.debug("openRound not needed: %s", exc.reason)
+
+
+async def train_and_commit(node: Node, info: RoundInfo) -> None:
+    """train + commit: this site's update for the open round, exactly once."""
+    r = info.round
+    if node.me not in node.members:
+        node.set_status(role="observer")
+        return
+    node.set_status(role="participant")
+    deadline = node.to_unix(info.commit_deadline)
+    rec = node.store.update(r)
+    if rec is not None and rec.committed:
+        return
+    base = _hex((await node.chain(node.client.global_adapter)).sha256)
+    rec = await train_update(node, r, base, deadline)
+    if node.now() >= deadline - 1.0:
+        log.warning(
+            "round %d: update ready %.0f s after the commit deadline; not committing "
+            "(ask for a longer commit phase or lower [training] max_steps / [data] train_per_round)",
+            r,
+            node.now() - deadline,
+        )
+        return
+    await commit(node, r, rec)
+
+
+def _aggregator_of(node: Node, r: int, attempt: int, committers: list[str]) -> str:
+    return committers[(r + attempt) % len(committers)].lower()
+
+
+async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
+    """elect + aggregate: the rotation picks committers[(round + attempt) % n]; it aggregates."""
+    r = info.round
+    committers = [a.lower() for a in await node.chain(node.client.committers)]
+    params = await node.chain(node.client.params)
+    if info.phase == Phase.COMMIT:
+        deadline = node.to_unix(info.commit_deadline + params.aggregate_duration)
+        if len(committers) < params.min_committers or not committers:
+            await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
+            return
+    else:
+        deadline = node.to_unix(info.aggregate_deadline)
+    aggregator = _aggregator_of(node, r, info.attempt, committers)
+    if aggregator == node.me:
+        node.set_status(role="aggregator")
+        if node.now() < deadline:
+            await aggregate_and_submit(node, r, info.attempt, deadline)
+        return
+    node.set_status(role="verifier" if node.me in committers else "observer")
+    if info.phase == Phase.COMMIT:
+        # make the election visible in the audit log promptly (anyone may; staggered)
+        await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
+    else:
+        await _nudge(node, info, "advance", deadline)
+
+
+async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
+    """verify + finalize: committers other than the aggregator recompute and vote; anyone finalizes."""
+    r = info.round
+    committers = [a.lower() for a in await node.chain(node.client.committers)]
+    sub = node.store.submission(r, info.attempt)
+    deadline = node.to_unix(info.verify_deadline)
+    if sub is None:
+        return  # the event arrives with the next sync
+    if node.me in committers and sub.aggregator != node.me and node.now() < deadline:
+        node.set_status(role="verifier")
+        await verify_and_vote(node, sub, deadline)
+        info = await node.chain(node.client.round_info)
+        if info.phase != Phase.VERIFY or info.round != r:
+            return
+    eligible = info.n_committers - 1
+    a, rj = info.approvals, info.rejections
+    decidable = (a * 3 >= eligible * 2 and (a > 0 or eligible == 0)) or rj * 3 > eligible
+    if decidable:
+        await _nudge(node, info, "finalize", 0.0)
+    else:
+        await _nudge(node, info, "advance", deadline)
+
+
+async def report(node: Node, r: int) -> None:
+    """report: evaluate the round's new global adapter on our held-out data; reportMetrics once."""
+    if node.me not in node.members or _reported(node, r):
+        return
+    outcome = node.store.outcome(r)
+    if outcome is None or outcome.status != "finalized":
+        return
+    m = node.store.metrics(r)
+    if m is None:
+        owners = [sub.aggregator] if (sub := node.store.submission(r, outcome.attempt)) else []
+        owners += [c.member for c in node.store.commits(r)]
+        n_inputs = len(sub.included) if sub else 1
+        try:
+            path = await fetch_adapter(
+                node,
+                outcome.sha256,
+                "global",
+                r,
+                owners,
+                node.now() + node.cfg.rounds.fetch_patience_s,
+                n_inputs,
+            )
+        except ArtifactError as exc:
+            log.warning("round %d: cannot get the new global adapter yet: %s", r, exc)
+            return
+        await publish(node, outcome.sha256, "global", r)
+        node.set_status(activity=f"evaluating round {r}")
+        t0 = time.monotonic()
+        acc, n = await _evaluate(node, path)
+        node.store.add_timing(r, "evaluate", time.monotonic() - t0)
+        node.store.record_metrics(r, outcome.sha256, acc, n, node.data.eval_set_hash)
+        write_metrics_file(node.cfg.state_dir, node.store)
+        log.info(
+            "round %d: global %s scores %.4f on %d held-out %s questions",
+            r,
+            outcome.sha256[:12],
+            acc,
+            n,
+            node.data.name,
+        )
+        m = node.store.metrics(r)
+        assert m is not None
+    try:
+        tx = await node.chain(
+            node.client.report_metrics, r, m.eval_set_hash, round(m.accuracy * 1_000_000), m.n
+        )
+        node.store.mark_metrics_reported(r, tx.tx_hash)
+        log.info("round %d: reported accuracy %.4f on-chain, tx %s", r, m.accuracy, tx.tx_hash)
+    except ContractRevert as exc:
+        log.info("round %d: metrics not reported: %s", r, exc.reason)
+        node.store.mark_metrics_reported(r, None)  # a later round was already reported: nothing to do
+    write_metrics_file(node.cfg.state_dir, node.store)
+    node.set_status(activity="idle")
+
+
+async def catch_up_report(node: Node, live: int) -> None:
+    """After committing to round ``live``, report on the last finalized round if we have not yet."""
+    rec = node.store.update(live)
+    if rec is None or not rec.committed:
+        return
+    g = await node.chain(node.client.global_adapter)
+    if g.round and not _reported(node, g.round):
+        await report(node, g.round)
+
+
+async def evaluate_initial(node: Node) -> None:
+    """Held-out accuracy of the initial adapter (round 0), once: the baseline of every report."""
+    if node.store.metrics(0) is not None:
+        return
+    g = await node.chain(node.client.global_adapter)
+    if g.round != 0:
+        return
+    sha = _hex(g.sha256)
+    path = node.artifacts.weights(sha)
+    if path is None:
+        return
+    node.set_status(activity="evaluating the initial adapter")
+    acc, n = await _evaluate(node, str(path))
+    node.store.record_metrics(0, sha, acc, n, node.data.eval_set_hash)
+    node.store.mark_metrics_reported(0, None)
+    write_metrics_file(node.cfg.state_dir, node.store)
+    log.info("initial adapter %s scores %.4f on %d held-out %s questions", sha[:12], acc, n, node.data.name)
+
+
+async def _evaluate(node: Node, weights: str) -> tuple[float, int]:
+    import trio
+
+    acc, n = await trio.to_thread.run_sync(node.learner.evaluate, weights, list(node.data.eval))
+    return float(acc), int(n)
+
+
+def _reported(node: Node, r: int) -> bool:
+    m = node.store.metrics(r)
+    return m is not None and m.reported
+
+
+# --------------------------------------------------------------------------- housekeeping
+_first_due: dict[tuple[object, ...], float] = {}
+
+
+async def _due(node: Node, key: tuple[object, ...], at: float) -> bool:
+    """True once ``at`` + rank * stagger has passed (``at`` = 0: counted from first sight)."""
+    first = _first_due.setdefault(key, node.now())
+    start = max(at, first) if at else first
+    return node.now() >= start + node.rank() * node.cfg.rounds.stagger_s
+
+
+async def _nudge(node: Node, info: RoundInfo, what: str, at: float) -> None:
+    """Send advance/finalize for the live round when due, unless someone already moved it."""
+    if node.now() < at or not await _due(node, (what, info.round, info.attempt, int(info.phase)), at):
+        return
+    now = await node.chain(node.client.round_info)
+    if (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt):
+        return
+    fn = node.client.finalize if what == "finalize" else node.client.advance
+    try:
+        tx = await node.chain(fn, info.round)
+        log.info("round %d: sent %s (%s), tx %s", info.round, what, info.phase.name.lower(), tx.tx_hash)
+    except ContractRevert as exc:
+        log.debug("%s not needed: %s", what, exc.reason)

@@ -1,0 +1,123 @@
+"""Moving adapters between members: serve and announce ours, fetch others' by sha256, check them.
+
+A fetched file is trusted only after three checks: its sha256 equals the one on-chain (the p2p
+layer checks while receiving, and the artifact store checks again), it parses as an adapter of
+this federation's shape (keys, shapes, float32, finite, size limit), and it came from a member.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from node.context import Node
+from node.errors import ArtifactError
+from p2p.errors import P2PError
+from p2p.messages import Announcement
+from training.adapter_io import AdapterSpec, validate_adapter
+from training.errors import TrainingError
+
+log = logging.getLogger("medfed.transfer")
+PER_PROVIDER_TIMEOUT_S = 20.0
+
+
+def cid_of(path: Path) -> str:
+    """CIDv1 of an adapter file, as IPFS computes it (recorded on-chain beside the sha256)."""
+    from p2p.cid import cid_of_file  # imported late: p2p.cid is optional for a node that only trains
+
+    return str(cid_of_file(path))
+
+
+async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
+    """Serve a held adapter (access policy applies) and announce it on gossip."""
+    path = node.artifacts.weights(sha256)
+    if path is None or node.host is None:
+        return
+    node.served[sha256] = (kind, round)
+    node.host.serve(sha256, path)
+    try:
+        await node.host.announce(Announcement.new(kind, round, sha256, path.stat().st_size, node.peer_id))
+    except Exception as exc:  # gossip is best effort: chain events remain the source of truth
+        log.info("could not announce %s %s: %r", kind, sha256[:12], exc)
+
+
+def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
+    """Where to ask for a file: peers that announced it first, then its owners' published addresses.
+
+    Re-servers go first so the owner is not the bottleneck; a re-server that sends wrong bytes is
+    penalised by the p2p layer and the owner is still tried.
+    """
+    assert node.host is not None
+    peers = node.store.peers()
+    by_peer_id = {pid: addrs for pid, addrs in peers.values()}
+    owner_ids = {peers[o.lower()][0] for o in owners if o.lower() in peers}
+    out: list[str] = []
+    for pid in node.host.providers_of(sha256):
+        if pid in owner_ids or pid == node.peer_id:
+            continue
+        addrs = [a for a in by_peer_id.get(pid, ()) if a.endswith(pid)]
+        out.extend(addrs or [pid])
+    for owner in owners:
+        rec = peers.get(owner.lower())
+        if rec is None:
+            continue
+        owner_pid, owner_addrs = rec
+        full = [a for a in owner_addrs if a.endswith(owner_pid)]
+        out.extend(full or [owner_pid])
+    return out
+
+
+def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
+    """Expected shape: updates and fedavg aggregates have the federation rank; exact aggregates n*r."""
+    if kind in ("aggregate", "global") and node.cfg.model.strategy == "exact" and n_inputs > 1:
+        return node.spec.with_rank(node.settings.rank * n_inputs)
+    return node.spec
+
+
+async def fetch_adapter(
+    node: Node, sha256: str, kind: str, round: int, owners: list[str], deadline: float, n_inputs: int = 1
+) -> str:
+    """Make sure we hold adapter ``sha256`` (fetch, check, re-serve); return its weights path.
+
+    Retries until ``deadline`` (unix seconds) while providers refuse or fail; raises ArtifactError
+    with every provider's reason if it cannot be had in time, or if the file is not a valid adapter.
+    """
+    held = node.artifacts.weights(sha256)
+    if held is not None:
+        return str(held)
+    assert node.host is not None
+    max_bytes = node.cfg.model.max_adapter_mb << 20
+    last = "no provider known yet"
+    while True:
+        left = deadline - node.now()
+        if left <= 0:
+            raise ArtifactError(f"could not fetch {kind} {sha256[:12]} of round {round} in time: {last}")
+        providers = providers_for(node, sha256, owners)
+        if providers:
+            try:
+                with trio.move_on_after(left):
+                    path = await node.host.fetch(
+                        sha256,
+                        providers,
+                        node.artifacts.incoming,
+                        max_bytes,
+                        timeout=min(PER_PROVIDER_TIMEOUT_S, left),
+                    )
+                    break
+                last = "timed out"
+            except P2PError as exc:
+                last = str(exc)
+        await trio.sleep(min(1.0, max(0.0, deadline - node.now())))
+    weights = await trio.to_thread.run_sync(node.artifacts.import_file, sha256, path, kind, round)
+    try:
+        await trio.to_thread.run_sync(
+            validate_adapter, weights, adapter_spec_for(node, kind, n_inputs), max_bytes
+        )
+    except TrainingError as exc:
+        weights.unlink(missing_ok=True)
+        raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
+    await publish(node, sha256, kind, round)
+    log.info("holding %s %s of round %d (%d bytes)", kind, sha256[:12], round, weights.stat().st_size)
+    return str(weights)
