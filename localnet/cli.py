@@ -74,7 +74,14 @@ def _chain_down(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS: list[Registrar] = [add_chain_commands]
+def add_federation_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`up` / `down` / `status`: the whole local federation (localnet/federation.py)."""
+    from localnet.federation import add_federation_commands as add
+
+    add(sub)
+
+
+REGISTRARS: list[Registrar] = [add_chain_commands, add_federation_commands]
 
 
 def build_parser(extra: Sequence[Registrar] = ()) -> argparse.ArgumentParser:

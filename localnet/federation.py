@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.types import DeployParams
+from localnet.chain import DevnetError
 
 log = logging.getLogger("medfed.localnet")
 
@@ -45,7 +46,7 @@ SOURCES = (
 )
 
 
-class FederationError(RuntimeError):
+class FederationError(DevnetError):
     """The local federation could not start or a round failed; the message names the fix."""
 
 
@@ -748,3 +749,42 @@ def status_lines(dir: str | Path) -> list[str]:
 def dataclass_dict(s: Sizing) -> dict[str, Any]:
     """A Sizing as a plain dict (for logs and the benchmark)."""
     return dataclasses.asdict(s)
+
+
+def add_federation_commands(sub: Any) -> None:
+    """`up` / `down` / `status` for `medfed-localnet`."""
+    up = sub.add_parser("up", help="a whole local federation: devnet, N nodes, R rounds, summary.json")
+    up.add_argument("--nodes", type=int, default=3, help="institutions (default 3: one per dataset)")
+    up.add_argument("--rounds", type=int, default=2, help="rounds to finalize (default 2)")
+    up.add_argument(
+        "--model", default="default", help='"default" (SmolLM2-135M) or "tiny" (default: default)'
+    )
+    up.add_argument("--dir", required=True, help="folder for the chain, nodes, logs and summary.json")
+    up.add_argument("--fresh", action="store_true", help="replace a federation already in --dir")
+    up.add_argument("--stop", action="store_true", help="also stop the devnet and explorer at the end")
+    up.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    up.set_defaults(func=_up)
+    dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, anvil)")
+    dn.add_argument("--dir", required=True)
+    dn.set_defaults(func=_down)
+    st = sub.add_parser("status", help="the processes of the federation in --dir and each node's phase")
+    st.add_argument("--dir", required=True)
+    st.set_defaults(func=_status)
+
+
+def _up(args: Any) -> int:
+    if args.rounds < 1:
+        raise FederationError("--rounds must be >= 1")
+    return run_up(args.dir, args.nodes, args.rounds, args.model, args.fresh, not args.stop, args.timeout)
+
+
+def _down(args: Any) -> int:
+    stopped = down(args.dir)
+    print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def _status(args: Any) -> int:
+    for line in status_lines(args.dir):
+        print(line)
+    return 0
