@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -32,8 +34,17 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p.errors import ConnectError, IdentityError, MessageError, NoProviderError, TransferRefused
+from p2p.errors import (
+    ConnectError,
+    IdentityError,
+    IpfsError,
+    MessageError,
+    NoProviderError,
+    TransferError,
+    TransferRefused,
+)
 from p2p.identity import address_from_peer_id, key_pair_from_private_key
+from p2p.ipfs import KuboClient
 from p2p.messages import Announcement
 from p2p.transfer import PROTOCOL_ID, Oversize, WrongHash, fetch_from_stream, serve_request
 
@@ -93,8 +104,10 @@ class MedfedHost:
         max_file_bytes: int,
         request_timeout: float,
         reconnect_interval: float,
+        ipfs: KuboClient | None = None,
     ) -> None:
         self.host = host
+        self.ipfs = ipfs
         self.pubsub = pubsub  # low level; exposed for tests and diagnostics
         self.gossipsub = gossipsub
         self.topic = topic
@@ -262,6 +275,7 @@ class MedfedHost:
         dest_dir: Path,
         max_bytes: int | None = None,
         timeout: float | None = None,
+        cid: str | None = None,
     ) -> Path:
         """Download <dest_dir>/<sha256> from the first provider that delivers the right bytes.
 
@@ -269,6 +283,7 @@ class MedfedHost:
         turn (least penalised first); a provider that dies mid-transfer, times out (no progress
         for `timeout` s) or sends bytes with the wrong hash is skipped and penalised. Raises
         TransferRefused if every provider refused, NoProviderError if all failed otherwise.
+        With `cid` and an IPFS API configured, Kubo is asked for the CID when no peer delivers.
         """
         sha = sha256_hex.lower()
         dest_dir = Path(dest_dir)
@@ -278,8 +293,6 @@ class MedfedHost:
         limit = self.max_file_bytes if max_bytes is None else max_bytes
         wait = self.request_timeout if timeout is None else timeout
         candidates = self._order_providers(providers)
-        if not candidates:
-            raise NoProviderError(f"no provider known for {sha[:12]}; wait for announcements or pass peers")
         failures: list[str] = []
         refusals = 0
         for pid, addrs in candidates:
@@ -299,9 +312,31 @@ class MedfedHost:
             except Exception as exc:
                 failures.append(f"{name}: {exc!r}")
                 self._penalise(name, PENALTY_FAILED, f"transfer failed: {exc!r}")
+        if cid is not None and self.ipfs is not None:
+            try:
+                return await self._fetch_ipfs(sha, cid, dest_dir, limit)
+            except (IpfsError, TransferError) as exc:
+                failures.append(f"ipfs: {exc}")
+        if not failures:
+            raise NoProviderError(f"no provider known for {sha[:12]}; wait for announcements or pass peers")
         if refusals == len(failures):
             raise TransferRefused(f"every provider refused {sha[:12]}: " + "; ".join(failures))
         raise NoProviderError(f"could not fetch {sha[:12]} from any provider: " + "; ".join(failures))
+
+    async def _fetch_ipfs(self, sha: str, cid: str, dest_dir: Path, max_bytes: int) -> Path:
+        assert self.ipfs is not None
+        tmp = dest_dir / f".{sha}.ipfs"
+        try:
+            await trio.to_thread.run_sync(self.ipfs.cat, cid, tmp, max_bytes)
+            digest = await trio.to_thread.run_sync(_sha256_file, tmp)
+            if digest != sha:
+                raise WrongHash(f"IPFS content of {cid} hashes to {digest[:12]}, expected {sha[:12]}")
+            final = dest_dir / sha
+            os.replace(tmp, final)
+            log.info("fetched %s from IPFS (%s)", sha[:12], cid)
+            return final
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _order_providers(self, providers: Iterable[str]) -> list[tuple[ID, list[multiaddr.Multiaddr]]]:
         out: dict[ID, list[multiaddr.Multiaddr]] = {}
@@ -344,6 +379,14 @@ class MedfedHost:
         await _safe_close(stream)
         log.info("fetched %s from %s", sha[:12], pid)
         return path
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _peer_info(pid: ID, addrs: list[multiaddr.Multiaddr]) -> PeerInfo:
@@ -392,12 +435,14 @@ async def open_host(
     request_timeout: float = 30.0,
     reconnect_interval: float = 5.0,
     gossip: GossipSettings | None = None,
+    ipfs_api_url: str | None = None,
 ) -> AsyncIterator[MedfedHost]:
     """Start a host on the wallet key (TCP + Noise + Yamux), join `topic`, serve the transfer protocol.
 
     `is_member(address)` and `may_serve(address, sha256_hex)` are called on the event loop for every
     message/request: keep them fast (cached answers, no network I/O). `bootstrap` multiaddrs are
-    dialled at start (failures logged) and re-dialled whenever they drop.
+    dialled at start (failures logged) and re-dialled whenever they drop. With `ipfs_api_url`
+    (a Kubo RPC address) `fetch(..., cid=...)` falls back to IPFS when no peer can serve.
     """
     settings = gossip or GossipSettings()
     _raise_pubsub_queue_limits(settings.queue_size)
@@ -433,6 +478,7 @@ async def open_host(
         max_file_bytes,
         request_timeout,
         reconnect_interval,
+        KuboClient(ipfs_api_url) if ipfs_api_url else None,
     )
     host.set_stream_handler(TProtocol(PROTOCOL_ID), node._handle_stream)
     pubsub.set_topic_validator(topic, node._validate, False)
