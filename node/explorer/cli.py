@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -15,6 +16,8 @@ from chain.errors import ChainError
 from node.explorer.errors import ExplorerError
 
 log = logging.getLogger("medfed.explorer")
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     """Start the explorer and serve until SIGINT/SIGTERM. Returns the exit code."""
     from node.explorer.server import URL_LINE_PREFIX, start_explorer
 
+    if not _ADDRESS.match(args.coordinator):
+        print(
+            f"medfed-node explorer: --coordinator {args.coordinator[:60]!r} is not an address "
+            "(0x followed by 40 hex characters): copy it from deployment.json",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -100,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m node.explorer`."""
-    p = argparse.ArgumentParser(prog="python -m node.explorer", description=register.__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m node.explorer",
+        description="Index the coordinator's events into SQLite and serve a web page + JSON API.",
+    )
     add_arguments(p)
     return run(p.parse_args(argv))

@@ -195,8 +195,9 @@ def spawn_explorer(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `python -m node.explorer` as a child process; return it and its URL once it serves.
 
-    The child's stdout/stderr go to `log_path` (or are discarded). Stop it with
-    `proc.terminate()` then `proc.wait()`.
+    The child runs in its own session (process group); its stdout/stderr go to `log_path`
+    (or are discarded). Stop it with `proc.terminate()` (SIGTERM: it stops serving, closes the
+    index and exits 0) then `proc.wait()`.
     """
     cmd = [
         sys.executable,
@@ -220,7 +221,17 @@ def spawn_explorer(
     env = {**os.environ, "MEDFED_EXPLORER_URL_FILE": str(url_file)}
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
     try:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_repo_root())
+        # Its own session (process group), like the nodes `medfed-localnet up` starts: it outlives
+        # the launcher and a Ctrl-C in the launcher's terminal.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=_repo_root(),
+            start_new_session=True,
+        )
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
