@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import CID, INITIAL_SHA, PARAMS, Base, Fed, sha
+from chain_testkit import CID, INITIAL_SHA, PARAMS, Base, Fed, sha
 from eth_account import Account
 
 from chain.client import CoordinatorClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CID, Fed, sha
+from chain_testkit import CID, Fed, sha
 
 from chain.events import BlockCursor, EventReader
 from chain.types import ChainEvent, Deployed, MemberAdded, RoundOpened, UpdateCommitted

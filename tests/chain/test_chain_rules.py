@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CID, Fed, sha
+from chain_testkit import CID, Fed, sha
 
 from chain.errors import ContractRevert
 from chain.types import Phase
