@@ -81,6 +81,13 @@ class Api:
         snap = self.db.get_meta_json("snapshot")
         return snap if isinstance(snap, dict) else {}
 
+    def _phase(self, n: int, status: str) -> str:
+        """The live round's phase (commit, aggregate, verify) from the contract; else the status."""
+        live = self._snapshot().get("live_round") or {}
+        if status == "open" and live.get("round") == n and live.get("phase") not in (None, "none"):
+            return str(live["phase"])
+        return status
+
     # ----- endpoints -----------------------------------------------------------------------
     def status(self) -> Json:
         """Indexing progress and the chain identity."""
@@ -150,6 +157,7 @@ class Api:
                 {
                     "round": n,
                     "status": r["status"],
+                    "phase": self._phase(n, r["status"]),
                     "reason": r["reason"],
                     "commits": commits["c"] if commits else 0,
                     "attempts": attempts["c"] if attempts else 0,
@@ -234,6 +242,7 @@ class Api:
         return {
             "round": n,
             "status": r["status"],
+            "phase": self._phase(n, r["status"]),
             "reason": r["reason"],
             "base_sha256": r["base_sha256"],
             "base_cid": r["base_cid"],

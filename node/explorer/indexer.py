@@ -166,6 +166,7 @@ class Indexer:
         token = c.w3.eth.contract(address=token_addr, abi=self._token_abi)  # type: ignore[call-overload]
         adapter = c.global_adapter()
         params = c.params()
+        live = c.round_info()
         deployed = self.db.one("SELECT args FROM events WHERE name = 'Deployed' LIMIT 1")
         initial = None
         if deployed is not None:
@@ -181,6 +182,14 @@ class Indexer:
             "base_model": c.base_model(),
             "lora_config_hash": c.lora_config_hash().hex(),
             "current_round": c.current_round(),
+            "live_round": {
+                "round": live.round,
+                "phase": live.phase.name.lower(),
+                "attempt": live.attempt,
+                "aggregator": live.aggregator,
+                "approvals": live.approvals,
+                "rejections": live.rejections,
+            },
             "admin": to_checksum_address(c.admin()),
             "params": {
                 k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 2**53 else v)

@@ -11,7 +11,9 @@ from explorer_scenario import Scenario
 
 from chain.client import CoordinatorClient
 from chain.profile import DEVNET
-from node.explorer.api import fairness
+from node.explorer.api import Api, fairness, route
+from node.explorer.db import Database
+from node.explorer.errors import NotFound
 from node.explorer.server import ExplorerHandle
 
 
@@ -54,6 +56,7 @@ def test_overview_matches_contract_views(
     ga = chain.global_adapter()
     assert o["global_adapter"] == {"sha256": ga.sha256.hex(), "cid": ga.cid, "round": 3}
     assert o["global_adapter"]["sha256"] == federation.round(3).attempts[-1].sha256
+    assert all(r["phase"] == r["status"] for r in o["rounds"])  # no live round: all final
     assert [(r["round"], r["status"]) for r in o["rounds"]] == [
         (3, "finalized"),
         (2, "failed"),
@@ -224,3 +227,16 @@ def test_static_page_is_self_contained(explorer: ExplorerHandle) -> None:
     status, body, _ = get_json(explorer.url + "..%2f..%2fetc%2fpasswd")
     assert status == 404 and "no such page" in body["error"]
     assert get_json(explorer.url + "api")[1]["endpoints"][0] == "/api/status"
+
+
+def test_an_empty_index_answers_every_endpoint() -> None:
+    """Before the first sync (or on a federation without rounds) nothing crashes."""
+    a = Api(Database(":memory:"))
+    o = a.overview()
+    assert o["members"] == [] and o["rounds"] == [] and o["global_adapter"] is None
+    assert o["status"]["last_block"] is None
+    assert a.metrics() == {"members": [], "rounds": []}
+    assert a.verify("00" * 32)["matches"] == []
+    assert route(a, "/api/events", {})[1] == {"events": []}
+    with pytest.raises(NotFound):
+        a.round_detail(1)

@@ -189,6 +189,6 @@ def test_page_follows_new_blocks_without_reload(page: Any, fresh_devnet: Scenari
         member.commit_update(2, hashlib.sha256(b"live").digest(), "bafkreilive", 77)
         page.wait_for_selector("[data-testid=card-rounds] .value >> text=2", timeout=15_000)
         assert page.evaluate("window.__marker") == "same page"
-        assert "open" in page.inner_text("main")
+        assert "open · commit" in page.inner_text("main")  # the live round's phase, from roundInfo()
         head = client.block_number()
         page.wait_for_selector(f"[data-testid=last-block] >> text=block {head}")

@@ -251,7 +251,7 @@
   }
 
   // ---------- views -------------------------------------------------------------------------
-  function statusBadge(s) { return badge(s, s); }
+  function statusBadge(s, phase) { return badge(s === "open" && phase && phase !== "open" ? "open · " + phase : s, s); }
 
   function membersTable(members) {
     return table(["Institution", "PeerID", "Commits#", "Included#", "Aggregated#", "Votes#", "Earned#"],
@@ -260,7 +260,7 @@
   }
   function roundsTable(rounds) {
     return table(["Round", "Status", "Commits#", "Attempts#", "Aggregator", "Global adapter", "Rewards#", "Opened"],
-      rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), statusBadge(r.status), r.commits, r.attempts,
+      rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), statusBadge(r.status, r.phase), r.commits, r.attempts,
         r.aggregator ? addr(r.aggregator) : el("span", { class: "muted" }, r.reason || "—"), hash(r.global_sha256, "sha256"), amount(r.rewards_paid), time(r.opened.time_ms)]),
       "no rounds yet");
   }
@@ -327,7 +327,7 @@
   async function viewRound(n) {
     const r = await api("rounds/" + encodeURIComponent(n));
     const facts = [
-      ["Status", [statusBadge(r.status), r.reason ? " " + r.reason : ""]],
+      ["Status", [statusBadge(r.status, r.phase), r.reason ? " " + r.reason : ""]],
       ["Base adapter", [hash(r.base_sha256, "sha256"), " CID ", cid(r.base_cid)]],
       ["Opened", [time(r.opened.time_ms), " · block ", r.opened.block, " · tx ", tx(r.opened)]],
       ["Commit deadline", time(r.commit_deadline_ms)],
@@ -353,7 +353,7 @@
         el("p", {}, "Macro-Acc ", el("strong", {}, pct(mt.macro)), " · Min-Acc ", el("strong", {}, pct(mt.min)), " · H-mean ", el("strong", {}, pct(mt.hmean)))]
       : el("div", { class: "empty" }, "no metrics reported for this round");
     return [
-      el("h1", {}, "Round " + r.round + " ", statusBadge(r.status)),
+      el("h1", {}, "Round " + r.round + " ", statusBadge(r.status, r.phase)),
       panel("Summary", el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       panel("Commits (" + r.commits.length + ")", commits),
       panel("Aggregation attempts (" + r.attempts.length + ")", attempts),
