@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from eth_account import Account
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
 from chain.profile import DEVNET
-from chain.types import DeployParams
+from chain.types import ChainEvent, DeployParams
 from chain.wallet import DEVNET_SCRYPT_N, Wallet, create_wallet, load_wallet
-from localnet.anvil import AnvilError, is_anvil, set_balance, start_anvil, stop_anvil
+from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, stop_anvil
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,40 @@ def devnet_running(dir: str | Path) -> bool:
     except DevnetError:
         return False
     return is_anvil(devnet.anvil_pid)
+
+
+def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
+    """One full round on the contract with stand-in hashes (a chain-only demo).
+
+    Every node wallet commits sha256(b"demo update ..."), the elected aggregator submits, the
+    others approve, and the round is finalized. `warp` jumps anvil's clock over the commit
+    deadline instead of waiting for it. Returns the coordinator events emitted, in order.
+    """
+    admin = devnet.client(devnet.load_admin())
+    clients = [admin.with_wallet(devnet.load_wallet(i)) for i in range(len(devnet.wallets))]
+    events: list[ChainEvent] = []
+    events += admin.open_round().events
+    r = admin.current_round()
+    hashes = {}
+    for i, c in enumerate(clients):
+        h = hashlib.sha256(f"demo update {i} round {r}".encode()).digest()
+        hashes[c.sender_address] = h
+        events += c.commit_update(r, h, f"demo-update-{i}-round-{r}", 100 + i).events
+    deadline = admin.round_info().commit_deadline
+    if warp:
+        rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
+    else:
+        while admin.chain_time() < deadline:
+            time.sleep(0.5)
+    aggregator = admin.aggregator_of(r)
+    agg = next(c for c in clients if c.sender_address == aggregator)
+    digest = hashlib.sha256(b"".join(hashes[a] for a in sorted(hashes, key=lambda a: int(a, 16)))).digest()
+    events += agg.submit_aggregate(r, digest, f"demo-aggregate-round-{r}", list(hashes)).events
+    for c in clients:
+        if c is not agg:
+            events += c.vote(r, True).events
+    events += admin.finalize(r).events
+    return events
 
 
 def _write_deployment(devnet: Devnet, anvil_log: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from chain.errors import ChainError
 from chain.types import DeployParams
 from localnet.anvil import AnvilError
-from localnet.chain import DEVNET_PARAMS, DevnetError, start_devnet, stop_devnet
+from localnet.chain import DEVNET_PARAMS, DevnetError, load_devnet, scripted_round, start_devnet, stop_devnet
 
 # Exceptions that end a command with one line on stderr and exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (DevnetError, AnvilError, ChainError, ValueError)
@@ -39,6 +39,11 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     up.add_argument("--block-time", type=float, default=1.0, help="seconds between empty blocks (0: none)")
     up.add_argument("--fresh", action="store_true", help="replace a devnet already in --dir")
     up.set_defaults(func=_chain_up)
+
+    rnd = chain_sub.add_parser("round", help="run one scripted round on the contract (stand-in hashes)")
+    rnd.add_argument("--dir", required=True)
+    rnd.add_argument("--no-warp", action="store_true", help="wait for the commit deadline instead of warping")
+    rnd.set_defaults(func=_chain_round)
 
     down = chain_sub.add_parser("down", help="stop the devnet's anvil (by its recorded pid)")
     down.add_argument("--dir", required=True)
@@ -65,6 +70,14 @@ def _chain_up(args: argparse.Namespace) -> int:
     for path, addr in zip(devnet.wallets, devnet.addresses, strict=True):
         print(f"member {addr}  {path}")
     print(f"wrote {devnet.deployment_file} (wallet password in {devnet.password_file})")
+    return 0
+
+
+def _chain_round(args: argparse.Namespace) -> int:
+    for event in scripted_round(load_devnet(args.dir), warp=not args.no_warp):
+        fields = {k: v for k, v in vars(event).items() if k not in ("block_number", "log_index", "tx_hash")}
+        shown = ", ".join(f"{k}={v.hex() if isinstance(v, bytes) else v}" for k, v in fields.items())
+        print(f"block {event.block_number:>4}  {event.name}({shown})")
     return 0
 
 

@@ -72,3 +72,19 @@ def test_fresh_replaces_a_running_devnet(tmp_path: Path) -> None:
         assert second.coordinator and second.addresses != first.addresses
     finally:
         stop_devnet(tmp_path)
+
+
+def test_scripted_round_finalizes_and_pays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    devnet = start_devnet(tmp_path, nodes=3, block_time_s=None)
+    try:
+        assert main(["chain", "round", "--dir", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "RoundFinalized(round=1" in out and out.count("UpdateCommitted") == 3
+        client = devnet.client()
+        assert client.is_finalized(1)
+        p = devnet.params
+        balances = sorted(client.token_balance(a) for a in devnet.addresses)
+        paid = p.contributor_reward + p.verifier_reward
+        assert balances == [paid, paid, p.contributor_reward + p.aggregator_reward]
+    finally:
+        stop_devnet(tmp_path)
