@@ -4,7 +4,8 @@
 
 Starts anvil, scripts a federation of 4 institutions over 5 rounds directly on the
 contract (tests/explorer/explorer_scenario.py), serves the explorer in-process and saves a
-laptop-size screenshot of the overview (plus `-round.png` / `-phone.png` beside it).
+laptop-size screenshot of the overview to --out (and full-page, round and phone shots
+to test-artifacts/).
 """
 
 from __future__ import annotations
@@ -37,18 +38,27 @@ def main() -> int:
         with start_explorer(sc.rpc_url, sc.coordinator, tmp / "explorer.sqlite", port=0, poll_s=0.3) as ex:
             print("explorer:", ex.url, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
+            extra = REPO / "test-artifacts"
+            extra.mkdir(exist_ok=True)
             with launch_browser() as browser:
                 page = browser.new_page(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
                 page.goto(ex.url)
                 page.wait_for_selector("[data-testid=chart-fairness] svg")
-                page.screenshot(path=str(args.out), full_page=True)
+                # laptop-size shot: from the top to the bottom of the charts row
+                charts = page.locator(".grid2").first.bounding_box()
+                assert charts is not None
+                height = int(charts["y"] + charts["height"] + 16)
+                page.screenshot(
+                    path=str(args.out), clip={"x": 0, "y": 0, "width": 1440, "height": height}, full_page=True
+                )
+                page.screenshot(path=str(extra / "explorer-full.png"), full_page=True)
                 page.goto(ex.url + "#/round/2")
                 page.wait_for_selector("[data-testid=attempt]")
-                page.screenshot(path=str(args.out.with_name(args.out.stem + "-round.png")), full_page=True)
+                page.screenshot(path=str(extra / "explorer-round.png"), full_page=True)
                 phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
                 phone.goto(ex.url)
                 phone.wait_for_selector("[data-testid=chart-fairness] svg")
-                phone.screenshot(path=str(args.out.with_name(args.out.stem + "-phone.png")), full_page=False)
+                phone.screenshot(path=str(extra / "explorer-phone.png"), full_page=False)
             print("saved", args.out, flush=True)
             if args.serve:
                 time.sleep(args.serve)
