@@ -237,6 +237,15 @@ class CoordinatorClient:
         """The live round's aggregator (None before the commit deadline or for another round)."""
         return _addr_or_none(self._call("aggregatorOf", int(round_)))
 
+    def rotation_aggregator(self, round_: int, attempt: int) -> str | None:
+        """committers[(round + attempt) % n] computed here, from the live round's committers.
+
+        For chains whose latest block lags the wall clock (Cypherium mines only on demand), where
+        `aggregator_of` still sees a time before the commit deadline.
+        """
+        committers = self.committers()
+        return committers[(round_ + attempt) % len(committers)] if committers else None
+
     def current_aggregator(self) -> str | None:
         return self.aggregator_of(self.current_round())
 

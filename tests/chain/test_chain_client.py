@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -58,7 +59,8 @@ def test_revert_reason_from_a_mined_failed_transaction(fed: Fed) -> None:
         sender.send({"to": fed.view.address, "data": data}, "commitUpdate", gas=200_000)
 
 
-def test_back_to_back_transactions_and_nonce_resync(fed: Fed) -> None:
+def test_back_to_back_transactions_and_nonce_resync(fed: Fed, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chain.tx")
     a = fed.m[0]
     b = fed.client(fed.base.members[0])  # a second client on the same key: a's nonce goes stale
     a.publish_peer("p1", ["/ip4/127.0.0.1/tcp/1"])
@@ -67,6 +69,7 @@ def test_back_to_back_transactions_and_nonce_resync(fed: Fed) -> None:
     a.publish_peer("p4", ["/ip4/127.0.0.1/tcp/4"])  # 'nonce too low' -> resync -> sent
     peer = fed.view.member_peer(fed.addr(0))
     assert peer is not None and peer.peer_id == "p4"
+    assert any("resyncing" in r.getMessage() for r in caplog.records)
 
 
 def test_unfunded_sender_gets_a_clear_error(fed: Fed) -> None:

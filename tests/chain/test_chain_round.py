@@ -43,6 +43,7 @@ def test_happy_path_three_members_two_rounds_pays_to_the_wei(fed: Fed) -> None:
         close_commits(fed)
         agg_idx = (round_no + 0) % 3  # rotation: committers[(round + attempt) % n]
         assert fed.view.aggregator_of(round_no) == fed.addr(agg_idx)
+        assert fed.view.rotation_aggregator(round_no, 0) == fed.addr(agg_idx)
         new_sha = sha(f"global-{round_no}")
         everyone = [fed.addr(i) for i in range(3)]
         res = fed.m[agg_idx].submit_aggregate(round_no, new_sha, f"{CID}{round_no}", everyone)
