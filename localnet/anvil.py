@@ -18,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 16166
 HARDFORK = "istanbul"
 _LISTEN = re.compile(r"Listening on ([0-9.]+):(\d+)")
+# anvils started by this process, kept so they are reaped by us (no zombies, no ResourceWarning)
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class AnvilError(RuntimeError):
@@ -93,6 +95,7 @@ def start_anvil(
                 port = int(m.group(2))
                 rpc_url = f"http://127.0.0.1:{port}"
         if rpc_url is not None and _answers(rpc_url):
+            _CHILDREN[proc.pid] = proc
             return AnvilProcess(pid=proc.pid, rpc_url=rpc_url, port=port, log_path=log_path)
         time.sleep(0.05)
     _terminate(proc.pid)
@@ -159,6 +162,15 @@ def _alive(pid: int) -> bool:
 
 
 def _terminate(pid: int, timeout_s: float = 10.0) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.terminate()
+        try:
+            child.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
