@@ -39,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="first block to index on a fresh database (default: the coordinator's deployment block)",
     )
     p.add_argument("--poll", type=float, default=1.0, help="seconds between polls for new blocks (default 1)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    # SUPPRESS: under `medfed-node --debug explorer ...` the parent's flag must not be reset to False
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
+    )
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the explorer and serve until SIGINT/SIGTERM. Returns the exit code."""
     from node.explorer.server import URL_LINE_PREFIX, start_explorer
 
+    debug = bool(getattr(args, "debug", False))
     if not _ADDRESS.match(args.coordinator):
         print(
             f"medfed-node explorer: --coordinator {args.coordinator[:60]!r} is not an address "
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+        level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
         handle = start_explorer(
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             from_block=args.from_block,
         )
     except (ExplorerError, ChainError, OSError, ValueError) as e:
-        if args.debug:
+        if debug:
             raise
         print(f"medfed-node explorer: {e}", file=sys.stderr)
         return 2

@@ -93,3 +93,12 @@ def test_bad_coordinator_address_is_refused_before_connecting(capsys) -> None:  
     assert cli.main(["--rpc", "http://127.0.0.1:9", "--coordinator", "0x12"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not an address" in err[0] and "deployment.json" in err[0]
+
+
+def test_medfed_node_explorer_subcommand_keeps_the_global_debug_flag() -> None:
+    from node.cli import build_parser
+
+    args = build_parser().parse_args(["--debug", "explorer", "--rpc", "u", "--coordinator", "0x" + "ab" * 20])
+    assert args.func is cli.run and args.debug is True
+    args = build_parser().parse_args(["explorer", "--rpc", "u", "--coordinator", "0x" + "ab" * 20])
+    assert args.debug is False

@@ -7,7 +7,7 @@
   const POLL_MS = 2000;
   const PALETTE = ["#2557c9", "#d9480f", "#1f8a4c", "#8e44ad", "#c2255c", "#0b7285", "#e67700", "#5c677d"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, colors: {}, verifyPanel: null, rendering: false };
+  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, colors: {}, verifyPanel: null, rendering: false, pending: false };
 
   // ---------- DOM helpers -------------------------------------------------------------------
   function el(tag, attrs, ...kids) {
@@ -413,7 +413,8 @@
   }
 
   async function render(keepScroll) {
-    if (state.rendering) return;
+    // One render at a time; a block that arrives meanwhile triggers one more render afterwards.
+    if (state.rendering) { state.pending = true; return; }
     state.rendering = true;
     const route = parseRoute();
     document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.route === route.nav));
@@ -432,6 +433,7 @@
     } finally {
       state.rendering = false;
     }
+    if (state.pending) { state.pending = false; await render(true); }
   }
 
   async function poll() {
@@ -456,5 +458,7 @@
 
   window.addEventListener("hashchange", () => { render(false); window.scrollTo(0, 0); });
   window.medfedExplorer = { render, shortHex };
-  render(false).then(poll);
+  // The first poll renders the page (once the last indexed block is known); if the explorer
+  // cannot be reached, render anyway so the reader sees the error.
+  poll().then(() => { if (!document.getElementById("view").dataset.block) render(false); });
 })();
