@@ -50,10 +50,11 @@ from p2p.transfer import PROTOCOL_ID, Oversize, WrongHash, fetch_from_stream, se
 
 log = logging.getLogger(__name__)
 
-# Penalty points; a peer at or above BAN_SCORE is skipped as a provider for BAN_SECONDS.
+# Penalty points order providers (least first). Failures (offline, timeout, hung up) add 1 and
+# are forgiven by the next good transfer; hostile bytes (wrong hash, oversize) add 10 and ban the
+# peer as a provider for BAN_SECONDS, so an honest peer that was briefly offline is never banned.
 PENALTY_FAILED = 1.0
 PENALTY_HOSTILE = 10.0
-BAN_SCORE = 10.0
 BAN_SECONDS = 600.0
 
 
@@ -243,7 +244,7 @@ class MedfedHost:
     def _penalise(self, peer_id: str, points: float, reason: str) -> None:
         self._penalty[peer_id] += points
         log.warning("penalised %s by %.0f (now %.0f): %s", peer_id, points, self._penalty[peer_id], reason)
-        if self._penalty[peer_id] >= BAN_SCORE:
+        if points >= PENALTY_HOSTILE:
             self._banned_until[peer_id] = time.monotonic() + BAN_SECONDS
 
     async def _handle_stream(self, stream: INetStream) -> None:
@@ -298,7 +299,10 @@ class MedfedHost:
         for pid, addrs in candidates:
             name = pid.to_base58()
             try:
-                return await self._fetch_one(pid, addrs, sha, dest_dir, limit, wait)
+                path = await self._fetch_one(pid, addrs, sha, dest_dir, limit, wait)
+                if 0 < self._penalty.get(name, 0.0) < PENALTY_HOSTILE:
+                    self._penalty[name] = 0.0  # it delivered: forget earlier outages
+                return path
             except TransferRefused as exc:
                 refusals += 1
                 failures.append(f"{name}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import trio
 from conftest import address_of, new_key, running_hosts, write_random
 
 from p2p.errors import NoProviderError, TransferRefused
+from p2p.identity import peer_id_from_private_key
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER = REPO / "tests/p2p/provider_proc.py"
@@ -168,3 +170,27 @@ def test_provider_killed_mid_transfer_completes_from_second_provider(tmp_path: P
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_offline_provider_is_skipped_but_not_banned(tmp_path: Path) -> None:
+    src = tmp_path / "u"
+    sha = write_random(src, 200_000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    offline_id = peer_id_from_private_key(new_key())
+    offline = f"/ip4/127.0.0.1/tcp/{port}/p2p/{offline_id}"
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
+            a.serve(sha, src)
+            out = await b.fetch(sha, [offline, *a.listen_multiaddrs()], tmp_path / "dl", 10**6, timeout=5)
+            assert out.read_bytes() == src.read_bytes()
+            assert b.penalty(offline_id) == 1 and b.penalty(a.peer_id) == 0
+            out.unlink()
+            # still tried next time (an outage is not misbehaviour), after the good provider
+            with pytest.raises(NoProviderError, match=offline_id):
+                await b.fetch(sha, [offline], tmp_path / "dl", 10**6, timeout=5)
+            assert b.penalty(offline_id) == 2
+
+    trio.run(main)
