@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import pytest
 from explorer_http import get_json
 from explorer_scenario import Scenario
 
 from node.explorer import cli
+from node.explorer.db import Database
+from node.explorer.indexer import Indexer
 from node.explorer.server import spawn_explorer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_register_adds_the_explorer_subcommand() -> None:
@@ -43,53 +41,51 @@ def test_register_adds_the_explorer_subcommand() -> None:
     assert (args.port, args.db, args.profile) == (0, "x.sqlite", "cypherium")
 
 
-def run_module(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.explorer", *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+def test_no_contract_at_the_address_is_one_line_exit_2(
+    fresh_devnet: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    coordinator = "0x" + "12" * 20
+    assert (
+        cli.main(["--rpc", fresh_devnet.rpc_url, "--coordinator", coordinator, "--db", str(tmp_path / "x")])
+        == 2
     )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no contract at" in err[0] and "Traceback" not in err[0]
 
 
-def test_no_contract_at_the_address_is_one_line_exit_2(fresh_devnet: Scenario, tmp_path: Path) -> None:
-    r = run_module(
-        "--rpc", fresh_devnet.rpc_url, "--coordinator", "0x" + "12" * 20, "--db", str(tmp_path / "x.db")
+def test_unreachable_rpc_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    coordinator = "0x" + "12" * 20
+    assert (
+        cli.main(["--rpc", "http://127.0.0.1:9", "--coordinator", coordinator, "--db", str(tmp_path / "x")])
+        == 2
     )
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no contract at" in lines[0] and "Traceback" not in r.stderr
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0]
 
 
-def test_unreachable_rpc_is_one_line_exit_2(tmp_path: Path) -> None:
-    r = run_module(
-        "--rpc", "http://127.0.0.1:9", "--coordinator", "0x" + "12" * 20, "--db", str(tmp_path / "x.db")
-    )
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-
-
-def test_subprocess_explorer_serves_and_restarts_on_the_same_index(
+def test_subprocess_explorer_serves_an_index_built_by_another_process(
     fresh_devnet: Scenario, tmp_path: Path
 ) -> None:
-    db = tmp_path / "explorer.sqlite"
-    for _ in range(2):  # the second start reuses the index file
-        proc, url = spawn_explorer(
-            fresh_devnet.rpc_url, fresh_devnet.coordinator, db, log_path=tmp_path / "ex.log"
-        )
-        try:
-            assert url.startswith("http://127.0.0.1:")
-            status, body, _ = get_json(url + "api/rounds/1")
-            for _ in range(50):
-                if status == 200:
-                    break
-                time.sleep(0.1)
-                status, body, _ = get_json(url + "api/rounds/1")
-            assert status == 200 and body["status"] == "finalized"
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=15) == 0
+    db_path = tmp_path / "explorer.sqlite"
+    db = Database(db_path)
+    Indexer.connect(fresh_devnet.rpc_url, fresh_devnet.coordinator, db).sync_once()
+    last = db.last_block()
+    db.close()
+    proc, url = spawn_explorer(
+        fresh_devnet.rpc_url, fresh_devnet.coordinator, db_path, log_path=tmp_path / "ex.log"
+    )
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        status, body, _ = get_json(url + "api/rounds/1")
+        assert status == 200 and body["status"] == "finalized"  # served from the index at once
+        assert get_json(url + "api/status")[1]["last_block"] == last
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
     assert "EXPLORER_URL http://127.0.0.1:" in (tmp_path / "ex.log").read_text()
 
 
-def test_bad_coordinator_address_is_refused_before_connecting(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_coordinator_address_is_refused_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--rpc", "http://127.0.0.1:9", "--coordinator", "0x12"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not an address" in err[0] and "deployment.json" in err[0]
