@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import address_of, new_key, running_hosts, write_random
+from p2p_hosts import address_of, new_key, running_hosts, write_random
 
 from p2p.errors import NoProviderError, TransferRefused
 from p2p.identity import peer_id_from_private_key
 
 REPO = Path(__file__).resolve().parents[2]
-PROVIDER = REPO / "tests/p2p/provider_proc.py"
+PROVIDER = REPO / "tests/p2p/p2p_provider_proc.py"
 
 
 def store_files(d: Path) -> list[str]:
@@ -125,7 +125,7 @@ def test_provider_killed_mid_transfer_completes_from_second_provider(tmp_path: P
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(REPO / "tests/p2p/provider_proc.py"),
+            str(REPO / "tests/p2p/p2p_provider_proc.py"),
             new_key().hex(),
             sha,
             str(src),

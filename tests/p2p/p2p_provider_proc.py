@@ -1,6 +1,6 @@
 """A provider host in its own process (so a test can SIGKILL it mid-transfer).
 
-Usage: python tests/p2p/provider_proc.py <key hex> <sha256 hex> <file> <store dir>
+Usage: python tests/p2p/p2p_provider_proc.py <key hex> <sha256 hex> <file> <store dir>
 Prints 'READY <multiaddr>' and serves until killed.
 """
 

@@ -1,4 +1,4 @@
-"""KuboClient against a FAKE Kubo RPC server on loopback (tests/p2p/fake_kubo.py)."""
+"""KuboClient against a FAKE Kubo RPC server on loopback (tests/p2p/p2p_fake_kubo.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from fake_kubo import PROFILE, FakeKubo
+from p2p_fake_kubo import PROFILE, FakeKubo
 
 from p2p.cid import cid_of_file
 from p2p.errors import IpfsError, NoProviderError
@@ -74,7 +74,7 @@ def test_host_fetch_falls_back_to_ipfs_by_cid(tmp_path: Path) -> None:
     import hashlib
 
     import trio
-    from conftest import new_key, running_hosts
+    from p2p_hosts import new_key, running_hosts
 
     src = write_pattern(tmp_path / "global.safetensors", (1 << 20) + 17)
     sha = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -1,4 +1,4 @@
-"""Helpers for p2p tests: real libp2p hosts on 127.0.0.1 with OS-chosen ports."""
+"""Helpers for p2p tests (imported by name, not a conftest): real libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 

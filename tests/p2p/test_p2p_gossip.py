@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import trio
-from conftest import address_of, link, new_key, running_hosts
+from p2p_hosts import address_of, link, new_key, running_hosts
 
 from p2p.host import MedfedHost
 from p2p.messages import Announcement
