@@ -125,7 +125,7 @@ def test_provider_killed_mid_transfer_completes_from_second_provider(tmp_path: P
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(REPO / "tests/p2p/p2p_provider_proc.py"),
+            str(PROVIDER),
             new_key().hex(),
             sha,
             str(src),
