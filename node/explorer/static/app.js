@@ -7,7 +7,7 @@
   const POLL_MS = 2000;
   const PALETTE = ["#2557c9", "#d9480f", "#1f8a4c", "#8e44ad", "#c2255c", "#0b7285", "#e67700", "#5c677d"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, colors: {}, verifyPanel: null, rendering: false, pending: false };
+  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, memberOrder: [], verifyPanel: null, rendering: false, pending: false };
 
   // ---------- DOM helpers -------------------------------------------------------------------
   function el(tag, attrs, ...kids) {
@@ -107,14 +107,17 @@
     if (o === "pending") return badge("pending", "pending");
     return badge(o, "timeout");
   }
+  // A member keeps its colour on every page: its position in the federation's member list.
   function colorOf(member) {
-    if (!(member in state.colors)) state.colors[member] = PALETTE[Object.keys(state.colors).length % PALETTE.length];
-    return state.colors[member];
+    let i = state.memberOrder.indexOf(member);
+    if (i < 0) i = parseInt(member.slice(2, 8), 16) || 0;
+    return PALETTE[i % PALETTE.length];
   }
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
 
   function table(headers, rows, emptyText) {
     if (!rows.length) return el("div", { class: "empty" }, emptyText || "none yet");
-    const head = el("tr", {}, headers.map((h) => el("th", { class: h.endsWith("#") ? "num" : null }, h.replace(/#$/, ""))));
+    const head = el("tr", {}, headers.map((h) => el("th", { class: (h.endsWith("#") ? "num" : "") + (h.startsWith("0x") ? " plain" : "") || null }, h.replace(/#$/, ""))));
     const body = rows.map((cells) => el("tr", {}, cells.map((c, i) => el("td", { class: headers[i].endsWith("#") ? "num" : null }, c))));
     return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head), el("tbody", {}, body)));
   }
@@ -276,6 +279,7 @@
     const [o, metrics] = await Promise.all([api("overview"), api("metrics")]);
     const t = o.token;
     state.token = { symbol: t.symbol || "", decimals: t.decimals ?? 18 };
+    state.memberOrder = o.members.map((m) => m.address);
     const fin = o.rounds.filter((r) => r.status === "finalized").length;
     const failed = o.rounds.filter((r) => r.status === "failed").length;
     const ga = o.global_adapter;
@@ -368,7 +372,7 @@
       el("h1", {}, "Institution ", el("span", { class: "hash" }, shortHex(m.address, 10, 8)), copyBtn(m.address, "address")),
       el("div", { class: "cards" },
         card("Updates committed", String(m.commits.length), m.updates_included.length + " included in a global adapter", "card-commits"),
-        card("Rounds aggregated", String(m.rounds_aggregated.length), m.aggregations.length + " times elected", "card-aggregated"),
+        card("Rounds aggregated", String(m.rounds_aggregated.length), "elected " + plural(m.aggregations.length, "time"), "card-aggregated"),
         card("Votes cast", String(m.votes.length), m.votes.filter((v) => v.approve).length + " approve", "card-votes"),
         card("Tokens earned", amount(m.earned), Object.entries(m.earned_by_role).map(([k, v]) => k + " " + amount(v)).join(" · "), "card-earned")),
       panel("Identity", el("dl", { class: "facts" },
@@ -397,7 +401,7 @@
     ];
   }
 
-  async function viewVerify() { return [el("h1", {}, "Verify a file"), verifyPanel()]; }
+  async function viewVerify() { return [verifyPanel()]; }
 
   // ---------- router + live updates ---------------------------------------------------------
   function parseRoute() {
@@ -421,8 +425,12 @@
     const view = document.getElementById("view");
     const y = window.scrollY;
     try {
-      if (!state.token.symbol) {
-        try { const o = await api("overview"); state.token = { symbol: o.token.symbol || "", decimals: o.token.decimals ?? 18 }; } catch (e) { /* shown below */ }
+      if (!state.token.symbol || !state.memberOrder.length) {
+        try {
+          const o = await api("overview");
+          state.token = { symbol: o.token.symbol || "", decimals: o.token.decimals ?? 18 };
+          state.memberOrder = o.members.map((m) => m.address);
+        } catch (e) { /* the view shows the error */ }
       }
       const content = await route.run();
       view.replaceChildren(...content.flat().filter(Boolean));
