@@ -140,7 +140,12 @@ def _index_loop(indexer: Any, stop: threading.Event, poll_s: float) -> None:
 
 def serve(db: Database, host: str, port: int) -> tuple[_ExplorerHTTPServer, str]:
     """Bind the HTTP server (port 0 = any free port) and return it with its URL (not yet serving)."""
-    httpd = _ExplorerHTTPServer((host, port), Api(db))
+    try:
+        httpd = _ExplorerHTTPServer((host, port), Api(db))
+    except OSError as e:
+        raise ExplorerError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): pass another --port (0 = any free port)"
+        ) from None
     bound_host, bound_port = str(httpd.server_address[0]), int(httpd.server_address[1])
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     return httpd, f"http://{shown}:{bound_port}/"
@@ -192,6 +197,7 @@ def spawn_explorer(
     profile: str = "devnet",
     log_path: str | Path | None = None,
     timeout_s: float = 30.0,
+    from_block: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `python -m node.explorer` as a child process; return it and its URL once it serves.
 
@@ -216,6 +222,8 @@ def spawn_explorer(
         "--profile",
         profile,
     ]
+    if from_block is not None:
+        cmd += ["--from-block", str(from_block)]
     url_file = Path(str(db_path) + ".url")
     url_file.unlink(missing_ok=True)
     env = {**os.environ, "MEDFED_EXPLORER_URL_FILE": str(url_file)}

@@ -98,3 +98,23 @@ def test_medfed_node_explorer_subcommand_keeps_the_global_debug_flag() -> None:
     assert args.func is cli.run and args.debug is True
     args = build_parser().parse_args(["explorer", "--rpc", "u", "--coordinator", "0x" + "ab" * 20])
     assert args.debug is False
+
+
+def test_busy_port_and_unwritable_index_are_one_line_errors(
+    fresh_devnet: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["--rpc", fresh_devnet.rpc_url, "--coordinator", fresh_devnet.coordinator, "--port", str(port)]
+        assert cli.main([*argv, "--db", str(tmp_path / "x.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0] and "--port" in err[0]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main([*argv, "--db", str(blocker / "x.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open the explorer index" in err[0]
