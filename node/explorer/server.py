@@ -205,6 +205,7 @@ def spawn_explorer(
     (or are discarded). Stop it with `proc.terminate()` (SIGTERM: it stops serving, closes the
     index and exits 0) then `proc.wait()`.
     """
+    db_path = Path(db_path).resolve()  # the child runs in the repository root
     cmd = [
         sys.executable,
         "-m",
