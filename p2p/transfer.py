@@ -50,8 +50,12 @@ async def serve_request(
 ) -> str:
     """Server side of one request. Returns the status sent (for logs and tests)."""
     reader = FramedReader(stream)
-    with trio.fail_after(timeout):
-        req = await reader.read_frame()
+    try:
+        with trio.fail_after(timeout):
+            req = await reader.read_frame()
+    except TransferError as exc:
+        await _reply(stream, "bad_request", f"unreadable request: {exc}")
+        return "bad_request"
     sha = req.get("sha256")
     max_bytes = req.get("max_bytes")
     if (

@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from p2p_hosts import address_of, new_key, running_hosts, write_random
 
 from p2p.errors import NoProviderError, TransferRefused
+from p2p.framing import FramedReader, encode_frame
 from p2p.identity import peer_id_from_private_key
+from p2p.transfer import PROTOCOL_ID
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER = REPO / "tests/p2p/p2p_provider_proc.py"
@@ -192,5 +196,26 @@ def test_offline_provider_is_skipped_but_not_banned(tmp_path: Path) -> None:
             with pytest.raises(NoProviderError, match=offline_id):
                 await b.fetch(sha, [offline], tmp_path / "dl", 10**6, timeout=5)
             assert b.penalty(offline_id) == 2
+
+    trio.run(main)
+
+
+def test_garbage_request_gets_bad_request_and_the_host_keeps_serving(tmp_path: Path) -> None:
+    src = tmp_path / "u"
+    sha = write_random(src, 50_000)
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
+            a.serve(sha, src)
+            await b.connect(a.listen_multiaddrs())
+            for junk in (b"\x05hello", encode_frame({"v": 1, "sha256": "zz", "max_bytes": 1})):
+                stream = await b.host.new_stream(ID.from_base58(a.peer_id), [TProtocol(PROTOCOL_ID)])
+                await stream.write(junk)
+                with trio.fail_after(5):
+                    head = await FramedReader(stream).read_frame()
+                assert head["status"] == "bad_request", head
+                await stream.close()
+            out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", 10**6, timeout=5)
+            assert out.read_bytes() == src.read_bytes()
 
     trio.run(main)
