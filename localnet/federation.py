@@ -157,6 +157,8 @@ class Federation:
     explorer_pid: int | None = None
     explorer_url: str | None = None
     faults: dict[int, str] = field(default_factory=dict)
+    restarts: dict[int, int] = field(default_factory=dict)  # node -> times restarted after a test crash
+    exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -507,11 +509,14 @@ def wait_rounds(
             if code is None or i not in fed._procs:
                 continue
             if restart_crashed and code == 17:  # node.faults.CRASH_EXIT_CODE: a test fault fired
-                print(f"node {i} crashed by a test fault; restarting it", flush=True)
-                fed.start_node(i, fault="")
-            elif code != 0 and not getattr(fed, "_reported_dead", {}).get(i):
-                print(f"node {i} exited with code {code}: {_tail(fed.log_path(i))}", flush=True)
-                fed.__dict__.setdefault("_reported_dead", {})[i] = True
+                if progress:
+                    print(f"node {i} crashed by a test fault; restarting it", flush=True)
+                fed.restarts[i] = fed.restarts.get(i, 0) + 1
+                fed.start_node(i)
+            elif i not in fed.exited:
+                fed.exited[i] = code
+                if progress or code != 17:
+                    print(f"node {i} exited with code {code}: {_tail(fed.log_path(i))}", flush=True)
         done = rounds_done(fed)
         live = [i for i in range(len(fed.sites)) if fed.node_exit_code(i) is None]
         reported = (

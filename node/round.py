@@ -65,6 +65,10 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             e.member,
             e.num_samples,
         )
+        own = s.update(e.round) if e.member.lower() == node.me else None
+        if own is not None and not own.committed and own.sha256 == _hex(e.sha256):
+            s.mark_committed(e.round, e.tx_hash)  # a crash lost the local record; the chain has it
+            log.info("round %d: the chain shows our commit (tx %s); recorded it", e.round, e.tx_hash)
         if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
             await _hostile_offer(node, e)
     elif isinstance(e, ev.AggregatorElected):

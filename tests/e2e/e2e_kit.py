@@ -1,0 +1,120 @@
+"""Helpers for the end-to-end federation tests: run a local federation, read its chain history,
+and compute what the contract must have paid from the votes and aggregates alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chain import types as ev
+from chain.events import EventReader
+from localnet import federation as F
+
+# Short deadlines for the tiny model. Fetch patience is short so that an unreachable update is
+# given up quickly (the crashed aggregator's update) and the round moves on.
+E2E_SIZING = dataclasses.replace(
+    F.TINY_SIZING, commit_s=20, aggregate_s=20, verify_s=16, fetch_patience_s=6.0
+)
+REWARDS = (10 * 10**18, 5 * 10**18, 1 * 10**18)  # contributor, aggregator, verifier
+
+
+@dataclass
+class History:
+    """The federation's chain events, grouped the way the assertions need them."""
+
+    events: list[ev.ChainEvent]
+
+    def of(self, kind: type[ev.ChainEvent], round: int | None = None) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind) and (round is None or e.round == round)]  # type: ignore[attr-defined]
+
+    def final(self, round: int) -> ev.RoundFinalized:
+        (f,) = self.of(ev.RoundFinalized, round)
+        return f  # type: ignore[no-any-return]
+
+    def submission(self, round: int, attempt: int) -> ev.AggregateSubmitted:
+        (s,) = [e for e in self.of(ev.AggregateSubmitted, round) if e.attempt == attempt]
+        return s  # type: ignore[no-any-return]
+
+
+def history(fed: F.Federation) -> History:
+    return History(EventReader(fed.client()).read(fed.devnet.deploy_block))
+
+
+def expected_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dict[str, int]:
+    """What the contract rules pay, derived from submissions and votes (not from RewardPaid):
+    contributors of the accepted aggregate, its aggregator, and every verifier who voted with the
+    outcome of its attempt (approvers of the accepted one, rejecters of rejected ones), in rounds
+    that finalized."""
+    contributor, aggregator, verifier = rewards
+    pay: dict[str, int] = defaultdict(int)
+    for f in h.of(ev.RoundFinalized):
+        sub = h.submission(f.round, f.attempt)
+        for member in sub.included:
+            pay[member.lower()] += contributor
+        pay[sub.aggregator.lower()] += aggregator
+        rejected = {a.attempt for a in h.of(ev.AttemptFailed, f.round) if a.reason == "rejected"}
+        for v in h.of(ev.VoteCast, f.round):
+            if (v.attempt == f.attempt and v.approve) or (v.attempt in rejected and not v.approve):
+                pay[v.voter.lower()] += verifier
+    return dict(pay)
+
+
+def paid(h: History) -> dict[str, int]:
+    """Sum of RewardPaid per address."""
+    out: dict[str, int] = defaultdict(int)
+    for p in h.of(ev.RewardPaid):
+        out[p.to.lower()] += int(p.amount)
+    return dict(out)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def node_index(fed: F.Federation, address: str) -> int:
+    return [a.lower() for a in fed.devnet.addresses].index(address.lower())
+
+
+def run(
+    dir: Path,
+    nodes: int,
+    rounds: int,
+    faults: Mapping[int, str],
+    restart_crashed: bool,
+    timeout_s: float,
+    commit_s: int | None = None,
+) -> tuple[F.Federation, dict[int, str]]:
+    """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes."""
+    sizing = E2E_SIZING if commit_s is None else dataclasses.replace(E2E_SIZING, commit_s=commit_s)
+    fed = F.launch(
+        dir,
+        nodes,
+        rounds,
+        model="tiny",
+        sizing=sizing,
+        fresh=True,
+        faults=faults,
+        explorer=False,
+        rewards=REWARDS,
+    )
+    try:
+        F.wait_ready(fed, 180)
+        F.open_first_round(fed)
+        done = F.wait_rounds(fed, rounds, timeout_s, restart_crashed=restart_crashed, progress=False)
+    except BaseException:
+        for i in list(fed._procs):
+            fed.stop_node(i)
+        F.down(dir)
+        raise
+    for i in list(fed._procs):
+        fed.stop_node(i)
+    return fed, done
+
+
+def log_text(fed: F.Federation, i: int) -> str:
+    return fed.log_path(i).read_text(errors="replace")

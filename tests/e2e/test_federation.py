@@ -1,0 +1,119 @@
+"""End to end: separate `medfed-node start` processes on the tiny model, a real anvil devnet and
+real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of the issue:
+
+1. three nodes, two rounds, with a participant killed right after its commit (and restarted) and a
+   hostile member serving wrong bytes for everyone else's updates: both rounds finalize, rewards
+   are exactly what the contract parameters say, every node holds the on-chain global adapter,
+   the restarted node did not commit twice, the hostile bytes were rejected;
+2. three nodes, one round, where the first elected aggregator dies and the second submits a
+   tampered aggregate: the third attempt's honest aggregator completes the round, the tampered
+   aggregate is voted down and its author gets no aggregator reward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chain import types as ev
+from node.state import StateStore
+
+from e2e_kit import REWARDS, expected_rewards, history, log_text, node_index, paid, run, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path: Path) -> None:
+    # node 1 dies right after its round-1 commit is mined (before it records it); node 2 is hostile
+    faults = {1: "crash-after-commit@1", 2: "serve-wrong-bytes"}
+    # a commit phase long enough for the killed node to be back before it ends
+    fed, done = run(tmp_path / "fed", 3, 2, faults, restart_crashed=True, timeout_s=300, commit_s=40)
+    try:
+        assert done == {1: "finalized", 2: "finalized"}
+        h = history(fed)
+        client = fed.client()
+        members = [a.lower() for a in fed.devnet.addresses]
+
+        # rewards: RewardPaid == the rules applied to the votes and aggregates == token balances
+        expected = expected_rewards(h)
+        assert paid(h) == expected
+        for a in members:
+            assert client.token_balance(a) == expected.get(a, 0)
+        for f in h.of(ev.RoundFinalized):  # every member contributed to every round
+            assert sorted(a.lower() for a in h.submission(f.round, f.attempt).included) == sorted(members)
+        assert sum(expected.values()) == 2 * (3 * REWARDS[0] + REWARDS[1] + 2 * REWARDS[2])
+
+        # every node holds the global adapter whose sha256 is on-chain
+        g = bytes(client.global_adapter().sha256).hex()
+        assert g == bytes(h.final(2).global_sha256).hex()
+        for i in range(3):
+            held = fed.state_dirs[i] / "adapters" / g / "adapter_model.safetensors"
+            assert held.is_file() and sha256_file(held) == g
+            assert (fed.state_dirs[i] / "adapters" / g / "adapter_config.json").is_file()
+
+        # the killed participant was restarted, committed exactly once, and finished the round
+        assert fed.restarts == {1: 1}
+        me = members[1]
+        commits = [c for c in h.of(ev.UpdateCommitted, 1) if c.member.lower() == me]
+        assert len(commits) == 1
+        assert "TEST FAULT crash-after-commit" in log_text(fed, 1)
+        # back within the commit phase, it learned from the chain that it had committed
+        assert "the chain shows our commit" in log_text(fed, 1)
+        store = StateStore(fed.state_dirs[1], fed.devnet.coordinator, fed.devnet.addresses[1])
+        own = store.update(1)
+        assert own is not None and own.committed and own.sha256 == bytes(commits[0].sha256).hex()
+        store.close()
+        assert {m.member.lower() for m in h.of(ev.MetricsReported, 1)} == set(members)
+
+        # the hostile provider offered garbage; honest nodes rejected it and penalised it
+        hostile_peer = client.member_peer(members[2]).peer_id
+        assert "TEST FAULT serve-wrong-bytes" in log_text(fed, 2)
+        # (10 penalty points = a transfer whose bytes did not hash to what was asked)
+        penalised = [i for i in (0, 1) if f"penalised {hostile_peer} by 10" in log_text(fed, i)]
+        assert penalised, "no honest node ever tried the hostile provider"
+    finally:
+        from localnet.federation import down
+
+        down(fed.dir)
+
+
+def test_dead_aggregator_then_tampered_aggregate_then_honest_round(tmp_path: Path) -> None:
+    # every node carries the same faults; they fire for whoever holds the role at that attempt
+    spec = "crash-as-aggregator@1.0,tamper-aggregate@1.1"
+    fed, done = run(tmp_path / "fed", 3, 1, {0: spec, 1: spec, 2: spec}, restart_crashed=False, timeout_s=240)
+    try:
+        assert done == {1: "finalized"}
+        h = history(fed)
+        client = fed.client()
+        failed = [(a.attempt, a.reason) for a in h.of(ev.AttemptFailed, 1)]
+        assert failed == [(0, "aggregator timeout"), (1, "rejected")]
+        final = h.final(1)
+        assert final.attempt == 2
+
+        elected = {e.attempt: e.aggregator.lower() for e in h.of(ev.AggregatorElected, 1)}
+        dead, tamperer, honest = elected[0], elected[1], elected[2]
+        assert len({dead, tamperer, honest}) == 3
+        assert fed.exited.get(node_index(fed, dead)) == 17  # the first aggregator really died
+
+        tampered = h.submission(1, 1)
+        assert tampered.aggregator.lower() == tamperer
+        assert bytes(tampered.sha256) != bytes(final.global_sha256)
+        votes_on_tampered = [v for v in h.of(ev.VoteCast, 1) if v.attempt == 1]
+        assert votes_on_tampered and not any(v.approve for v in votes_on_tampered)
+        assert h.submission(1, 2).aggregator.lower() == honest
+
+        # nobody is paid for a dead or a tampered aggregate; everything else follows the rules
+        aggregator_pay = {p.to.lower() for p in h.of(ev.RewardPaid, 1) if p.role == "aggregator"}
+        assert aggregator_pay == {honest}
+        expected = expected_rewards(h)
+        assert paid(h) == expected
+        for a in (dead, tamperer, honest):
+            assert client.token_balance(a) == expected.get(a, 0)
+        # the dead node's update could not be fetched from anyone: left out, so it earned nothing
+        assert dead not in [a.lower() for a in h.submission(1, 2).included]
+        assert expected.get(dead, 0) == 0
+        assert bytes(client.global_adapter().sha256) == bytes(final.global_sha256)
+    finally:
+        from localnet.federation import down
+
+        down(fed.dir)
