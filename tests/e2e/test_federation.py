@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from e2e_kit import REWARDS, expected_rewards, history, log_text, node_index, paid, run, sha256_file
+
 from chain import types as ev
 from node.state import StateStore
-
-from e2e_kit import REWARDS, expected_rewards, history, log_text, node_index, paid, run, sha256_file
 
 pytestmark = pytest.mark.slow
 
