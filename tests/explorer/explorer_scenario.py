@@ -16,7 +16,7 @@ from eth_account import Account
 
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
-from chain.profile import DEVNET
+from chain.profile import DEVNET, ChainProfile
 from chain.types import AggregatorElected, DeployParams, TxResult
 from chain.wallet import Wallet
 from localnet.anvil import rpc, set_balance
@@ -107,8 +107,10 @@ class Scenario:
         return self.rounds[n - 1]
 
 
-def _warp(rpc_url: str, seconds: int) -> None:
-    rpc(rpc_url, "evm_increaseTime", [seconds])
+def _warp(client: CoordinatorClient, seconds: int) -> None:
+    """Move the chain's clock forward (in the chain's own unit: seconds on anvil, ms on Cypherium)."""
+    rpc_url = client.rpc_url
+    rpc(rpc_url, "evm_increaseTime", [client.seconds_to_chain(seconds)])
     rpc(rpc_url, "evm_mine", [])
 
 
@@ -123,7 +125,11 @@ def _write(path: Path, seed: str, size: int = 4096) -> bytes:
 
 
 def build_federation(
-    rpc_url: str, workdir: Path, n_members: int = 3, plan: tuple[str, ...] = ("ok", "fail")
+    rpc_url: str,
+    workdir: Path,
+    n_members: int = 3,
+    plan: tuple[str, ...] = ("ok", "fail"),
+    profile: ChainProfile = DEVNET,
 ) -> Scenario:
     """Deploy, admit `n_members`, and play one round per `plan` entry.
 
@@ -145,9 +151,9 @@ def build_federation(
         raw_cid(initial),
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         hashlib.sha256(b"lora r=8 alpha=16").digest(),
-        DEVNET,
+        profile,
     )
-    admin_c = CoordinatorClient(rpc_url, dep.coordinator, admin, DEVNET)
+    admin_c = CoordinatorClient(rpc_url, dep.coordinator, admin, profile)
     clients = {w.address: admin_c.with_wallet(w) for w in members}
     peer_ids = {}
     for i, w in enumerate(members):
@@ -203,7 +209,7 @@ def _play_round(
                 path,
             )
         )
-    _warp(rpc_url, COMMIT_S + 1)
+    _warp(admin_c, COMMIT_S + 1)
     res = admin_c.advance(n)
     elected = res.first(AggregatorElected)
     assert isinstance(elected, AggregatorElected)
@@ -214,7 +220,7 @@ def _play_round(
         at = AttemptRec(attempt=attempt, aggregator=agg)
         rec.attempts.append(at)
         if good is None:  # the aggregator stays silent: timeout
-            _warp(rpc_url, AGGREGATE_S + 1)
+            _warp(admin_c, AGGREGATE_S + 1)
             res = admin_c.advance(n)
             at.outcome = "aggregator timeout"
             break

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
-from explorer_scenario import Scenario
+from explorer_scenario import Scenario, build_federation
 
 from chain.client import CoordinatorClient
 from chain.events import EventReader
 from chain.profile import DEVNET
+from localnet.anvil import rpc, start_anvil, stop_anvil
+from node.explorer.api import Api
 from node.explorer.db import Database
 from node.explorer.errors import IndexMismatch
 from node.explorer.indexer import Indexer, block_time_ms
@@ -96,3 +99,29 @@ def test_index_file_refuses_another_coordinator(fresh_devnet: Scenario, tmp_path
 def test_block_times_are_converted_per_block() -> None:
     assert block_time_ms(1_795_566_208) == 1_795_566_208_000  # anvil: seconds
     assert block_time_ms(1_795_566_208_123) == 1_795_566_208_123  # Cypherium blocks: milliseconds
+
+
+def test_millisecond_chain_times_are_shown_as_milliseconds(tmp_path: Path) -> None:
+    """Cypherium's blocks carry ms timestamps: imitate that on anvil and read it with --profile cypherium."""
+    anvil = start_anvil(tmp_path / "anvil.log")
+    try:
+        now_ms = int(time.time() * 1000)
+        rpc(anvil.rpc_url, "evm_setNextBlockTimestamp", [now_ms])
+        rpc(anvil.rpc_url, "evm_mine", [])
+        sc = build_federation(
+            anvil.rpc_url, tmp_path / "files", 2, ("ok",), DEVNET.replace(time_unit_ms=None)
+        )
+        db = Database(tmp_path / "index.sqlite")
+        ix = Indexer.connect(sc.rpc_url, sc.coordinator, db, profile="cypherium")
+        ix.sync_once()
+        api = Api(db)
+        assert api.status()["time_unit_ms"] is True
+        r = api.round_detail(1)
+        opened_ts = int(ix.client.w3.eth.get_block(r["opened"]["block"])["timestamp"])
+        assert opened_ts > now_ms - 1
+        assert r["opened"]["time_ms"] == opened_ts  # not multiplied by 1000
+        assert r["commit_deadline_ms"] == r["commit_deadline"] == opened_ts + 30_000  # 30 s in ms
+        assert api.overview()["federation"]["params"]["commit_duration"] == 30_000
+        db.close()
+    finally:
+        stop_anvil(anvil.pid)
