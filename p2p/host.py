@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ log = logging.getLogger(__name__)
 PENALTY_FAILED = 1.0
 PENALTY_HOSTILE = 10.0
 BAN_SECONDS = 600.0
+ANNOUNCEMENT_BUFFER = 65536
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,11 @@ class MedfedHost:
         self._keep: dict[ID, list[multiaddr.Multiaddr]] = {}
         self._penalty: dict[str, float] = defaultdict(float)
         self._banned_until: dict[str, float] = {}
-        self._ann_send, self._ann_recv = trio.open_memory_channel[tuple[Announcement, str]](math.inf)
-        self.dropped: list[tuple[str, str]] = []  # (peer id, reason) of gossip dropped by the validator
+        # Bounded so that a flooding member cannot grow our memory without limit.
+        channel = trio.open_memory_channel[tuple[Announcement, str]](ANNOUNCEMENT_BUFFER)
+        self._ann_send, self._ann_recv = channel
+        # (peer id, reason) of the latest gossip dropped by the validator
+        self.dropped: deque[tuple[str, str]] = deque(maxlen=1000)
 
     # ----------------------------------------------------------------- addresses
     def listen_multiaddrs(self) -> list[str]:
@@ -226,7 +229,10 @@ class MedfedHost:
                 continue
             self._seen.add(key)
             self._providers[a.sha256][a.peer_id] = None
-            self._ann_send.send_nowait((a, address_from_peer_id(a.peer_id)))
+            try:
+                self._ann_send.send_nowait((a, address_from_peer_id(a.peer_id)))
+            except trio.WouldBlock:
+                log.warning("announcement buffer full: dropped one from %s", a.peer_id)
 
     # ----------------------------------------------------------------- transfer
     def serve(self, sha256_hex: str, path: Path) -> None:
