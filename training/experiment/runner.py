@@ -1,0 +1,403 @@
+"""Run every method of the study in one process: base, single-site LoRA, federated fedavg and exact.
+
+Federated rounds are simulated: each site trains locally with :func:`training.train.train_local`
+from the round's starting adapter, then :func:`training.aggregation.aggregate` combines the three
+updates (weights = training-set sizes). Round 1 starts every method from the same seeded adapter
+with the same seeds, so its three local updates are computed once and shared by all methods.
+
+Stage order puts the headline comparison first (base, fedavg, single) and writes a partial
+report after every evaluation, so an interrupted run still leaves usable, labelled numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.adapter_io import read_adapter, write_canonical_adapter
+from training.aggregation import AggregationInput, aggregate, merge_exact_delta
+from training.data import Question
+from training.experiment import scoring
+from training.experiment.config import SITE_NAMES, ExperimentConfig, deviations
+from training.experiment.dataset import SiteData, assert_no_leakage, select
+from training.experiment.metrics import Scores, score
+from training.lora import LoraSettings, initial_adapter_state
+from training.models import base_model_id, load_base_model
+from training.train import TrainConfig, train_local
+
+log = logging.getLogger("medfed.experiment")
+
+
+@dataclass
+class Evaluation:
+    """One scored model: which method, which site it was trained on (single-site), which round."""
+
+    label: str
+    method: str
+    site: str | None
+    round: int | None
+    correct: dict[str, np.ndarray]
+    scores: Scores
+    seconds: float
+
+
+@dataclass
+class LocalUpdate:
+    """One site's local training in one round."""
+
+    site: str
+    round: int
+    method: str
+    adapter: Path
+    sha256: str
+    num_samples: int
+    steps: int
+    mean_loss: float
+    final_loss: float
+    seconds: float
+    tokens_per_s: float
+
+
+@dataclass
+class RunState:
+    """Everything gathered so far (the report is rendered from it at any point)."""
+
+    config: ExperimentConfig
+    sites: list[SiteData] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    updates: list[LocalUpdate] = field(default_factory=list)
+    rounds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    leakage: dict[str, Any] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    status: str = "running"
+    stages_done: int = 0
+    stages_total: int = 0
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """Where the run happened (goes into the report)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class Runner:
+    """Executes the experiment; ``on_update`` is called with the state after every stage."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        out_dir: str | os.PathLike[str],
+        on_update: Callable[[RunState], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.work = self.out / "adapters"
+        self.on_update = on_update or (lambda state: None)
+        self.progress = progress
+        self.settings = LoraSettings(rank=config.rank, alpha=config.alpha, dropout=config.dropout)
+        self.state = RunState(config=config)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.model_name = base_model_id(config.model)
+
+    # ------------------------------------------------------------------ plan
+
+    def _stages(self) -> int:
+        m, r = self.cfg.methods, self.cfg.rounds
+        n = 1 if "base" in m else 0
+        n += 1 if any(x in m for x in ("single", "fedavg", "exact")) else 0  # shared round 1
+        n += r if "fedavg" in m else 0
+        n += r if "exact" in m else 0
+        n += r if "single" in m else 0  # rounds 2..R, then one evaluation stage
+        return n
+
+    def _tick(self, what: str) -> None:
+        s = self.state
+        s.stages_done += 1
+        elapsed = time.time() - s.started
+        eta = elapsed / s.stages_done * (s.stages_total - s.stages_done)
+        log.info(
+            "[%d/%d] %s done (elapsed %.0f s, rough ETA %.0f s)",
+            s.stages_done,
+            s.stages_total,
+            what,
+            elapsed,
+            eta,
+        )
+        self.on_update(s)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _train_config(self, site_index: int, round_no: int) -> TrainConfig:
+        # Same seed for a (site, round) in every method: round 1 is then shared exactly.
+        return TrainConfig(
+            lr=self.cfg.lr,
+            batch_size=self.cfg.batch_size,
+            grad_accum=self.cfg.grad_accum,
+            epochs=self.cfg.local_epochs,
+            max_length=self.cfg.max_length,
+            seed=self.cfg.seed * 1000 + round_no * 10 + site_index,
+            device=self.cfg.device,
+        )
+
+    def _train(
+        self, model: Any, start: Path | dict[str, Path], method: str, round_no: int
+    ) -> list[LocalUpdate]:
+        """Train every site one local round from ``start`` (one adapter, or one per site)."""
+        out: list[LocalUpdate] = []
+        for i, site in enumerate(self.state.sites):
+            dest = self.work / method / f"round{round_no}" / site.name
+            log.info(
+                "%s round %d: site %s trains on %d questions", method, round_no, site.name, len(site.train)
+            )
+            res = train_local(
+                model,
+                self.tokenizer,
+                start[site.name] if isinstance(start, dict) else start,
+                list(site.train),
+                self.settings,
+                self._train_config(i, round_no),
+                dest,
+                progress=self.progress,
+                base_model=self.model_name,
+            )
+            upd = LocalUpdate(
+                site=site.name,
+                round=round_no,
+                method=method,
+                adapter=dest,
+                sha256=res.sha256,
+                num_samples=res.num_samples,
+                steps=res.steps,
+                mean_loss=float(np.mean(res.losses)) if res.losses else float("nan"),
+                final_loss=res.final_loss,
+                seconds=res.seconds,
+                tokens_per_s=res.tokens_per_s,
+            )
+            log.info(
+                "  site %s: %d steps, mean loss %.4f, %.0f s, %.0f tok/s",
+                site.name,
+                upd.steps,
+                upd.mean_loss,
+                upd.seconds,
+                upd.tokens_per_s,
+            )
+            self.state.updates.append(upd)
+            self.state.timing["train_s"] = self.state.timing.get("train_s", 0.0) + res.seconds
+            out.append(upd)
+        return out
+
+    def _aggregate(self, strategy: str, updates: Sequence[LocalUpdate], dest: Path) -> dict[str, np.ndarray]:
+        inputs = [
+            AggregationInput(
+                member=f"site-{u.site.lower()}", num_samples=u.num_samples, state=read_adapter(u.adapter)
+            )
+            for u in updates
+        ]
+        agg = aggregate(strategy, inputs)
+        write_canonical_adapter(agg, self.settings, self.model_name, dest)
+        return agg
+
+    def _evaluate(
+        self,
+        model: Any,
+        adapter: Path | None,
+        label: str,
+        method: str,
+        site: str | None,
+        round_no: int | None,
+    ) -> Evaluation:
+        started = time.perf_counter()
+        correct: dict[str, np.ndarray] = {}
+        for s in self.state.sites:
+            correct[s.name] = scoring.correctness(
+                model,
+                self.tokenizer,
+                list(s.test),
+                adapter,
+                max_length=self.cfg.max_length,
+                desc=f"{label} on {s.name}",
+            )
+        seconds = time.perf_counter() - started
+        scores = score(correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
+        ev = Evaluation(label, method, site, round_no, correct, scores, seconds)
+        self.state.evaluations.append(ev)
+        self.state.timing["eval_s"] = self.state.timing.get("eval_s", 0.0) + seconds
+        acc = " ".join(f"{k} {v.value:.1f}" for k, v in scores.accuracy.items())
+        log.info(
+            "%s: %s | Macro %.1f Min %.1f H-mean %.1f (%.0f s)",
+            label,
+            acc,
+            scores.macro.value,
+            scores.min.value,
+            scores.hmean.value,
+            seconds,
+        )
+        return ev
+
+    def _round_record(
+        self, method: str, round_no: int, ev: Evaluation, updates: Sequence[LocalUpdate], sha: str
+    ) -> None:
+        self.state.rounds.setdefault(method, []).append(
+            {
+                "round": round_no,
+                "global_sha256": sha,
+                "scores": ev.scores.to_dict(),
+                "local": {
+                    u.site: {
+                        "steps": u.steps,
+                        "mean_loss": round(u.mean_loss, 6),
+                        "final_loss": round(u.final_loss, 6),
+                        "seconds": round(u.seconds, 2),
+                        "sha256": u.sha256,
+                    }
+                    for u in updates
+                },
+            }
+        )
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> RunState:
+        """Run all configured methods; returns the final state (also passed to ``on_update``)."""
+        cfg, s = self.cfg, self.state
+        t0 = time.perf_counter()
+        if self.out.exists() and any(self.out.iterdir()):
+            log.warning("output dir %s is not empty; files there will be overwritten", self.out)
+        self.work.mkdir(parents=True, exist_ok=True)
+        s.sites = select(cfg)
+        s.leakage = {
+            **assert_no_leakage(s.sites),
+            "checked": "no test question shares an id or a question stem with a trained question",
+            "excluded_test_rows_with_stem_in_a_training_split": {x.name: x.excluded_overlap for x in s.sites},
+        }
+        s.deviations = deviations(cfg, {x.name: len(x.test) for x in s.sites})
+        s.stages_total = self._stages()
+        log.info(
+            "data: %s",
+            "; ".join(
+                f"{x.name} train {len(x.train)}/{x.train_pool} test {len(x.test)}/{x.test_pool}"
+                for x in s.sites
+            ),
+        )
+        t = time.perf_counter()
+        self.model, self.tokenizer = load_base_model(cfg.model, cfg.device)
+        device = str(next(self.model.parameters()).device)
+        s.machine = machine_info(device)
+        s.timing["model_load_s"] = time.perf_counter() - t
+        log.info("model %s loaded on %s in %.1f s", cfg.model, device, s.timing["model_load_s"])
+
+        init_dir = self.work / "initial"
+        write_canonical_adapter(
+            initial_adapter_state(self.model, self.settings, cfg.seed),
+            self.settings,
+            self.model_name,
+            init_dir,
+        )
+
+        if "base" in cfg.methods:
+            self._evaluate(self.model, None, "Base model", "base", None, None)
+            self._tick("base model evaluation")
+
+        methods = cfg.methods
+        if not any(m in methods for m in ("single", "fedavg", "exact")):
+            return self._finish(t0)
+        round1 = self._train(self.model, init_dir, "round1", 1)
+        self._tick("round 1 local training (shared by all methods)")
+
+        if "fedavg" in methods:
+            self._run_fedavg(round1)
+        if "single" in methods:
+            self._run_single(round1)
+        if "exact" in methods:
+            self._run_exact(round1, init_dir)
+        return self._finish(t0)
+
+    def _run_fedavg(self, round1: list[LocalUpdate]) -> None:
+        updates = round1
+        for r in range(1, self.cfg.rounds + 1):
+            if r > 1:
+                updates = self._train(self.model, self.work / "fedavg" / f"global{r - 1}", "fedavg", r)
+            dest = self.work / "fedavg" / f"global{r}"
+            self._aggregate("fedavg", updates, dest)
+            ev = self._evaluate(self.model, dest, f"FedAvg round {r}", "fedavg", None, r)
+            self._round_record("fedavg", r, ev, updates, _sha(dest))
+            self._tick(f"fedavg round {r}")
+
+    def _run_single(self, round1: list[LocalUpdate]) -> None:
+        for u in round1:
+            shutil.copytree(u.adapter, self.work / "single" / u.site, dirs_exist_ok=True)
+        for r in range(2, self.cfg.rounds + 1):
+            own = {name: self.work / "single" / name for name in SITE_NAMES}
+            ups = self._train(self.model, own, "single", r)
+            for u in ups:
+                shutil.copytree(u.adapter, self.work / "single" / u.site, dirs_exist_ok=True)
+            self._tick(f"single-site round {r}")
+        for name in SITE_NAMES:
+            adapter = self.work / "single" / name
+            self._evaluate(self.model, adapter, f"LoRA (site {name} only)", "single", name, self.cfg.rounds)
+        self._tick("single-site evaluation")
+
+    def _run_exact(self, round1: list[LocalUpdate], init_dir: Path) -> None:
+        # Sites merge each round's exact delta into their base weights, then train a fresh LoRA.
+        merged = None
+        updates = round1
+        for r in range(1, self.cfg.rounds + 1):
+            if r > 1:
+                updates = self._train(merged, init_dir, "exact", r)
+            dest = self.work / "exact" / f"global{r}"
+            agg = self._aggregate("exact", updates, dest)
+            merged = merge_exact_delta(
+                merged if merged is not None else self.model, agg, self.settings, in_place=merged is not None
+            )
+            ev = self._evaluate(merged, None, f"Exact round {r}", "exact", None, r)
+            self._round_record("exact", r, ev, updates, _sha(dest))
+            self._tick(f"exact round {r}")
+
+    def _finish(self, t0: float) -> RunState:
+        self.state.timing["wall_s"] = time.perf_counter() - t0
+        self.state.status = "complete"
+        self.on_update(self.state)
+        return self.state
+
+
+def _sha(adapter_dir: Path) -> str:
+    from training.adapter_io import WEIGHTS_NAME, sha256_file
+
+    return sha256_file(adapter_dir / WEIGHTS_NAME)
+
+
+def questions_of(sites: Sequence[SiteData]) -> list[Question]:
+    """All test questions in site order (handy for callers checking the selection)."""
+    return [q for s in sites for q in s.test]

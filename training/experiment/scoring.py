@@ -1,0 +1,38 @@
+"""Per-question correctness of a model (optionally with an adapter) on a list of questions.
+
+Thin glue over :func:`training.evaluate.evaluate`; the experiment keeps the per-question 0/1
+vector (not only the accuracy) so that all methods are bootstrapped on the same questions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import Question
+from training.evaluate import evaluate
+
+log = logging.getLogger("medfed.experiment")
+
+
+def correctness(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[Question],
+    adapter: Path | None,
+    max_length: int = 512,
+    desc: str = "eval",
+    batch_size: int = 8,
+) -> np.ndarray:
+    """0/1 per question (input order): is the most likely option letter the right one."""
+    started = time.perf_counter()
+    result = evaluate(
+        model, tokenizer, adapter, list(questions), batch_size=batch_size, max_length=max_length
+    )
+    log.info("  %s: %d/%d correct (%.0f s)", desc, result.correct, result.n, time.perf_counter() - started)
+    return np.asarray(result.per_item, dtype=np.int8)
