@@ -27,6 +27,7 @@ from training.models import base_model_id
 
 PASSWORD = "correct horse"
 TINY_LORA = LoraSettings(rank=4, alpha=8)
+TRAIN_LINE = 'train = [{ source = "medqa-us", split = "dev" }]'
 
 
 @pytest.fixture(scope="module")
@@ -213,9 +214,7 @@ def test_start_refuses_non_member_wrong_password_wrong_lora_and_bad_data(
         tmp_path,
         devnet.rpc_url,
         devnet.coordinator,
-        **{
-            'train = [{ source = "medqa-us", split = "dev" }]': f'train = [{{ path = "{bad}", format = "medqa" }}]'
-        },
+        **{TRAIN_LINE: f'train = [{{ path = "{bad}", format = "medqa" }}]'},
     )
     line = _start_fails(capsys, member, cfg, pwfile)
     assert f"{bad}:2" in line and "[data] train[0]" in line
@@ -224,9 +223,7 @@ def test_start_refuses_non_member_wrong_password_wrong_lora_and_bad_data(
         tmp_path,
         devnet.rpc_url,
         devnet.coordinator,
-        **{
-            'train = [{ source = "medqa-us", split = "dev" }]': f'train = [{{ path = "{tmp_path / "gone.jsonl"}", format = "medqa" }}]'
-        },
+        **{TRAIN_LINE: f'train = [{{ path = "{tmp_path / "gone.jsonl"}", format = "medqa" }}]'},
     )
     assert "does not exist" in _start_fails(capsys, member, cfg, pwfile)
 
