@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import queue
 import statistics
 import subprocess
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--spacing", type=float, default=0.1, help="seconds between announcements")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # libp2p logs redial attempts to peers that already left as errors; they are noise here
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     if args.worker:
         trio.run(worker)
         return

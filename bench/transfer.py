@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import socket
 import statistics
@@ -122,6 +123,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--serve", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # libp2p logs redial attempts to peers that already left as errors; they are noise here
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     if args.serve is not None:
         trio.run(provider, args.serve)
         return
