@@ -148,7 +148,8 @@ class Indexer:
 
     def _store_page(self, last: int, events: list[ChainEvent]) -> int:
         times = {}
-        for b in sorted({e.block_number for e in events}):
+        # the page's last block too, so the page can say how old the indexed head is
+        for b in sorted({e.block_number for e in events} | {last}):
             times[b] = block_time_ms(int(self.client.w3.eth.get_block(b)["timestamp"]))
         with self.db.transaction() as conn:
             for b, ms in times.items():

@@ -51,6 +51,8 @@ def test_overview_shows_the_onchain_numbers(
 ) -> None:
     page.goto(explorer.url)
     page.wait_for_selector("[data-testid=chart-fairness] svg")
+    for text in (page.inner_text("header"), page.inner_text("main")):
+        assert "null" not in text and "undefined" not in text and "NaN" not in text
     assert page.inner_text("[data-testid=card-members] .value") == "3"
     assert page.inner_text("[data-testid=card-rounds] .value") == "3"
     assert "2 finalized · 1 failed" in page.inner_text("[data-testid=card-rounds]")

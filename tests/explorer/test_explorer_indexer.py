@@ -57,6 +57,11 @@ def test_restart_resumes_from_the_stored_block(fresh_devnet: Scenario, tmp_path:
     # nothing new: nothing read
     ix.reader.pages_read = 0
     assert ix.sync_once() == 0 and ix.reader.pages_read == 0
+    # a block without coordinator events still moves the indexed head and its time
+    tx = admin.send_eth(sc.members[0].address, 1)
+    assert ix.sync_once() == 0 and db.last_block() == tx.block_number
+    ts = int(ix.client.w3.eth.get_block(tx.block_number)["timestamp"])
+    assert Api(db).status()["last_block_time_ms"] == ts * 1000
     db.close()
 
 

@@ -452,7 +452,7 @@
       const dot = el("span", { class: "dot" + (changed && state.lastBlock !== null ? " flash" : "") });
       const behind = s.head_block !== null && s.last_block !== null && s.head_block > s.last_block ? " (indexing, head " + s.head_block + ")" : "";
       box.replaceChildren(dot, el("span", { "data-testid": "last-block" }, "block " + (s.last_block ?? "—") + behind),
-        el("span", {}, " · chain " + s.chain_id), s.last_block_time_ms ? el("span", { class: "muted" }, " · ", time(s.last_block_time_ms)) : null);
+        el("span", {}, " · chain " + s.chain_id), el("span", { class: "muted" }, s.last_block_time_ms ? [" · ", time(s.last_block_time_ms)] : null));
       if (changed) {
         const first = state.lastBlock === null;
         state.lastBlock = s.last_block;
