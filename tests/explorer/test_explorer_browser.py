@@ -143,6 +143,7 @@ def test_verify_box_recognises_a_committed_file_and_rejects_another(
     page.wait_for_selector("[data-testid=verify-match]")
     kind, text = verdict(page)
     assert kind == "match" and "aggregate" in text and "accepted" in text
+    assert "the global adapter from round 1 on" in text
 
 
 def test_pure_js_sha256_matches_hashlib(page: Any, explorer: ExplorerHandle) -> None:

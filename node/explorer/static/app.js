@@ -249,7 +249,10 @@
   function describeMatch(x) {
     const round = el("a", { href: "#/round/" + x.round }, "round " + x.round);
     if (x.kind === "update") return [badge("update", "role"), " committed by ", addr(x.member), " in ", round, " (", (x.num_samples || 0).toLocaleString(), " samples, block ", x.block, ")"];
-    if (x.kind === "aggregate") return [badge("aggregate", "role"), " submitted by ", addr(x.member), " in ", round, ", attempt ", x.attempt, " — ", outcomeBadge(x.outcome)];
+    if (x.kind === "aggregate") {
+      return [badge("aggregate", "role"), " submitted by ", addr(x.member), " in ", round, ", attempt ", x.attempt, " — ", outcomeBadge(x.outcome),
+        x.outcome === "accepted" ? " (the global adapter from round " + x.round + " on)" : null];
+    }
     return [badge("initial adapter", "role"), " recorded at deployment"];
   }
 
