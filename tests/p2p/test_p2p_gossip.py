@@ -39,7 +39,7 @@ def test_burst_of_200_from_10_peers_arrives_complete(tmp_path: Path) -> None:
 
                     nursery.start_soon(burst)
             for i, h in enumerate(hosts):
-                got = await collect(h, 180, timeout=20)
+                got = await collect(h, 180, timeout=40)  # generous: CI machines are shared
                 assert len(got) == 180, f"host {i} got {len(got)} of 180"
                 senders = {addr for _, addr in got}
                 assert senders == {address_of(k) for k in keys} - {h.address}
