@@ -73,21 +73,21 @@ class Sizing:
 
 # The default-model demo: 3 nodes x 2 rounds in about 15 minutes on 2 CPU cores.
 DEFAULT_SIZING = Sizing(
-    commit_s=240,
+    commit_s=210,
     aggregate_s=90,
-    verify_s=90,
+    verify_s=60,
     max_attempts=3,
-    train_per_round=48,
-    max_steps=12,
-    batch_size=2,
+    train_per_round=16,
+    max_steps=8,
+    batch_size=1,
     grad_accum=2,
-    max_length=320,
-    eval_limit=60,
+    max_length=256,
+    eval_limit=40,
     lora_rank=16,
     lora_alpha=32,
-    fetch_patience_s=60.0,
+    fetch_patience_s=45.0,
     poll_interval_s=2.0,
-    stagger_s=2.0,
+    stagger_s=3.0,
 )
 # Tests: the tiny random model, short deadlines.
 TINY_SIZING = Sizing(

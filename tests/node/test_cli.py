@@ -253,3 +253,18 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path: Path, pwfile: Path) 
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("medfed-node: error: "), proc.stderr
+
+
+def test_status_reports_membership_round_and_balance(
+    devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator)
+    member = devnet.addresses[0]
+    assert main(["status", "--config", str(cfg), "--address", member]) == 0
+    out = capsys.readouterr().out
+    assert f"coordinator {devnet.coordinator}" in out
+    assert "1 members" in out and "round: none opened yet" in out
+    assert f"member {member}: yes" in out and "token balance: 0.0000 MFR" in out
+    stranger = "0x" + "ab" * 20
+    assert main(["status", "--config", str(cfg), "--address", stranger]) == 0
+    assert "NO (ask the admin to add it)" in capsys.readouterr().out
