@@ -70,6 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(status, body)
             else:
                 self._static(parts.path)
+        except (BrokenPipeError, ConnectionResetError):  # the reader went away: nothing to answer
+            return
         except Exception:  # never show a stack trace to the reader; log it for the operator
             log.exception("explorer: error answering %s", self.path[:200])
             with contextlib.suppress(OSError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 from explorer_http import get_json
@@ -14,7 +16,7 @@ from chain.profile import DEVNET
 from node.explorer.api import Api, fairness, route
 from node.explorer.db import Database
 from node.explorer.errors import NotFound
-from node.explorer.server import ExplorerHandle
+from node.explorer.server import ExplorerHandle, serve
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +242,21 @@ def test_an_empty_index_answers_every_endpoint() -> None:
     assert route(a, "/api/events", {})[1] == {"events": []}
     with pytest.raises(NotFound):
         a.round_detail(1)
+
+
+def test_an_unexpected_error_is_a_generic_json_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(tmp_path / "broken.sqlite")
+    db.set_meta("snapshot", "{not json")  # a damaged index
+    httpd, url = serve(db, "127.0.0.1", 0)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        status, body, _ = get_json(url + "api/overview")
+        assert status == 500
+        assert body == {"error": "internal error; see the explorer's log", "status": 500}
+        assert "JSONDecodeError" in caplog.text  # the operator gets the details
+        assert get_json(url + "api/rounds")[0] == 200  # the rest keeps working
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        db.close()
