@@ -7,7 +7,7 @@ STAMP := $(VENV)/.medfed-installed
 NPM_STAMP := node_modules/.medfed-installed
 DEMO_DIR ?= .demo
 
-.PHONY: bootstrap test demo lint typecheck bench clean
+.PHONY: bootstrap test demo lint bench clean contracts cid-vectors
 
 bootstrap: $(STAMP) $(NPM_STAMP)
 
@@ -37,3 +37,11 @@ bench: bootstrap
 
 clean:
 	rm -rf $(VENV) node_modules $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+
+# Recompile contracts/src into contracts/build (committed; a test fails when they are stale).
+contracts: bootstrap
+	$(PY) -m chain.artifacts --compile
+
+# Regenerate the CID test vectors with a real IPFS implementation (ipfs-unixfs-importer, Node).
+cid-vectors:
+	cd scripts/cid-vectors && npm ci --no-audit --no-fund --loglevel=error && node generate.mjs
