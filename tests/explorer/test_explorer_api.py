@@ -260,3 +260,23 @@ def test_an_unexpected_error_is_a_generic_json_500(tmp_path: Path, caplog: pytes
         httpd.shutdown()
         httpd.server_close()
         db.close()
+
+
+def test_rounds_and_members_lists(explorer: ExplorerHandle, federation: Scenario) -> None:
+    rounds = api(explorer, "rounds")["rounds"]
+    assert [(r["round"], r["status"], r["commits"], r["attempts"]) for r in rounds] == [
+        (rec.round, rec.status, len(rec.commits), len(rec.attempts)) for rec in reversed(federation.rounds)
+    ]
+    assert [r["aggregator"] for r in rounds] == [
+        rec.attempts[-1].aggregator if rec.status == "finalized" else None
+        for rec in reversed(federation.rounds)
+    ]
+    assert rounds[1]["reason"] == "aggregator timeout" and rounds[1]["rewards_paid"] == "0"
+    members = api(explorer, "members")["members"]
+    assert [m["address"] for m in members] == [w.address for w in federation.members]
+    for m in members:
+        assert m["commits"] == 3 and m["included"] == 2
+        assert int(m["earned"]) == sum(
+            a for r in federation.rounds for to, a, _ in r.rewards if to == m["address"]
+        )
+        assert m["multiaddrs"] and m["multiaddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
