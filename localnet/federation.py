@@ -525,7 +525,7 @@ def wait_rounds(
         if progress:
             line = _progress_line(fed, done)
             if line != last_line:
-                print(line, flush=True)
+                print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
                 last_line = line
         if len(done) >= rounds and reported:
             return done
@@ -544,9 +544,10 @@ def _progress_line(fed: Federation, done: dict[int, str]) -> str:
         s = fed.status(i)
         parts.append(
             f"{fed.sites[i].name}: r{s.get('round', '-')} {s.get('phase', 'starting')}/{s.get('role', '-')}"
+            f" ({s.get('activity', 'loading')})"
         )
     final = ", ".join(f"r{r} {st}" for r, st in sorted(done.items())) or "none"
-    return f"[{time.strftime('%H:%M:%S')}] final: {final} | " + " | ".join(parts)
+    return f"final: {final} | " + " | ".join(parts)
 
 
 def _fair(acc: Mapping[str, float]) -> dict[str, float]:

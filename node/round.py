@@ -183,8 +183,10 @@ async def open_next(node: Node, info: RoundInfo) -> None:
         return
     if (await node.chain(node.client.round_info)).round != r:
         return
+    t0 = time.monotonic()
     try:
         tx = await node.chain(node.client.open_round)
+        node.store.add_timing(r, "chain", time.monotonic() - t0)
         log.info("round %d: opened, tx %s", r + 1, tx.tx_hash)
     except ContractRevert as exc:
         log.debug("openRound not needed: %s", exc.reason)
@@ -309,10 +311,12 @@ async def report(node: Node, r: int) -> None:
         )
         m = node.store.metrics(r)
         assert m is not None
+    t0 = time.monotonic()
     try:
         tx = await node.chain(
             node.client.report_metrics, r, m.eval_set_hash, round(m.accuracy * 1_000_000), m.n
         )
+        node.store.add_timing(r, "chain", time.monotonic() - t0)
         node.store.mark_metrics_reported(r, tx.tx_hash)
         log.info("round %d: reported accuracy %.4f on-chain, tx %s", r, m.accuracy, tx.tx_hash)
     except ContractRevert as exc:
@@ -382,8 +386,10 @@ async def _nudge(node: Node, info: RoundInfo, what: str, at: float) -> None:
     if (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt):
         return
     fn = node.client.finalize if what == "finalize" else node.client.advance
+    t0 = time.monotonic()
     try:
         tx = await node.chain(fn, info.round)
+        node.store.add_timing(info.round, "chain", time.monotonic() - t0)
         log.info("round %d: sent %s (%s), tx %s", info.round, what, info.phase.name.lower(), tx.tx_hash)
     except ContractRevert as exc:
         log.debug("%s not needed: %s", what, exc.reason)

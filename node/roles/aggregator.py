@@ -122,4 +122,5 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         return
     node.store.add_timing(round, "chain", time.monotonic() - t0)
     node.store.mark_aggregate_submitted(round, attempt, tx.tx_hash)
+    node.set_status(activity=f"submitted aggregate of round {round}")
     log.info("round %d attempt %d: submitted aggregate %s, tx %s", round, attempt, sha[:12], tx.tx_hash)

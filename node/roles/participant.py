@@ -77,6 +77,7 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
     node.store.add_timing(round, "chain", time.monotonic() - t0)
     node.faults.crash("crash-after-commit", round)
     node.store.mark_committed(round, tx.tx_hash)
+    node.set_status(activity=f"committed round {round}")
     log.info(
         "round %d: committed update %s (%d samples), tx %s",
         round,

@@ -80,6 +80,7 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
         return
     node.store.add_timing(sub.round, "chain", time.monotonic() - t0)
     node.store.mark_vote_sent(sub.round, sub.attempt, tx.tx_hash)
+    node.set_status(activity=f"voted on round {sub.round} attempt {sub.attempt}")
     log.info(
         "round %d attempt %d: voted %s (%s)",
         sub.round,
