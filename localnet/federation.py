@@ -580,7 +580,6 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "attempts": e.attempt + 1,
                 "aggregator": submissions.get((e.round, e.attempt)),
                 "global_sha256": bytes(e.global_sha256).hex(),
-                "status": "finalized",
                 "accuracy": {},
                 "rewards": {},
             }
@@ -590,7 +589,6 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "attempts": e.attempts,
                 "aggregator": None,
                 "global_sha256": None,
-                "status": "failed",
                 "accuracy": {},
                 "rewards": {},
             }
@@ -602,10 +600,18 @@ def summarize(fed: Federation) -> dict[str, Any]:
     out_rounds = []
     for r in sorted(rounds):
         item = rounds[r]
-        item.update(_fair(item["accuracy"]))
-        item["rewards"] = {k: str(v) for k, v in sorted(item["rewards"].items())}
-        out_rounds.append(item)
-    return {"base": {"accuracy": base_acc, **_fair(base_acc)}, "rounds": out_rounds}
+        out_rounds.append(
+            {
+                "round": item["round"],
+                "attempts": item["attempts"],
+                "aggregator": item["aggregator"],
+                "global_sha256": item["global_sha256"],
+                "accuracy": dict(sorted(item["accuracy"].items())),
+                **_fair(item["accuracy"]),
+                "rewards": dict(sorted(item["rewards"].items())),
+            }
+        )
+    return {"base": {"accuracy": dict(sorted(base_acc.items())), **_fair(base_acc)}, "rounds": out_rounds}
 
 
 def print_table(summary: Mapping[str, Any]) -> None:
@@ -623,7 +629,7 @@ def print_table(summary: Mapping[str, Any]) -> None:
 
     print(row("base", summary["base"]))
     for r in summary["rounds"]:
-        label = f"r{r['round']}" + ("" if r.get("status") != "failed" else " FAIL")
+        label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
         print(row(label, r))
 
 

@@ -18,6 +18,7 @@ import pytest
 from e2e_kit import REWARDS, expected_rewards, history, log_text, node_index, paid, run, sha256_file
 
 from chain import types as ev
+from localnet.federation import write_summary
 from node.state import StateStore
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,29 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         for f in h.of(ev.RoundFinalized):  # every member contributed to every round
             assert sorted(a.lower() for a in h.submission(f.round, f.attempt).included) == sorted(members)
         assert sum(expected.values()) == 2 * (3 * REWARDS[0] + REWARDS[1] + 2 * REWARDS[2])
+
+        # summary.json: the stable interface for scripts
+        summary = write_summary(fed)
+        assert set(summary) == {"base", "rounds"}
+        names = {site.name for site in fed.sites}
+        assert set(summary["base"]["accuracy"]) == names
+        assert [r["round"] for r in summary["rounds"]] == [1, 2]
+        for r in summary["rounds"]:
+            assert set(r) == {
+                "round",
+                "attempts",
+                "aggregator",
+                "global_sha256",
+                "accuracy",
+                "macro_acc",
+                "min_acc",
+                "hmean",
+                "rewards",
+            }
+            assert set(r["accuracy"]) == names and all(0.0 <= a <= 1.0 for a in r["accuracy"].values())
+            assert r["min_acc"] <= r["hmean"] <= r["macro_acc"] <= 1.0
+            assert r["global_sha256"] == bytes(h.final(r["round"]).global_sha256).hex()
+        assert sum(sum(r["rewards"].values()) for r in summary["rounds"]) == sum(expected.values())
 
         # every node holds the global adapter whose sha256 is on-chain
         g = bytes(client.global_adapter().sha256).hex()
