@@ -1,0 +1,107 @@
+"""Pure pieces of the node and the launcher, on plain values: data windows and shards, the site plan,
+fault specs, the transfer access policy, published addresses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from localnet.federation import plan_sites
+from node.config import TEMPLATE, load_config
+from node.daemon import _may_serve, published_addrs
+from node.data import SiteData, load_site_data
+from node.faults import Fault, Faults, parse
+from training.data import Question
+
+COORD = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+
+
+def _q(i: int) -> Question:
+    return Question(f"x/{i}", "medqa-us", "en", f"q{i}", ("a", "b", "c", "d"), i % 4)
+
+
+def test_round_window_rotates_through_the_training_data() -> None:
+    site = SiteData("s", tuple(_q(i) for i in range(10)), (_q(100),))
+    assert [q.id for q in site.round_window(1, 4)] == ["x/0", "x/1", "x/2", "x/3"]
+    assert [q.id for q in site.round_window(2, 4)] == ["x/4", "x/5", "x/6", "x/7"]
+    assert [q.id for q in site.round_window(3, 4)] == ["x/8", "x/9", "x/0", "x/1"]  # wraps around
+    assert len(site.round_window(5, 0)) == 10 and len(site.round_window(1, 50)) == 10
+
+
+def test_plan_sites_is_non_iid_and_shards_sources_beyond_three() -> None:
+    three = plan_sites(3)
+    assert [s.name for s in three] == ["medqa-mainland", "medqa-us", "medmcqa"]
+    assert all("shard" not in s.train[0] for s in three)
+    five = plan_sites(5)
+    assert [s.name for s in five] == [
+        "medqa-mainland-1",
+        "medqa-us-1",
+        "medmcqa",
+        "medqa-mainland-2",
+        "medqa-us-2",
+    ]
+    assert five[0].train[0]["shard"] == "1/2" and five[3].train[0]["shard"] == "2/2"
+    assert five[0].eval[0]["shard"] == "1/2"
+
+
+def test_shards_of_one_source_are_disjoint_and_cover_it(tmp_path: Path) -> None:
+    ids = []
+    for k in (1, 2):
+        text = TEMPLATE.replace("0x0000000000000000000000000000000000000000", COORD)
+        text = text.replace('split = "dev" }]', f'split = "dev", shard = "{k}/2" }}]')
+        text = text.replace('split = "test" }]', f'split = "test", shard = "{k}/2" }}]')
+        p = tmp_path / f"c{k}.toml"
+        p.write_text(text)
+        data = load_site_data(load_config(p))
+        ids.append({q.id for q in data.train})
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert len(ids[0] | ids[1]) == 1272  # medqa-us dev
+
+
+def test_fault_specs() -> None:
+    assert parse("crash-after-commit@1,tamper-aggregate@1.1, serve-wrong-bytes") == (
+        Fault("crash-after-commit", 1, None),
+        Fault("tamper-aggregate", 1, 1),
+        Fault("serve-wrong-bytes", None, None),
+    )
+    with pytest.raises(ValueError, match="unknown fault"):
+        parse("explode")
+    f = Faults(Path("/nonexistent"), "tamper-aggregate@2.1")
+    assert f.active("tamper-aggregate", 2, 1) and not f.active("tamper-aggregate", 2, 0)
+    assert not f.active("tamper-aggregate", 1, 1) and not Faults(Path("/x"), "").active(
+        "tamper-aggregate", 2, 1
+    )
+
+
+def test_updates_are_served_only_to_members_after_the_commit_deadline() -> None:
+    now = 1000.0
+    node: Any = SimpleNamespace(
+        members=frozenset({"0xaa", "0xbb"}),
+        served={"u1": ("update", 1), "u2": ("update", 2), "g": ("global", 1), "agg": ("aggregate", 2)},
+        commit_deadlines={1: now - 1, 2: now + 30},
+        now=lambda: now,
+    )
+    may = _may_serve(node)
+    assert may("0xAA", "u1")  # round 1's commit deadline has passed
+    assert not may("0xaa", "u2")  # round 2 still open for commits: nobody may copy it yet
+    assert may("0xbb", "g") and may("0xbb", "agg")
+    assert not may("0xcc", "g")  # not a member
+    node.commit_deadlines = {}
+    assert not may("0xaa", "u1")  # unknown deadline: refuse (math.inf)
+    assert math.inf > now
+
+
+def test_published_addresses_end_with_the_peer_id(tmp_path: Path) -> None:
+    text = TEMPLATE.replace("0x0000000000000000000000000000000000000000", COORD)
+    p = tmp_path / "m.toml"
+    p.write_text(text)
+    cfg = load_config(p)
+    listening = ["/ip4/127.0.0.1/tcp/4001/p2p/16UiuX"]
+    assert published_addrs(cfg, listening, "16UiuX") == listening
+    p.write_text(text.replace("announce = []", 'announce = ["/dns4/site.example/tcp/4001"]'))
+    cfg = load_config(p)
+    assert published_addrs(cfg, listening, "16UiuX") == ["/dns4/site.example/tcp/4001/p2p/16UiuX"]
