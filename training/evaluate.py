@@ -17,7 +17,7 @@ import torch
 
 from training.data import Question
 from training.errors import TrainingError
-from training.forward import logits_at, pad_batch
+from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
 from training.prompts import fit, letter_ids, prompt_ids
 
@@ -95,21 +95,22 @@ def evaluate(
     """
     if not questions:
         raise TrainingError("no evaluation questions: the evaluation split is empty")
-    peft_model = None
-    target = model
-    if adapter is not None:
-        from training.train import attach_adapter
+    with model_lock(model):
+        peft_model = None
+        target = model
+        if adapter is not None:
+            from training.train import attach_adapter
 
-        peft_model = attach_adapter(model, adapter, _adapter_settings(adapter), trainable=False)
-        target = peft_model
-    was_training = model.training
-    target.eval()
-    try:
-        scores = letter_scores(target, tokenizer, questions, batch_size, max_length)
-    finally:
-        if peft_model is not None:
-            peft_model.unload()
-        model.train(was_training)
+            peft_model = attach_adapter(model, adapter, _adapter_settings(adapter), trainable=False)
+            target = peft_model
+        was_training = model.training
+        target.eval()
+        try:
+            scores = letter_scores(target, tokenizer, questions, batch_size, max_length)
+        finally:
+            if peft_model is not None:
+                peft_model.unload()
+            model.train(was_training)
     predictions = tuple(int(np.argmax(row)) for row in scores)
     answers = tuple(q.answer for q in questions)
     correct = sum(p == a for p, a in zip(predictions, answers, strict=True))

@@ -7,9 +7,23 @@ everywhere else. Falls back to a full forward for models without a separable dec
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import torch
+
+_locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The lock that serialises adapter attach/use/unload on one shared base model across threads."""
+    with _locks_guard:
+        lock = _locks.get(model)
+        if lock is None:
+            lock = _locks[model] = threading.RLock()
+        return lock
 
 
 def _parts(model: Any) -> tuple[Any, Any] | None:

@@ -18,7 +18,7 @@ import torch
 from training.adapter_io import CONFIG_NAME, _state_rank, read_adapter, write_canonical_adapter
 from training.data import Question
 from training.errors import AdapterInvalid, TrainingError
-from training.forward import logits_at, pad_batch
+from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
 from training.prompts import IGNORE_INDEX, Example, encode_example
 
@@ -119,7 +119,8 @@ def train_local(
     """Train a LoRA on ``questions`` starting from ``start_adapter`` and write it canonically to ``out_dir``.
 
     The base model is left as it was (the adapter is attached to a fresh PeftModel and unloaded
-    afterwards), so one loaded base model can serve many calls, one at a time. ``base_model`` is the
+    afterwards), so one loaded base model can serve many calls; calls on the same model from
+    several threads are serialised by a per-model lock. ``base_model`` is the
     name recorded in ``adapter_config.json`` (default: the start adapter's).
     """
     from peft import get_peft_model_state_dict
@@ -143,42 +144,47 @@ def train_local(
         total_steps = min(total_steps, config.max_steps)
         micro = micro[: total_steps * config.grad_accum]
 
-    torch.manual_seed(config.seed)
-    peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
-    try:
-        params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
-        peft_model.train()
-        losses: list[float] = []
-        tokens = 0
-        started = time.perf_counter()
-        bar = tqdm(total=total_steps, desc="local training", unit="step", disable=not progress, leave=False)
-        for step in range(total_steps):
-            group = micro[step * config.grad_accum : (step + 1) * config.grad_accum]
-            step_loss = 0.0
-            for indices in group:
-                with _autocast(device):
-                    loss, n_tok = answer_loss(peft_model, [examples[i] for i in indices], pad_id, device)
-                (loss / len(group)).backward()
-                step_loss += float(loss.detach()) / len(group)
-                tokens += n_tok
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            elapsed = time.perf_counter() - started
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
-        bar.close()
-        seconds = time.perf_counter() - started
-        raw = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
-        state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in raw.items()}
-    finally:
-        peft_model.unload()
-        model.eval()
+    with model_lock(model):
+        torch.manual_seed(config.seed)
+        peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
+        try:
+            params = [p for p in peft_model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: max(0.0, 1.0 - s / total_steps)
+            )
+            peft_model.train()
+            losses: list[float] = []
+            tokens = 0
+            started = time.perf_counter()
+            bar = tqdm(
+                total=total_steps, desc="local training", unit="step", disable=not progress, leave=False
+            )
+            for step in range(total_steps):
+                group = micro[step * config.grad_accum : (step + 1) * config.grad_accum]
+                step_loss = 0.0
+                for indices in group:
+                    with _autocast(device):
+                        loss, n_tok = answer_loss(peft_model, [examples[i] for i in indices], pad_id, device)
+                    (loss / len(group)).backward()
+                    step_loss += float(loss.detach()) / len(group)
+                    tokens += n_tok
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(step_loss)
+                elapsed = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+            bar.close()
+            seconds = time.perf_counter() - started
+            raw = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
+            state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in raw.items()}
+        finally:
+            peft_model.unload()
+            model.eval()
     if not all(np.isfinite(v).all() for v in state.values()):
         raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")
     sha = write_canonical_adapter(state, settings, base_model or _base_model_name(start_adapter), out_dir)

@@ -30,14 +30,17 @@ WRITE_SCRIPT = """
 import sys
 import numpy as np
 from training.adapter_io import write_canonical_adapter
-from training.lora import LoraSettings, initial_adapter_state
-from training.models import build_tiny_model
-model, _ = build_tiny_model(seed=0)
-settings = LoraSettings(rank=4, alpha=8, dropout=0.0)
-state = initial_adapter_state(model, settings, seed=3)
-# reversed insertion order and a float64 copy must not change the bytes
+from training.lora import LoraSettings
+rng = np.random.default_rng(3)
+state = {}
+for layer in range(3):
+    for proj, (out_f, in_f) in {"self_attn.q_proj": (32, 64), "mlp.down_proj": (64, 48)}.items():
+        base = f"base_model.model.model.layers.{layer}.{proj}"
+        state[base + ".lora_A.weight"] = rng.standard_normal((4, in_f)).astype(np.float32)
+        state[base + ".lora_B.weight"] = rng.standard_normal((out_f, 4)).astype(np.float32)
+# reversed insertion order and float64 copies must not change the bytes
 state = {k: state[k].astype(np.float64) for k in reversed(list(state))}
-print(write_canonical_adapter(state, settings, "medfed/tiny-llama", sys.argv[1]))
+print(write_canonical_adapter(state, LoraSettings(rank=4, alpha=8), "medfed/tiny-llama", sys.argv[1]))
 """
 
 

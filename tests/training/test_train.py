@@ -94,3 +94,26 @@ def test_bad_start_adapter_and_empty_data_are_rejected(
             model, tok, tmp_path / "odd", make_questions(2), settings, TrainConfig(), tmp_path / "y", False
         )
     assert not any("lora" in name for name, _ in model.named_modules())
+
+
+def test_concurrent_train_and_evaluate_on_one_model_match_sequential_results(
+    tiny: Any, settings: LoraSettings, start: Path, tmp_path: Path, make_questions: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.evaluate import evaluate
+
+    model, tok = tiny
+    questions = make_questions(8)
+    config = TrainConfig(lr=1e-2, batch_size=2, grad_accum=1, max_steps=3, seed=5)
+    solo_train = train_local(
+        model, tok, start, questions, settings, config, tmp_path / "solo", progress=False
+    )
+    solo_eval = evaluate(model, tok, None, questions)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        trained = pool.submit(
+            train_local, model, tok, start, questions, settings, config, tmp_path / "t", False
+        )
+        evals = [pool.submit(evaluate, model, tok, None, questions) for _ in range(2)]
+        assert trained.result().sha256 == solo_train.sha256
+        assert all(e.result() == solo_eval for e in evals)

@@ -39,12 +39,14 @@ class Exact:
             if key.endswith("lora_A.weight"):
                 out[key] = np.concatenate(parts, axis=0)
             elif key.endswith("lora_B.weight"):
-                scaled = []
-                for x, w in zip(parts, weights, strict=True):
-                    tmp = x.astype(np.float64)
+                rank = parts[0].shape[1]
+                stacked = np.empty((parts[0].shape[0], rank * len(parts)), dtype=np.float32)
+                tmp = np.empty(parts[0].shape, dtype=np.float64)
+                for i, (x, w) in enumerate(zip(parts, weights, strict=True)):
+                    np.copyto(tmp, x)  # exact upcast
                     np.multiply(tmp, w, out=tmp)
-                    scaled.append(tmp.astype(np.float32))
-                out[key] = np.concatenate(scaled, axis=1)
+                    stacked[:, i * rank : (i + 1) * rank] = tmp  # the one cast to float32
+                out[key] = stacked
             else:
                 raise AggregationError(f"tensor {key!r} is neither lora_A nor lora_B; exact cannot stack it")
         return out
