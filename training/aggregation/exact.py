@@ -20,6 +20,7 @@ import torch
 
 from training.aggregation.base import AggregationInput, as_f32
 from training.errors import AggregationError
+from training.forward import model_lock
 from training.lora import PEFT_PREFIX, LoraSettings
 
 
@@ -60,7 +61,11 @@ def merge_exact_delta(
     ``scaling`` is ``settings.alpha / settings.rank`` of the federation (an ``exact`` aggregate keeps
     it). Computed in float64 and cast to the weight's dtype. Returns a deep copy unless ``in_place``.
     """
-    target = model if in_place else copy.deepcopy(model)
+    if in_place:
+        target = model
+    else:
+        with model_lock(model):  # never copy a model while another thread has a LoRA attached
+            target = copy.deepcopy(model)
     modules = dict(target.named_modules())
     scaling = settings.scaling
     for key_a in sorted(k for k in state if k.endswith("lora_A.weight")):
