@@ -48,6 +48,8 @@ def test_quick_run_writes_complete_well_formed_results(quick_run: Path) -> None:
     assert any(lbl.startswith("Exact round") for lbl in labels)
     for row in data["evaluations"]:
         _check_scores(row)
+        for site in SITES:  # every test question got exactly one predicted letter
+            assert sum(row["predicted_letters"][site].values()) == data["data"][site]["test"]
     rounds = data["config"]["rounds"]
     for method in ("fedavg", "exact"):
         recs = data["rounds"][method]
@@ -74,6 +76,7 @@ def test_quick_run_markdown_has_the_study_tables(quick_run: Path) -> None:
     assert sum(ln.startswith("| LoRA (site ") and ln.count("[") == 3 for ln in rows) == 3
     assert any(ln.startswith("| Best single-site LoRA (") for ln in rows)
     assert any(ln.startswith("| fedavg | 2 | ") for ln in rows)
+    assert "Most-predicted answer letter" in md and any(ln.startswith("| (test answers) | ") for ln in rows)
 
 
 def test_quick_run_writes_png_and_config(quick_run: Path) -> None:

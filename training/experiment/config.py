@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from training.data import EVAL_SPLIT, TRAIN_SPLIT
@@ -73,7 +73,6 @@ class ExperimentConfig:
     methods: tuple[str, ...] = METHODS
     data_dir: str | None = None
     quick: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):

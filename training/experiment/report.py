@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from training.data import LETTERS
 from training.experiment.config import SITES
 from training.experiment.metrics import Estimate, paired_delta
 from training.experiment.runner import Evaluation, RunState
@@ -67,8 +68,24 @@ def comparisons(state: RunState) -> dict[str, dict[str, Estimate]]:
     return out
 
 
+def letter_counts(indices: Any) -> dict[str, int]:
+    """{letter: how often} over 0-based option indices."""
+    counts: dict[str, int] = {}
+    for i in indices:
+        letter = LETTERS[int(i)]
+        counts[letter] = counts.get(letter, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _top(counts: dict[str, int]) -> str:
+    if not counts:
+        return "-"
+    letter = max(counts, key=lambda k: (counts[k], -ord(k)))
+    return f"{letter} {100.0 * counts[letter] / sum(counts.values()):.0f}%"
+
+
 def _ev_dict(e: Evaluation) -> dict[str, Any]:
-    return {
+    out = {
         "label": e.label,
         "method": e.method,
         "trained_on": e.site,
@@ -76,6 +93,9 @@ def _ev_dict(e: Evaluation) -> dict[str, Any]:
         "eval_seconds": round(e.seconds, 2),
         **e.scores.to_dict(),
     }
+    if e.predictions:
+        out["predicted_letters"] = {k: letter_counts(v) for k, v in e.predictions.items()}
+    return out
 
 
 def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]:
@@ -100,6 +120,8 @@ def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]
                 "test": len(s.test),
                 "test_pool": s.test_pool,
                 "test_excluded_for_stem_overlap": s.excluded_overlap,
+                "train_answer_letters": letter_counts(q.answer for q in s.train),
+                "test_answer_letters": letter_counts(q.answer for q in s.test),
             }
             for s in state.sites
         },
@@ -201,6 +223,25 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
                     + " | ".join(f"{sc[m]['value']:.1f}" for m in AGG_LABELS)
                     + f" | {loss:.3f} |"
                 )
+        lines.append("")
+
+    with_preds = [e for e in state.evaluations if e.predictions]
+    if with_preds:
+        lines += [
+            "## Most-predicted answer letter (share of test questions)",
+            "",
+            "A model that always answers one letter scores that letter's share of the test answers "
+            "(last row), whatever it knows; a share near 100% means the model collapsed onto a letter.",
+            "",
+            "| Model | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for e in with_preds:
+            lines.append(
+                f"| {e.label} | " + " | ".join(_top(letter_counts(e.predictions[n])) for n in names) + " |"
+            )
+        tests = {s.name: letter_counts(q.answer for q in s.test) for s in state.sites}
+        lines.append("| (test answers) | " + " | ".join(_top(tests.get(n, {})) for n in names) + " |")
         lines.append("")
 
     lines += ["## The study's numbers (Qwen3-1.7B), for reference", ""]

@@ -49,6 +49,7 @@ class Evaluation:
     correct: dict[str, np.ndarray]
     scores: Scores
     seconds: float
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,8 +241,9 @@ class Runner:
     ) -> Evaluation:
         started = time.perf_counter()
         correct: dict[str, np.ndarray] = {}
+        predictions: dict[str, np.ndarray] = {}
         for s in self.state.sites:
-            correct[s.name] = scoring.correctness(
+            correct[s.name], predictions[s.name] = scoring.correctness(
                 model,
                 self.tokenizer,
                 list(s.test),
@@ -251,7 +253,7 @@ class Runner:
             )
         seconds = time.perf_counter() - started
         scores = score(correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
-        ev = Evaluation(label, method, site, round_no, correct, scores, seconds)
+        ev = Evaluation(label, method, site, round_no, correct, scores, seconds, predictions)
         self.state.evaluations.append(ev)
         self.state.timing["eval_s"] = self.state.timing.get("eval_s", 0.0) + seconds
         acc = " ".join(f"{k} {v.value:.1f}" for k, v in scores.accuracy.items())

@@ -28,11 +28,11 @@ def correctness(
     max_length: int = 512,
     desc: str = "eval",
     batch_size: int = 8,
-) -> np.ndarray:
-    """0/1 per question (input order): is the most likely option letter the right one."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 per question, predicted option index per question), both in input order."""
     started = time.perf_counter()
     result = evaluate(
         model, tokenizer, adapter, list(questions), batch_size=batch_size, max_length=max_length
     )
     log.info("  %s: %d/%d correct (%.0f s)", desc, result.correct, result.n, time.perf_counter() - started)
-    return np.asarray(result.per_item, dtype=np.int8)
+    return np.asarray(result.per_item, dtype=np.int8), np.asarray(result.predictions, dtype=np.int8)
