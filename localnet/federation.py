@@ -290,7 +290,14 @@ def _toml_list(items: tuple[dict[str, str], ...]) -> str:
 
 
 def node_config_text(
-    devnet: Any, site: Site, sizing: Sizing, model: str, initial: Path, last_round: int, threads: int
+    devnet: Any,
+    site: Site,
+    sizing: Sizing,
+    model: str,
+    initial: Path,
+    last_round: int,
+    threads: int,
+    strategy: str = "fedavg",
 ) -> str:
     """medfed.toml for one local institution."""
     return f"""\
@@ -329,7 +336,7 @@ max_length = {sizing.max_length}
 threads = {threads}
 
 [aggregation]
-strategy = "fedavg"
+strategy = "{strategy}"
 
 [rounds]
 auto_open = true
@@ -351,6 +358,7 @@ def launch(
     faults: Mapping[int, str] | None = None,
     explorer: bool = True,
     rewards: tuple[int, int, int] | None = None,
+    strategy: str = "fedavg",
 ) -> Federation:
     """Start the devnet, deploy with the real initial adapter, write configs, start the nodes."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
@@ -414,7 +422,14 @@ def launch(
         cfg = d / "medfed.toml"
         cfg.write_text(
             node_config_text(
-                devnet, site, sizing, model, initial_dir / "adapter_model.safetensors", rounds, threads
+                devnet,
+                site,
+                sizing,
+                model,
+                initial_dir / "adapter_model.safetensors",
+                rounds,
+                threads,
+                strategy,
             )
         )
         configs.append(cfg)
@@ -702,10 +717,11 @@ def run_up(
     fresh: bool,
     keep: bool,
     timeout_s: float | None = None,
+    strategy: str = "fedavg",
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
-    fed = launch(dir, nodes, rounds, model=model, fresh=fresh)
+    fed = launch(dir, nodes, rounds, model=model, fresh=fresh, strategy=strategy)
     sizing = DEFAULT_SIZING if model == "default" else TINY_SIZING
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s
     budget = timeout_s or (600 + rounds * per_round * sizing.max_attempts)
@@ -775,6 +791,12 @@ def add_federation_commands(sub: Any) -> None:
     up.add_argument("--fresh", action="store_true", help="replace a federation already in --dir")
     up.add_argument("--stop", action="store_true", help="also stop the devnet and explorer at the end")
     up.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    up.add_argument(
+        "--strategy",
+        choices=["fedavg", "exact"],
+        default="fedavg",
+        help="aggregation strategy (default fedavg)",
+    )
     up.set_defaults(func=_up)
     dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, anvil)")
     dn.add_argument("--dir", required=True)
@@ -787,7 +809,9 @@ def add_federation_commands(sub: Any) -> None:
 def _up(args: Any) -> int:
     if args.rounds < 1:
         raise FederationError("--rounds must be >= 1")
-    return run_up(args.dir, args.nodes, args.rounds, args.model, args.fresh, not args.stop, args.timeout)
+    return run_up(
+        args.dir, args.nodes, args.rounds, args.model, args.fresh, not args.stop, args.timeout, args.strategy
+    )
 
 
 def _down(args: Any) -> int:

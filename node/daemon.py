@@ -79,6 +79,30 @@ def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
         )
 
 
+def initial_sha256(node: Node) -> str:
+    """sha256 of the federation's initial adapter (from the Deployed event; remembered in the store)."""
+    from chain import types as ev
+    from chain.events import EventReader
+
+    have = node.store.get_meta("initial_sha256")
+    if have:
+        return have
+    g = node.client.global_adapter()
+    sha = bytes(g.sha256).hex() if g.round == 0 else ""
+    if not sha:
+        start = node.cfg.chain.start_block
+        end = start if start > 0 else node.client.block_number()  # start_block 0: scan (set it!)
+        deployed = [e for e in EventReader(node.client).read(start, end) if isinstance(e, ev.Deployed)]
+        if not deployed:
+            raise StartupError(
+                f"{node.cfg.path.name}: [chain] start_block = {start}: no Deployed event there; "
+                "set it to the Coordinator's deployment block"
+            )
+        sha = bytes(deployed[0].initial_sha256).hex()
+    node.store.set_meta("initial_sha256", sha)
+    return sha
+
+
 def _install_initial_adapter(node: Node) -> None:
     """Hold the federation's initial adapter: from [model] initial_adapter, else rebuilt from its seed.
 
@@ -86,9 +110,8 @@ def _install_initial_adapter(node: Node) -> None:
     """
     from training.lora import initial_adapter_state
 
-    g = node.client.global_adapter()
-    sha = bytes(g.sha256).hex()
-    if g.round != 0 or node.artifacts.has(sha):
+    sha = initial_sha256(node)
+    if node.artifacts.has(sha):
         return
     if node.cfg.model.initial_adapter:
         path = node.cfg.resolve(node.cfg.model.initial_adapter)

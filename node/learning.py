@@ -35,11 +35,6 @@ class Learner:
 
         from training.models import base_model_id, load_base_model
 
-        if cfg.model.strategy != "fedavg":
-            raise StartupError(
-                f"{cfg.path.name}: [aggregation] strategy: the node runs 'fedavg' rounds only "
-                f'(got {cfg.model.strategy!r}); set strategy = "fedavg"'
-            )
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.cfg = cfg
@@ -54,9 +49,35 @@ class Learner:
                 f"{cfg.path.name}: [model] base = {cfg.model.base!r} cannot be loaded: {exc}"
             ) from None
         self._lock = threading.Lock()
+        # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order
+        self.merged: list[str] = []
 
-    def train(self, base_adapter: str, questions: Sequence[Question], round: int) -> tuple[str, int, Path]:
-        """Train from ``base_adapter`` on ``questions``; return (sha256, samples used, adapter folder)."""
+    @property
+    def exact(self) -> bool:
+        """Whether rounds use `exact` aggregation (merge each global delta, train a fresh LoRA)."""
+        return self.cfg.model.strategy == "exact"
+
+    def merge_history(self, history: Sequence[str]) -> None:
+        """`exact`: make the model's weights base + the deltas of ``history`` (global adapters in order).
+
+        Merges are in place and append-only: ``history`` must extend what was merged before."""
+        from training.adapter_io import read_adapter
+        from training.aggregation import merge_exact_delta
+
+        if list(history[: len(self.merged)]) != self.merged:
+            raise StartupError("the global adapter history changed under this node; restart it to re-merge")
+        for path in history[len(self.merged) :]:
+            log.info("merging global delta %s into the base weights", Path(path).parent.name[:12])
+            merge_exact_delta(self.model, read_adapter(path), self.settings, in_place=True)
+            self.merged.append(path)
+
+    def train(
+        self, start_adapter: str, questions: Sequence[Question], round: int, history: Sequence[str] = ()
+    ) -> tuple[str, int, Path]:
+        """Train from ``start_adapter`` on ``questions``; return (sha256, samples used, adapter folder).
+
+        With `exact`, ``start_adapter`` is the federation's initial adapter and ``history`` the global
+        adapters of the previous rounds, merged into the base weights first."""
         from training.train import TrainConfig, train_local
 
         m = self.cfg.model
@@ -70,10 +91,12 @@ class Learner:
         )
         out = self.scratch / f"train-{round}-{uuid.uuid4().hex[:8]}"
         with self._lock:
+            if self.exact:
+                self.merge_history(history)
             result = train_local(
                 self.model,
                 self.tokenizer,
-                base_adapter,
+                start_adapter,
                 questions,
                 self.settings,
                 config,
@@ -90,12 +113,23 @@ class Learner:
         )
         return result.sha256, max(1, used), out
 
-    def evaluate(self, adapter: str, questions: Sequence[Question]) -> tuple[float, int]:
-        """Zero-shot accuracy of base model + ``adapter`` on ``questions``: (accuracy, n)."""
+    def evaluate(
+        self, adapter: str, questions: Sequence[Question], history: Sequence[str] = ()
+    ) -> tuple[float, int]:
+        """Zero-shot accuracy of the global model on ``questions``: (accuracy, n).
+
+        fedavg: base + ``adapter``. exact: base + the deltas of ``history`` (the globals before this
+        one) + ``adapter``; if ``adapter`` is already merged (training of the next round came first),
+        it is not applied twice."""
         from training.evaluate import evaluate
 
-        folder = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
+        folder: Path | None = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
         with self._lock:
+            if self.exact:
+                if adapter in self.merged:
+                    folder = None
+                else:
+                    self.merge_history(history)
             result = evaluate(
                 self.model, self.tokenizer, folder, list(questions), max_length=self.cfg.model.max_length
             )

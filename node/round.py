@@ -23,7 +23,7 @@ from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
 from node.roles.aggregator import aggregate_and_submit
-from node.roles.participant import commit, train_update
+from node.roles.participant import commit, global_history, train_update
 from node.roles.verifier import verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, publish
@@ -297,7 +297,10 @@ async def report(node: Node, r: int) -> None:
         await publish(node, outcome.sha256, "global", r)
         node.set_status(activity=f"evaluating round {r}")
         t0 = time.monotonic()
-        acc, n = await _evaluate(node, path)
+        history = []
+        if node.learner.exact:  # the global model is base + every earlier delta + this one
+            history = await global_history(node, r, node.now() + node.cfg.rounds.fetch_patience_s)
+        acc, n = await _evaluate(node, path, history)
         node.store.add_timing(r, "evaluate", time.monotonic() - t0)
         node.store.record_metrics(r, outcome.sha256, acc, n, node.data.eval_set_hash)
         write_metrics_file(node.cfg.state_dir, node.store)
@@ -355,10 +358,12 @@ async def evaluate_initial(node: Node) -> None:
     log.info("initial adapter %s scores %.4f on %d held-out %s questions", sha[:12], acc, n, node.data.name)
 
 
-async def _evaluate(node: Node, weights: str) -> tuple[float, int]:
+async def _evaluate(node: Node, weights: str, history: list[str] | None = None) -> tuple[float, int]:
     import trio
 
-    acc, n = await trio.to_thread.run_sync(node.learner.evaluate, weights, list(node.data.eval))
+    acc, n = await trio.to_thread.run_sync(
+        node.learner.evaluate, weights, list(node.data.eval), history or []
+    )
     return float(acc), int(n)
 
 

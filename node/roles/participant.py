@@ -24,13 +24,35 @@ async def ensure_base(node: Node, round: int, base_sha: str, deadline: float) ->
     return await fetch_adapter(node, base_sha, "global", round - 1, [], deadline)
 
 
+async def global_history(node: Node, before: int, deadline: float) -> list[str]:
+    """Weights paths of the global adapters of the finalized rounds before ``before``, in order
+    (fetched from the aggregator or committers of each round if we do not hold them)."""
+    out = []
+    for k in range(1, before):
+        o = node.store.outcome(k)
+        if o is None or o.status != "finalized":
+            continue
+        sub = node.store.submission(k, o.attempt)
+        owners = ([sub.aggregator] if sub else []) + [c.member for c in node.store.commits(k)]
+        n_inputs = len(sub.included) if sub else 1
+        out.append(await fetch_adapter(node, o.sha256, "global", k, owners, deadline, n_inputs))
+    return out
+
+
 async def train_update(node: Node, round: int, base_sha: str, deadline: float) -> UpdateRecord:
     """Train this site's update for ``round`` once; a restarted node reuses the stored one."""
     rec = node.store.update(round)
     if rec is not None and node.artifacts.has(rec.sha256):
         log.info("round %d: update %s already trained (resuming)", round, rec.sha256[:12])
         return rec
-    base = await ensure_base(node, round, base_sha, deadline)
+    if node.learner.exact:
+        # exact: merge every earlier global delta into the base weights, train a fresh LoRA from the
+        # federation's initial adapter (its update is rank r again)
+        history = await global_history(node, round, deadline)
+        base = await ensure_base(node, round, node.store.get_meta("initial_sha256") or base_sha, deadline)
+    else:
+        history = []
+        base = await ensure_base(node, round, base_sha, deadline)
     questions = node.data.round_window(round, node.cfg.data.train_per_round)
     log.info(
         "round %d: training on %d private questions from base %s (%d steps)",
@@ -41,7 +63,7 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     )
     node.set_status(activity=f"training round {round}")
     t0 = time.monotonic()
-    sha, n, folder = await trio.to_thread.run_sync(node.learner.train, base, questions, round)
+    sha, n, folder = await trio.to_thread.run_sync(node.learner.train, base, questions, round, history)
     seconds = time.monotonic() - t0
     await trio.to_thread.run_sync(node.artifacts.adopt_dir, sha, folder, "update", round)
     node.store.record_update(round, sha, n, seconds)

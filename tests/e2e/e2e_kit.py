@@ -88,6 +88,7 @@ def run(
     restart_crashed: bool,
     timeout_s: float,
     commit_s: int | None = None,
+    strategy: str = "fedavg",
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes."""
     sizing = E2E_SIZING if commit_s is None else dataclasses.replace(E2E_SIZING, commit_s=commit_s)
@@ -101,6 +102,7 @@ def run(
         faults=faults,
         explorer=False,
         rewards=REWARDS,
+        strategy=strategy,
     )
     try:
         F.wait_ready(fed, 180)

@@ -5,13 +5,15 @@ real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of
    hostile member serving wrong bytes for everyone else's updates: both rounds finalize, rewards
    are exactly what the contract parameters say, every node holds the on-chain global adapter,
    the restarted node did not commit twice, the hostile bytes were rejected;
-2. three nodes, one round, where the first elected aggregator dies and the second submits a
-   tampered aggregate: the third attempt's honest aggregator completes the round, the tampered
-   aggregate is voted down and its author gets no aggregator reward.
+2. three nodes, two rounds with `exact` aggregation, where in round 1 the first elected aggregator
+   dies and the second submits a tampered aggregate: the third attempt's honest aggregator
+   completes the round, the tampered aggregate is voted down and its author gets no aggregator
+   reward; round 2 finalizes with the two live nodes, each having merged round 1's delta.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,12 +103,23 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         down(fed.dir)
 
 
-def test_dead_aggregator_then_tampered_aggregate_then_honest_round(tmp_path: Path) -> None:
-    # every node carries the same faults; they fire for whoever holds the role at that attempt
+def test_dead_aggregator_then_tampered_aggregate_then_honest_round_with_exact_aggregation(
+    tmp_path: Path,
+) -> None:
+    # every node carries the same faults; they fire for whoever holds the role at that attempt.
+    # This federation uses `exact` aggregation, so round 2 also exercises merging round 1's delta.
     spec = "crash-as-aggregator@1.0,tamper-aggregate@1.1"
-    fed, done = run(tmp_path / "fed", 3, 1, {0: spec, 1: spec, 2: spec}, restart_crashed=False, timeout_s=240)
+    fed, done = run(
+        tmp_path / "fed",
+        3,
+        2,
+        {0: spec, 1: spec, 2: spec},
+        restart_crashed=False,
+        timeout_s=300,
+        strategy="exact",
+    )
     try:
-        assert done == {1: "finalized"}
+        assert done == {1: "finalized", 2: "finalized"}
         h = history(fed)
         client = fed.client()
         failed = [(a.attempt, a.reason) for a in h.of(ev.AttemptFailed, 1)]
@@ -136,7 +149,19 @@ def test_dead_aggregator_then_tampered_aggregate_then_honest_round(tmp_path: Pat
         # the dead node's update could not be fetched from anyone: left out, so it earned nothing
         assert dead not in [a.lower() for a in h.submission(1, 2).included]
         assert expected.get(dead, 0) == 0
-        assert bytes(client.global_adapter().sha256) == bytes(final.global_sha256)
+
+        # exact: each global adapter stacks its inputs (rank = 4 x included); round 2 went on
+        # with the two live nodes, which merged round 1's delta before training
+        final2 = h.final(2)
+        assert bytes(client.global_adapter().sha256) == bytes(final2.global_sha256)
+        for r, f in ((1, final), (2, final2)):
+            n_in = len(h.submission(r, f.attempt).included)
+            config = fed.state_dirs[node_index(fed, honest)] / "adapters" / bytes(f.global_sha256).hex()
+            assert json.loads((config / "adapter_config.json").read_text())["r"] == 4 * n_in
+        assert len(h.submission(2, final2.attempt).included) == 2
+        live = [i for i in range(3) if i != node_index(fed, dead)]
+        for i in live:
+            assert "merging global delta" in log_text(fed, i)
     finally:
         from localnet.federation import down
 
