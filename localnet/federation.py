@@ -436,10 +436,14 @@ def launch(
         states.append(d / "state")
     fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}))
     fed.record()
-    for i in range(nodes):
-        fed.start_node(i)
-    if explorer:
-        _start_explorer(fed)
+    try:
+        for i in range(nodes):
+            fed.start_node(i)
+        if explorer:
+            _start_explorer(fed)
+    except BaseException:
+        down(root)
+        raise
     return fed
 
 
@@ -735,6 +739,9 @@ def run_up(
         print()
         print_table(summary)
         print(f"\nwrote {fed.dir / SUMMARY_FILE} ({time.monotonic() - t0:.0f} s in all)")
+    except BaseException:
+        keep = False  # a failed or interrupted run leaves nothing behind
+        raise
     finally:
         for i in list(fed._procs):
             fed.stop_node(i)
