@@ -26,7 +26,7 @@ from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
 from node.roles.verifier import verify_and_vote
 from node.state import Commit, Outcome, Submission
-from node.transfer import fetch_adapter, publish
+from node.transfer import fetch_adapter, pin, publish
 
 log = logging.getLogger("medfed.round")
 
@@ -223,6 +223,7 @@ def _aggregator_of(node: Node, r: int, attempt: int, committers: list[str]) -> s
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
     """elect + aggregate: the rotation picks committers[(round + attempt) % n]; it aggregates."""
     r = info.round
+    await pin_own_update(node, r)
     committers = [a.lower() for a in await node.chain(node.client.committers)]
     params = await node.chain(node.client.params)
     if info.phase == Phase.COMMIT:
@@ -244,6 +245,21 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
         await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
     else:
         await _nudge(node, info, "advance", deadline)
+
+
+_pinned: set[str] = set()
+
+
+async def pin_own_update(node: Node, r: int) -> None:
+    """With an IPFS API configured, pin our update once the commit deadline has passed (not before:
+    nobody may copy it earlier), so it can be fetched by CID if we go offline."""
+    rec = node.store.update(r)
+    if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in _pinned:
+        return
+    path = node.artifacts.weights(rec.sha256)
+    if path is not None:
+        _pinned.add(rec.sha256)
+        await pin(node, path)
 
 
 async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
@@ -290,6 +306,7 @@ async def report(node: Node, r: int) -> None:
                 owners,
                 node.now() + node.cfg.rounds.fetch_patience_s,
                 n_inputs,
+                cid=outcome.cid,
             )
         except ArtifactError as exc:
             log.warning("round %d: cannot get the new global adapter yet: %s", r, exc)

@@ -37,10 +37,22 @@ async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
         return
     node.served[sha256] = (kind, round)
     node.host.serve(sha256, path)
+    if node.cfg.p2p.ipfs_api and kind != "update":
+        # updates stay private until the commit deadline, so only aggregates/globals are pinned here
+        await pin(node, path)
     try:
         await node.host.announce(Announcement.new(kind, round, sha256, path.stat().st_size, node.peer_id))
     except Exception as exc:  # gossip is best effort: chain events remain the source of truth
         log.info("could not announce %s %s: %r", kind, sha256[:12], exc)
+
+
+async def pin(node: Node, path: Path) -> None:
+    """Add (and pin) a file on the configured IPFS node; failures are logged, never fatal."""
+    try:
+        cid = await trio.to_thread.run_sync(_ipfs_add, node.cfg.p2p.ipfs_api, path)
+        log.info("pinned %s on IPFS as %s", path.parent.name[:12], cid)
+    except P2PError as exc:
+        log.warning("IPFS pinning failed (the node goes on without it): %s", exc)
 
 
 def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
@@ -76,13 +88,47 @@ def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
     return node.spec
 
 
+def _ipfs_add(api: str, path: Path) -> str:
+    from p2p.ipfs import KuboClient
+
+    return KuboClient(api).add(path)
+
+
+def _ipfs_cat(api: str, cid: str, dest: Path, max_bytes: int) -> Path:
+    from p2p.ipfs import KuboClient
+
+    return KuboClient(api).cat(cid, dest, max_bytes)
+
+
+async def ipfs_fetch(node: Node, cid: str, sha256: str, max_bytes: int) -> Path | None:
+    """Fetch by CID from the configured IPFS (Kubo) API; None when not configured or it fails."""
+    api = node.cfg.p2p.ipfs_api
+    if not api or not cid:
+        return None
+    try:
+        return await trio.to_thread.run_sync(
+            _ipfs_cat, api, cid, node.artifacts.incoming / f"{sha256}.ipfs", max_bytes
+        )
+    except P2PError as exc:
+        log.info("IPFS could not provide %s: %s", cid, exc)
+        return None
+
+
 async def fetch_adapter(
-    node: Node, sha256: str, kind: str, round: int, owners: list[str], deadline: float, n_inputs: int = 1
+    node: Node,
+    sha256: str,
+    kind: str,
+    round: int,
+    owners: list[str],
+    deadline: float,
+    n_inputs: int = 1,
+    cid: str = "",
 ) -> str:
     """Make sure we hold adapter ``sha256`` (fetch, check, re-serve); return its weights path.
 
-    Retries until ``deadline`` (unix seconds) while providers refuse or fail; raises ArtifactError
-    with every provider's reason if it cannot be had in time, or if the file is not a valid adapter.
+    Asks peers first, then (with ``[p2p] ipfs_api`` and a ``cid``) IPFS. Retries until ``deadline``
+    (unix seconds) while providers refuse or fail; raises ArtifactError with every provider's
+    reason if it cannot be had in time, or if the file is not a valid adapter.
     """
     held = node.artifacts.weights(sha256)
     if held is not None:
@@ -109,6 +155,10 @@ async def fetch_adapter(
                 last = "timed out"
             except P2PError as exc:
                 last = str(exc)
+        from_ipfs = await ipfs_fetch(node, cid, sha256, max_bytes)
+        if from_ipfs is not None:
+            path = from_ipfs
+            break
         await trio.sleep(min(1.0, max(0.0, deadline - node.now())))
     weights = await trio.to_thread.run_sync(node.artifacts.import_file, sha256, path, kind, round)
     try:

@@ -41,7 +41,7 @@ async def collect_updates(node: Node, round: int, commits: list[Commit], deadlin
 
     async def one(c: Commit) -> None:
         try:
-            path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up)
+            path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up, cid=c.cid)
             results[c.member] = Collected(c, path, "")
         except ArtifactError as exc:
             log.warning("round %d: update of %s unusable: %s", round, c.member, exc)

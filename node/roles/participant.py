@@ -35,7 +35,7 @@ async def global_history(node: Node, before: int, deadline: float) -> list[str]:
         sub = node.store.submission(k, o.attempt)
         owners = ([sub.aggregator] if sub else []) + [c.member for c in node.store.commits(k)]
         n_inputs = len(sub.included) if sub else 1
-        out.append(await fetch_adapter(node, o.sha256, "global", k, owners, deadline, n_inputs))
+        out.append(await fetch_adapter(node, o.sha256, "global", k, owners, deadline, n_inputs, o.cid))
     return out
 
 
