@@ -7,7 +7,7 @@ STAMP := $(VENV)/.medfed-installed
 NPM_STAMP := node_modules/.medfed-installed
 DEMO_DIR ?= .demo
 
-.PHONY: bootstrap test demo lint bench clean contracts cid-vectors
+.PHONY: bootstrap test demo down lint bench clean contracts cid-vectors
 
 bootstrap: $(STAMP) $(NPM_STAMP)
 
@@ -45,3 +45,7 @@ contracts: bootstrap
 # Regenerate the CID test vectors with a real IPFS implementation (ipfs-unixfs-importer, Node).
 cid-vectors:
 	cd scripts/cid-vectors && npm ci --no-audit --no-fund --loglevel=error && node generate.mjs
+
+# Stop what `make demo` left running (the devnet and the explorer).
+down:
+	$(VENV)/bin/medfed-localnet down --dir $(DEMO_DIR)
