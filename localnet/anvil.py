@@ -136,7 +136,7 @@ def is_anvil(pid: int) -> bool:
 
 def stop_anvil(pid: int, timeout_s: float = 10.0) -> bool:
     """Stop the anvil with this pid; False if it was not running. Refuses a pid that is not anvil."""
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     if not is_anvil(pid):
         raise AnvilError(
@@ -146,19 +146,23 @@ def stop_anvil(pid: int, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie child of ours counts as gone, and is reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie child of ours counts as gone
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state != "Z":
+        return True
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child
+        os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def _terminate(pid: int, timeout_s: float = 10.0) -> None:
@@ -177,7 +181,7 @@ def _terminate(pid: int, timeout_s: float = 10.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):

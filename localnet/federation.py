@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.types import DeployParams
+from localnet.anvil import pid_alive
 from localnet.chain import DevnetError
 
 log = logging.getLogger("medfed.localnet")
@@ -674,10 +675,10 @@ def down(dir: str | Path) -> list[str]:
         except (OSError, ValueError):
             rec = {}
         for i, pid in sorted((rec.get("nodes") or {}).items()):
-            if _alive(int(pid)):
+            if pid_alive(int(pid)):
                 _kill_group(int(pid), signal.SIGTERM)
                 stopped.append(f"node {i} (pid {pid})")
-        if rec.get("explorer") and _alive(int(rec["explorer"])):
+        if rec.get("explorer") and pid_alive(int(rec["explorer"])):
             _kill_group(int(rec["explorer"]), signal.SIGTERM)
             stopped.append(f"explorer (pid {rec['explorer']})")
         for pid in [*(rec.get("nodes") or {}).values(), rec.get("explorer")]:
@@ -692,24 +693,11 @@ def down(dir: str | Path) -> list[str]:
     return stopped
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def _wait_gone(pid: int, timeout_s: float = 15.0) -> None:
     end = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < end:
+    while pid_alive(pid) and time.monotonic() < end:
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         _kill_group(pid, signal.SIGKILL)
 
 
@@ -771,7 +759,7 @@ def status_lines(dir: str | Path) -> list[str]:
         sp = root / "nodes" / f"node{i}" / "state" / "status.json"
         if sp.exists():
             st = json.loads(sp.read_text())
-        alive = "running" if _alive(int(pid)) else "stopped"
+        alive = "running" if pid_alive(int(pid)) else "stopped"
         lines.append(
             f"node {i} pid {pid} {alive}: round {st.get('round', '-')} {st.get('phase', '-')} "
             f"role {st.get('role', '-')} ({st.get('activity', '-')})"
