@@ -63,3 +63,29 @@ def test_selection_on_real_files_is_disjoint_seeded_and_sized() -> None:
 def test_config_rejects_bad_sizes() -> None:
     with pytest.raises(ExperimentError, match="train-sizes"):
         ExperimentConfig(train_sizes=(1, 0, 1))
+
+
+def test_projection_counts_the_protocols_training_and_evaluation_passes() -> None:
+    from training.experiment.plan import Costs, passes, project
+
+    cfg = ExperimentConfig()
+    assert passes(cfg) == (7, 10)  # round 1 shared + 2 more for each of 3 methods; 1+3+3+3 evals
+    assert passes(dataclasses.replace(cfg, methods=("base", "fedavg"))) == (3, 4)
+    unit = Costs({"CN": 1.0, "EN": 1.0, "IN": 1.0}, {"CN": 1.0, "EN": 1.0, "IN": 1.0})
+    expected = 7 * sum(cfg.train_sizes) + 10 * 3 * cfg.eval_size
+    assert project(cfg, unit, load_s=0.0) == pytest.approx(expected)
+
+
+def test_experiment_imports_nothing_from_chain_p2p_node() -> None:
+    import ast
+    from pathlib import Path
+
+    import training.experiment as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            for name in names:
+                assert name.split(".")[0] not in {"chain", "p2p", "node", "localnet"}, (path, name)

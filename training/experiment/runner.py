@@ -26,7 +26,6 @@ import torch
 
 from training.adapter_io import read_adapter, write_canonical_adapter
 from training.aggregation import AggregationInput, aggregate, merge_exact_delta
-from training.data import Question
 from training.experiment import scoring
 from training.experiment.config import SITE_NAMES, ExperimentConfig, deviations
 from training.experiment.dataset import SiteData, assert_no_leakage, select
@@ -398,8 +397,3 @@ def _sha(adapter_dir: Path) -> str:
     from training.adapter_io import WEIGHTS_NAME, sha256_file
 
     return sha256_file(adapter_dir / WEIGHTS_NAME)
-
-
-def questions_of(sites: Sequence[SiteData]) -> list[Question]:
-    """All test questions in site order (handy for callers checking the selection)."""
-    return [q for s in sites for q in s.test]
