@@ -65,11 +65,14 @@ contract Coordinator {
         uint96 approveMask;
     }
 
-    /// Included set of the live attempt and the round that produced the global adapter (one slot).
+    /// Included set of the live attempt, the round that produced the global adapter, and the
+    /// committers of the live round whose aggregate was rejected (paid nothing for the round;
+    /// cleared whenever the round ends) (one slot).
     struct RoundExtra {
         uint96 includedMask;
         uint32 globalRound;
         uint8 nonzero;
+        uint96 forfeitMask;
     }
 
     address public immutable admin;
@@ -165,7 +168,7 @@ contract Coordinator {
         _sha[1] = initialSha256;
         _cid[0] = initialCid;
         _cid[1] = initialCid;
-        _extra = RoundExtra(0, 0, 1);
+        _extra = RoundExtra(0, 0, 1, 0);
         emit Deployed(msg.sender, address(token), initialSha256, initialCid, baseModel_, loraConfigHash_);
     }
 
@@ -394,9 +397,12 @@ contract Coordinator {
         return (votes > 0 && a * 3 >= votes * 2) ? 1 : 2;
     }
 
-    function _failAttempt(uint256 round, RoundState memory s, string memory reason, bool credit) internal {
+    /// `rejected`: the aggregate was voted down, so its author forfeits every reward of the round
+    /// and the verifiers who rejected it are credited. A timeout forfeits nothing (a crash is not
+    /// misbehaviour; the late aggregator simply earns no aggregator reward).
+    function _failAttempt(uint256 round, RoundState memory s, string memory reason, bool rejected) internal {
         emit AttemptFailed(round, s.attempt, reason);
-        if (credit && verifierReward > 0) {
+        if (rejected && verifierReward > 0) {
             // verifiers who rejected a rejected aggregate voted with the outcome: credit them
             uint256 rejecters = uint256(s.votedMask) & ~uint256(s.approveMask);
             for (uint256 i = 0; rejecters != 0; i++) {
@@ -405,6 +411,14 @@ contract Coordinator {
             }
         }
         uint8 next = s.attempt + 1;
+        if (rejected || next >= maxAttempts) {
+            uint96 old = _extra.forfeitMask;
+            // a round that ends here pays nobody: leave the slot clean for the next one
+            uint96 forfeit = next >= maxAttempts
+                ? 0
+                : old | (uint96(1) << uint96((round + s.attempt) % s.nCommitters));
+            if (forfeit != old) _extra.forfeitMask = forfeit;
+        }
         if (next >= maxAttempts) {
             _state = RoundState(FAILED, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
             emit RoundFailed(round, next, reason);
@@ -425,14 +439,19 @@ contract Coordinator {
         _payRewards(round, s);
     }
 
+    /// Pays the committers of a finalized round, except the authors of a rejected aggregate
+    /// (the forfeit mask, cleared here for the next round).
     function _payRewards(uint256 round, RoundState memory s) internal {
         uint256 n = s.nCommitters;
         uint256 aggIdx = (round + s.attempt) % n;
         uint256 incl = _extra.includedMask;
+        uint256 forfeit = _extra.forfeitMask;
+        if (forfeit != 0) _extra.forfeitMask = 0;
         address[] memory to = new address[](n);
         uint256[] memory amounts = new uint256[](n);
         uint256 k;
         for (uint256 i = 0; i < n; i++) {
+            if ((forfeit >> i) & 1 == 1) continue;
             uint256 slot = _committerSlot[i];
             address who = address(uint160(slot));
             uint256 total;

@@ -25,6 +25,19 @@ def close_commits(fed: Fed) -> None:
     fed.warp_past(fed.info().commit_deadline)
 
 
+def happy_round(fed: Fed, committers: list[int]) -> tuple[int, list[RewardPaid]]:
+    """A round that every committer includes and approves; returns its aggregator and payments."""
+    r = fed.open_and_commit(committers, tag="happy")
+    close_commits(fed)
+    agg = fed.by_address(fed.view.aggregator_of(r))
+    agg.submit_aggregate(r, sha(f"happy {r}"), CID, sorted(fed.addr(i) for i in committers))
+    for i in committers:
+        if fed.m[i] is not agg:
+            fed.m[i].vote(r, True)
+    fin = fed.admin.finalize(r)
+    return fed.m.index(agg), [e for e in fin.events if isinstance(e, RewardPaid)]
+
+
 def test_happy_path_three_members_two_rounds_pays_to_the_wei(fed: Fed) -> None:
     expected = [0, 0, 0, 0]
     for round_no in (1, 2):
@@ -91,14 +104,49 @@ def test_rejection_moves_to_next_aggregator_which_succeeds(fed: Fed) -> None:
     for i in range(3):
         if i != second_idx:
             fed.m[i].vote(r, True)
-    fed.admin.finalize(r)
+    fin = fed.admin.finalize(r)
     assert fed.view.global_adapter().sha256 == good
+    # the author of the rejected aggregate is paid nothing for the round, although its update is
+    # in the accepted aggregate and it approved that aggregate
     expected = [C, C, C, 0]
+    expected[first_idx] = 0
     expected[second_idx] += A
-    for i in range(3):
+    for i in verifiers:
         if i != second_idx:
             expected[i] += V  # approved the accepted aggregate
     expected[verifiers[0]] += V  # also rejected the rejected one: voted with that attempt's outcome
+    assert fed.balances() == expected
+    assert expected[first_idx] == 0 and fed.balances()[first_idx] == 0
+    assert all(e.to != fed.addr(first_idx) for e in fin.events if isinstance(e, RewardPaid))
+
+
+def test_forfeit_covers_verifier_credits_and_ends_with_the_round(fed: Fed) -> None:
+    # attempt 0: a0's aggregate is rejected by a1; attempt 1: a1's is rejected by a2;
+    # attempt 2: a2's is accepted. a1 voted with attempt 0's outcome but forfeits that credit too.
+    r = fed.open_and_commit([0, 1, 2])
+    close_commits(fed)
+    a0, a1, a2 = (r % 3, (r + 1) % 3, (r + 2) % 3)
+    all3 = [fed.addr(i) for i in range(3)]
+    for author, rejecter in ((a0, a1), (a1, a2)):
+        assert fed.view.aggregator_of(r) == fed.addr(author)
+        fed.m[author].submit_aggregate(r, sha(f"bad by {author}"), CID, all3)
+        fed.m[rejecter].vote(r, False)
+        failed = fed.admin.finalize(r).first(AttemptFailed)
+        assert isinstance(failed, AttemptFailed) and failed.reason == "rejected"
+    assert fed.view.aggregator_of(r) == fed.addr(a2)
+    fed.m[a2].submit_aggregate(r, sha("good"), CID, all3)
+    fed.m[a0].vote(r, True)
+    fed.m[a1].vote(r, True)
+    paid = [e for e in fed.admin.finalize(r).events if isinstance(e, RewardPaid)]
+    assert {e.to for e in paid} == {fed.addr(a2)}
+    expected = [0, 0, 0, 0]
+    expected[a2] = C + A + V  # contributor, aggregator, and the rejecter of attempt 1
+    assert fed.balances() == expected
+    # the next round pays everyone again: the forfeits belonged to round r only
+    agg, paid = happy_round(fed, [0, 1, 2])
+    assert sorted(e.role for e in paid) == ["aggregator"] + ["contributor"] * 3 + ["verifier"] * 2
+    for i in range(3):
+        expected[i] += C + (A if i == agg else V)
     assert fed.balances() == expected
 
 
@@ -128,6 +176,8 @@ def test_aggregator_timeout_reassigns_to_next_committer(fed: Fed) -> None:
     expected = [0, 0, 0, 0]
     for i in range(3):
         expected[i] += (C if i in (0, 1) else 0) + (A if i == agg else V)
+    # a timed-out aggregator forfeits nothing but the aggregator reward it never earned
+    assert expected[fed.m.index(late)] > 0
     assert fed.balances() == expected
 
 
@@ -156,6 +206,17 @@ def test_attempts_exhausted_fails_round_pays_nothing_keeps_global(fed: Fed) -> N
     # the federation goes on from the unchanged global adapter
     opened = fed.admin.open_round().first(RoundOpened)
     assert isinstance(opened, RoundOpened) and opened.round == r + 1 and opened.base_sha256 == INITIAL_SHA
+    # every member forfeited round r; the failure cleared that, so the next round pays them all
+    for i in range(3):
+        fed.m[i].commit_update(r + 1, sha(f"next-{i}"), CID, 1)
+    close_commits(fed)
+    agg = fed.by_address(fed.view.aggregator_of(r + 1))
+    agg.submit_aggregate(r + 1, sha("next global"), CID, [fed.addr(i) for i in range(3)])
+    for i in range(3):
+        if fed.m[i] is not agg:
+            fed.m[i].vote(r + 1, True)
+    fed.admin.finalize(r + 1)
+    assert fed.balances() == [C + (A if fed.m[i] is agg else V) for i in range(3)] + [0]
 
 
 def test_timeouts_exhaust_attempts_too(fed: Fed) -> None:
