@@ -25,7 +25,7 @@ def connect(rpc_url: str, profile: ChainProfile) -> Web3:
     if chain_id != profile.chain_id:
         raise WrongChain(
             f"RPC {rpc_url} answers chain id {chain_id}, expected {profile.chain_id}: "
-            f"point --rpc-url at the right chain or choose another profile"
+            f"point the RPC URL (--rpc, [chain] rpc_url) at the right chain or choose another profile"
         )
     return w3
 
@@ -36,7 +36,8 @@ def rpc_chain_id(w3: Web3, rpc_url: str) -> int:
         response = w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
     except (requests.exceptions.RequestException, OSError) as exc:
         raise RpcUnreachable(
-            f"RPC {rpc_url} unreachable ({type(exc).__name__}): start the chain node or fix --rpc-url"
+            f"RPC {rpc_url} unreachable ({type(exc).__name__}): "
+            "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
         ) from None
     if "result" not in response:
         raise RpcUnreachable(
