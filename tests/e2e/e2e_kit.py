@@ -49,25 +49,37 @@ def expected_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dic
     """What the contract rules pay, derived from submissions and votes (not from RewardPaid):
     contributors of the accepted aggregate, its aggregator, and every verifier who voted with the
     outcome of its attempt (approvers of the accepted one, rejecters of rejected ones), in rounds
-    that finalized."""
+    that finalized; the author of a rejected aggregate is paid nothing for that round."""
+    total: dict[str, int] = defaultdict(int)
+    for (_, a), amount in expected_round_rewards(h, rewards).items():
+        total[a] += amount
+    return dict(total)
+
+
+def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dict[tuple[int, str], int]:
+    """`expected_rewards` per (round, lowercase address), zero amounts left out."""
     contributor, aggregator, verifier = rewards
-    pay: dict[str, int] = defaultdict(int)
+    pay: dict[tuple[int, str], int] = defaultdict(int)
     for f in h.of(ev.RoundFinalized):
-        sub = h.submission(f.round, f.attempt)
+        r = f.round
+        sub = h.submission(r, f.attempt)
+        rejected = {a.attempt for a in h.of(ev.AttemptFailed, r) if a.reason == "rejected"}
+        forfeit = {h.submission(r, a).aggregator.lower() for a in rejected}
         for member in sub.included:
-            pay[member.lower()] += contributor
-        pay[sub.aggregator.lower()] += aggregator
-        rejected = {a.attempt for a in h.of(ev.AttemptFailed, f.round) if a.reason == "rejected"}
-        for v in h.of(ev.VoteCast, f.round):
+            pay[r, member.lower()] += contributor
+        pay[r, sub.aggregator.lower()] += aggregator
+        for v in h.of(ev.VoteCast, r):
             if (v.attempt == f.attempt and v.approve) or (v.attempt in rejected and not v.approve):
-                pay[v.voter.lower()] += verifier
+                pay[r, v.voter.lower()] += verifier
+        for a in forfeit:
+            pay.pop((r, a), None)
     return dict(pay)
 
 
-def paid(h: History) -> dict[str, int]:
-    """Sum of RewardPaid per address."""
+def paid(h: History, round: int | None = None) -> dict[str, int]:
+    """Sum of RewardPaid per address (of one round, or of all)."""
     out: dict[str, int] = defaultdict(int)
-    for p in h.of(ev.RewardPaid):
+    for p in h.of(ev.RewardPaid, round):
         out[p.to.lower()] += int(p.amount)
     return dict(out)
 

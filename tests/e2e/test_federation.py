@@ -7,8 +7,9 @@ real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of
    the restarted node did not commit twice, the hostile bytes were rejected;
 2. three nodes, two rounds with `exact` aggregation, where in round 1 the first elected aggregator
    dies and the second submits a tampered aggregate: the third attempt's honest aggregator
-   completes the round, the tampered aggregate is voted down and its author gets no aggregator
-   reward; round 2 finalizes with the two live nodes, each having merged round 1's delta.
+   completes the round, the tampered aggregate is voted down and its author is paid nothing for
+   round 1 (no contributor, verifier or aggregator reward); round 2 finalizes with the two live
+   nodes, each having merged round 1's delta.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_kit import REWARDS, expected_rewards, history, log_text, node_index, paid, run, sha256_file
+from e2e_kit import (
+    REWARDS,
+    expected_rewards,
+    expected_round_rewards,
+    history,
+    log_text,
+    node_index,
+    paid,
+    run,
+    sha256_file,
+)
 
 from chain import types as ev
 from localnet.federation import write_summary
@@ -139,9 +150,15 @@ def test_dead_aggregator_then_tampered_aggregate_then_honest_round_with_exact_ag
         assert votes_on_tampered and not any(v.approve for v in votes_on_tampered)
         assert h.submission(1, 2).aggregator.lower() == honest
 
-        # nobody is paid for a dead or a tampered aggregate; everything else follows the rules
+        # nobody is paid for a dead or a tampered aggregate; the tamperer is paid nothing at all
+        # for round 1 (its update is in the accepted aggregate and it approved it, but it forfeits
+        # every role); everything else follows the rules
         aggregator_pay = {p.to.lower() for p in h.of(ev.RewardPaid, 1) if p.role == "aggregator"}
         assert aggregator_pay == {honest}
+        assert tamperer in [a.lower() for a in h.submission(1, 2).included]
+        assert tamperer not in paid(h, 1)
+        assert (1, tamperer) not in expected_round_rewards(h)
+        assert paid(h, 1) == {a: x for (r, a), x in expected_round_rewards(h).items() if r == 1}
         expected = expected_rewards(h)
         assert paid(h) == expected
         for a in (dead, tamperer, honest):
