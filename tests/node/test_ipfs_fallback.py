@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import trio
 from eth_account import Account
-from node_fake_kubo import FakeKubo
+from fake_kubo import FakeKubo
 
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config

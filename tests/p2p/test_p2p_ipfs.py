@@ -1,4 +1,4 @@
-"""KuboClient against a FAKE Kubo RPC server on loopback (tests/p2p/p2p_fake_kubo.py)."""
+"""KuboClient against a FAKE Kubo RPC server on loopback (tests/support/fake_kubo.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from p2p_fake_kubo import PROFILE, FakeKubo
+from fake_kubo import PROFILE, FakeKubo
 
 from p2p.cid import cid_of_file
 from p2p.errors import IpfsError, NoProviderError
