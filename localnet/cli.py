@@ -7,12 +7,12 @@ Subcommands are registered per group so other modules can add theirs:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from chain.errors import ChainError
-from chain.types import DeployParams
 from localnet.anvil import AnvilError
 from localnet.chain import DEVNET_PARAMS, DevnetError, load_devnet, scripted_round, start_devnet, stop_devnet
 
@@ -51,16 +51,13 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _chain_up(args: argparse.Namespace) -> int:
-    params = DeployParams(
+    params = dataclasses.replace(
+        DEVNET_PARAMS,
         commit_duration_s=args.commit_s,
         aggregate_duration_s=args.aggregate_s,
         verify_duration_s=args.verify_s,
         max_attempts=args.max_attempts,
         min_committers=args.min_committers,
-        contributor_reward=DEVNET_PARAMS.contributor_reward,
-        aggregator_reward=DEVNET_PARAMS.aggregator_reward,
-        verifier_reward=DEVNET_PARAMS.verifier_reward,
-        open_membership=DEVNET_PARAMS.open_membership,
     )
     devnet = start_devnet(
         args.dir, args.nodes, params, port=args.port, block_time_s=args.block_time or None, fresh=args.fresh
