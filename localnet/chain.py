@@ -1,7 +1,9 @@
-"""The chain part of the local devnet: anvil + a deployed federation + N funded, admitted wallets.
+"""The chain part of the local devnet: a chain + a deployed federation + N funded, admitted wallets.
 
+The chain is anvil (the default, `kind="anvil"`) or a real one-member Cypherium node started
+through ../shared/cypherium/start.sh (`kind="cypherium"`, datadir `dir/cypherium`).
 `start_devnet(dir, nodes)` writes `dir/deployment.json` (the stable interface for scripts and
-nodes) and leaves anvil running in its own session; `stop_devnet(dir)` stops exactly that anvil.
+nodes) and leaves the chain running in its own session; `stop_devnet(dir)` stops exactly that chain.
 Wallet passwords: one random password in `dir/password.txt` (mode 0600) unlocks every devnet
 wallet; a devnet convenience, never how a real site stores its key.
 """
@@ -23,9 +25,10 @@ from eth_account import Account
 
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
-from chain.profile import DEVNET
+from chain.profile import CYPHERIUM, DEVNET, ChainProfile
 from chain.types import ChainEvent, DeployParams
 from chain.wallet import DEVNET_SCRYPT_N, Wallet, create_wallet, load_wallet
+from localnet import cypherium as cy
 from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, stop_anvil
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ PLACEHOLDER_LORA_CONFIG_HASH = b"\x00" * 31 + b"\x01"
 ADMIN_ETH_WEI = 10_000 * 10**18
 NODE_ETH_WEI = 100 * 10**18
 DEVNET_PARAMS = DeployParams(commit_duration_s=60, aggregate_duration_s=60, verify_duration_s=30)
+CHAINS = ("anvil", "cypherium")
+CYPHERIUM_DATADIR = "cypherium"
 
 
 class DevnetError(RuntimeError):
@@ -67,10 +72,27 @@ class Devnet:
     initial_sha256: bytes
     initial_cid: str
     lora_config_hash: bytes
+    kind: str = "anvil"  # "anvil" | "cypherium"
+    genesis: str | None = None  # Cypherium: "istanbul" | "official-rules"
+    time_unit_ms: bool = False  # block.timestamp in milliseconds (Cypherium)
 
     @property
     def deployment_file(self) -> Path:
         return self.dir / DEPLOYMENT_FILE
+
+    @property
+    def profile(self) -> ChainProfile:
+        """The chain client profile for this devnet's chain."""
+        return CYPHERIUM if self.kind == "cypherium" else DEVNET
+
+    @property
+    def chain_pid(self) -> int:
+        """The pid of the chain process (anvil or cypher)."""
+        return self.anvil_pid
+
+    @property
+    def cypherium_datadir(self) -> Path:
+        return self.dir / CYPHERIUM_DATADIR
 
     def password(self) -> str:
         """The devnet wallet password."""
@@ -85,7 +107,62 @@ class Devnet:
 
     def client(self, wallet: Wallet | None = None) -> CoordinatorClient:
         """A coordinator client on this devnet (views only without a wallet)."""
-        return CoordinatorClient(self.rpc_url, self.coordinator, wallet, DEVNET)
+        return CoordinatorClient(self.rpc_url, self.coordinator, wallet, self.profile)
+
+
+@dataclass(frozen=True)
+class _ChainProcess:
+    pid: int
+    rpc_url: str
+    log_path: Path
+
+
+def _start_chain(
+    root: Path, kind: str, genesis: str, port: int, block_time_s: float | None, password: str
+) -> tuple[_ChainProcess, Path, Wallet]:
+    """Start the chain; return it with the admin keystore path and the funded admin wallet."""
+    admin_path = root / "wallets" / "admin.json"
+    if kind == "cypherium":
+        datadir = root / CYPHERIUM_DATADIR
+        if (datadir / "cypher").exists():  # a chain left by a stopped devnet: start from genesis
+            import shutil
+
+            cy.stop_cypherium(datadir)
+            shutil.rmtree(datadir)
+        node = cy.start_cypherium(datadir, genesis, http_port=port)
+        log.info("cypherium node %d (%s genesis) listening on %s", node.pid, genesis, node.rpc_url)
+        admin = _import_wallet(admin_path, cy.FUNDED_KEY, password)  # the chain's funded account
+        return _ChainProcess(node.pid, node.rpc_url, node.log_path), admin_path, admin
+    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s)
+    log.info("anvil %d listening on %s", anvil.pid, anvil.rpc_url)
+    try:
+        admin = create_wallet(admin_path, password, scrypt_n=DEVNET_SCRYPT_N)
+        set_balance(anvil.rpc_url, admin.address, ADMIN_ETH_WEI)
+    except BaseException:
+        stop_anvil(anvil.pid)
+        raise
+    return _ChainProcess(anvil.pid, anvil.rpc_url, anvil.log_path), admin_path, admin
+
+
+def _stop_chain(kind: str, root: Path, pid: int) -> bool:
+    if kind == "cypherium":
+        try:
+            return cy.stop_cypherium(root / CYPHERIUM_DATADIR)
+        except cy.CypheriumError as exc:
+            raise DevnetError(str(exc)) from None
+    try:
+        return stop_anvil(pid)
+    except AnvilError as exc:
+        raise DevnetError(str(exc)) from None
+
+
+def _import_wallet(path: Path, private_key: str, password: str) -> Wallet:
+    """Write a keystore v3 (mode 0600) for an existing key, e.g. a test chain's funded account."""
+    acct = Account.from_key(private_key)
+    keystore = Account.encrypt(acct.key, password, kdf="scrypt", iterations=DEVNET_SCRYPT_N)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, json.dumps(keystore, indent=1))
+    return Wallet(address=acct.address, private_key=bytes(acct.key))
 
 
 def start_devnet(
@@ -100,16 +177,26 @@ def start_devnet(
     lora_config_hash: bytes = PLACEHOLDER_LORA_CONFIG_HASH,
     block_time_s: float | None = 1.0,
     fresh: bool = False,
+    chain: str = "anvil",
+    genesis: str = "istanbul",
 ) -> Devnet:
-    """Start anvil, deploy, create/fund/admit `nodes` wallets, write `dir/deployment.json`.
+    """Start the chain, deploy, create/fund/admit `nodes` wallets, write `dir/deployment.json`.
 
-    `block_time_s` mines an empty block that often besides mining every transaction at once,
-    so views follow the wall clock; None mines only on transactions (tests that move time
-    with evm_increaseTime). `fresh` stops a devnet already recorded in `dir` and replaces it.
+    `chain` "anvil" (default) or "cypherium" (a real node from ../shared/cypherium with the
+    `genesis` rule set, deployed from its funded account). `block_time_s` (anvil only) mines an
+    empty block that often besides mining every transaction at once, so views follow the wall
+    clock; None mines only on transactions (tests that move time with evm_increaseTime).
+    `fresh` stops a devnet already recorded in `dir` and replaces it.
     """
     root = Path(dir).resolve()
     if not 1 <= nodes <= 96:
         raise DevnetError(f"--nodes {nodes}: choose 1..96")
+    if chain not in CHAINS:
+        raise DevnetError(f"--chain {chain!r}: choose one of {', '.join(CHAINS)}")
+    if chain == "cypherium":
+        cy.cypherium_dir()  # fail early, with the fix, when the node is not there
+        if genesis not in cy.GENESES:
+            raise DevnetError(f"--genesis {genesis!r}: choose one of {', '.join(cy.GENESES)}")
     existing = root / DEPLOYMENT_FILE
     if existing.exists():
         if not fresh:
@@ -129,17 +216,14 @@ def start_devnet(
     password = secrets.token_urlsafe(18)
     _write_private(password_file, password + "\n")
 
-    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s)
-    log.info("anvil %d listening on %s", anvil.pid, anvil.rpc_url)
+    proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password)
+    profile = CYPHERIUM if chain == "cypherium" else DEVNET
     try:
-        admin_path = wallet_dir / "admin.json"
-        admin = create_wallet(admin_path, password, scrypt_n=DEVNET_SCRYPT_N)
-        set_balance(anvil.rpc_url, admin.address, ADMIN_ETH_WEI)
         deployment = deploy_federation(
-            anvil.rpc_url, admin, params, initial_sha256, initial_cid, base_model, lora_config_hash, DEVNET
+            proc.rpc_url, admin, params, initial_sha256, initial_cid, base_model, lora_config_hash, profile
         )
         log.info("coordinator %s deployed in block %d", deployment.coordinator, deployment.deploy_block)
-        client = CoordinatorClient(anvil.rpc_url, deployment.coordinator, admin, DEVNET)
+        client = CoordinatorClient(proc.rpc_url, deployment.coordinator, admin, profile)
         paths: list[Path] = []
         addresses: list[str] = []
         for i in range(nodes):
@@ -152,7 +236,7 @@ def start_devnet(
             log.info("node %d: %s funded and admitted", i, wallet.address)
         devnet = Devnet(
             dir=root,
-            rpc_url=anvil.rpc_url,
+            rpc_url=proc.rpc_url,
             chain_id=deployment.chain_id,
             coordinator=deployment.coordinator,
             token=deployment.token,
@@ -162,17 +246,20 @@ def start_devnet(
             password_file=password_file,
             admin_wallet=admin_path,
             admin=admin.address,
-            anvil_pid=anvil.pid,
+            anvil_pid=proc.pid,
             params=params,
             base_model=base_model,
             initial_sha256=bytes(initial_sha256),
             initial_cid=initial_cid,
             lora_config_hash=bytes(lora_config_hash),
+            kind=chain,
+            genesis=genesis if chain == "cypherium" else None,
+            time_unit_ms=deployment.time_unit_ms,
         )
-        _write_deployment(devnet, anvil.log_path)
+        _write_deployment(devnet, proc.log_path)
         return devnet
     except BaseException:
-        stop_anvil(anvil.pid)
+        _stop_chain(chain, root, proc.pid)
         raise
 
 
@@ -206,41 +293,67 @@ def load_devnet(dir: str | Path) -> Devnet:
         initial_sha256=bytes.fromhex(data["initial_sha256"]),
         initial_cid=data["initial_cid"],
         lora_config_hash=bytes.fromhex(data["lora_config_hash"]),
+        kind=data.get("chain", "anvil"),
+        genesis=data.get("genesis"),
+        time_unit_ms=bool(data.get("time_unit_ms", False)),
     )
 
 
 def stop_devnet(dir: str | Path) -> bool:
-    """Stop the anvil recorded in `dir/deployment.json`; True if it was running.
+    """Stop the chain recorded in `dir/deployment.json`; True if it was running.
 
-    Leaves the files (wallets, logs) in place and marks the deployment stopped by renaming
-    deployment.json to deployment.stopped.json. Refuses (DevnetError) if the recorded pid
-    now belongs to something other than anvil.
+    Leaves the files (wallets, logs, the Cypherium datadir) in place and marks the deployment
+    stopped by renaming deployment.json to deployment.stopped.json. Refuses (DevnetError) if the
+    recorded anvil pid now belongs to something else; a Cypherium node is stopped by stop.sh.
     """
     devnet = load_devnet(dir)
-    try:
-        was_running = stop_anvil(devnet.anvil_pid)
-    except AnvilError as exc:
-        raise DevnetError(str(exc)) from None
+    was_running = _stop_chain(devnet.kind, devnet.dir, devnet.anvil_pid)
     devnet.deployment_file.replace(devnet.dir / "deployment.stopped.json")
     return was_running
 
 
 def devnet_running(dir: str | Path) -> bool:
-    """True when `dir` records a devnet whose anvil is alive."""
+    """True when `dir` records a devnet whose chain (anvil or cypher) is alive."""
     try:
         devnet = load_devnet(dir)
     except DevnetError:
         return False
-    return is_anvil(devnet.anvil_pid)
+    return cy.is_cypher(devnet.anvil_pid) if devnet.kind == "cypherium" else is_anvil(devnet.anvil_pid)
 
 
-def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
+def wake_chain(devnet: Devnet) -> None:
+    """Cypherium only: restart a node idle for longer than its slow-down threshold (same RPC URL)."""
+    if devnet.kind != "cypherium" or devnet.genesis is None:
+        return
+    port = int(devnet.rpc_url.rsplit(":", 1)[1])
+    node = cy.CypheriumNode(devnet.anvil_pid, devnet.rpc_url, port, devnet.cypherium_datadir)
+    try:
+        new = cy.restart_if_idle(node, devnet.genesis)
+    except cy.CypheriumError as exc:
+        raise DevnetError(str(exc)) from None
+    if new.pid != devnet.anvil_pid:
+        log.info("cypherium node idle for %.0f s or more: restarted it (pid %d)", cy.IDLE_RESTART_S, new.pid)
+        _rewrite_pid(devnet, new.pid)
+
+
+def _rewrite_pid(devnet: Devnet, pid: int) -> None:
+    data = json.loads(devnet.deployment_file.read_text())
+    data["anvil_pid"] = data["chain_pid"] = pid
+    tmp = devnet.deployment_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(devnet.deployment_file)
+
+
+def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0) -> list[ChainEvent]:
     """One full round on the contract with stand-in hashes (a chain-only demo).
 
     Every node wallet commits sha256(b"demo update ..."), the elected aggregator submits, the
     others approve, and the round is finalized. `warp` jumps anvil's clock over the commit
-    deadline instead of waiting for it. Returns the coordinator events emitted, in order.
+    deadline instead of waiting for it (Cypherium cannot warp: it always waits). The wait follows
+    the wall clock, not the latest block (which stands still on a quiet Cypherium chain).
+    Returns the coordinator events emitted, in order.
     """
+    wake_chain(devnet)
     admin = devnet.client(devnet.load_admin())
     clients = [admin.with_wallet(devnet.load_wallet(i)) for i in range(len(devnet.wallets))]
     events: list[ChainEvent] = []
@@ -252,12 +365,11 @@ def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
         hashes[c.sender_address] = h
         events += c.commit_update(r, h, f"demo-update-{i}-round-{r}", 100 + i).events
     deadline = admin.round_info().commit_deadline
-    if warp:
+    if warp and devnet.kind == "anvil":
         rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
     else:
-        while admin.chain_time() < deadline:
-            time.sleep(0.5)
-    aggregator = admin.aggregator_of(r)
+        wait_for_deadline(admin, deadline, devnet.params.commit_duration_s + wait_limit_s)
+    aggregator = admin.aggregator_of(r) or admin.rotation_aggregator(r, 0)
     agg = next(c for c in clients if c.sender_address == aggregator)
     digest = hashlib.sha256(b"".join(hashes[a] for a in sorted(hashes, key=lambda a: int(a, 16)))).digest()
     events += agg.submit_aggregate(r, digest, f"demo-aggregate-round-{r}", list(hashes)).events
@@ -266,6 +378,24 @@ def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
             events += c.vote(r, True).events
     events += admin.finalize(r).events
     return events
+
+
+def wait_for_deadline(client: CoordinatorClient, deadline: int, limit_s: float) -> None:
+    """Sleep until `deadline` (chain units) has passed on the wall clock or on the chain.
+
+    A chain that makes blocks only on demand (Cypherium) keeps its latest timestamp frozen, so
+    the wall clock decides; the transaction sent next is judged by the contract in its own block.
+    DevnetError, at once, when the deadline is more than `limit_s` ahead of this machine's clock.
+    """
+    margin = 0.05 if client.time_unit_ms else 1.0  # a seconds chain stamps floor(now)
+    due = client.chain_to_seconds(deadline) + margin
+    if due - time.time() > limit_s:
+        raise DevnetError(
+            f"the commit deadline is {due - time.time():.0f} s away on this machine's clock "
+            f"(more than {limit_s:.0f} s): is the clock far behind the chain's?"
+        )
+    while time.time() < due and client.chain_time() <= deadline:
+        time.sleep(min(0.5, max(0.05, due - time.time())))
 
 
 def _write_deployment(devnet: Devnet, anvil_log: Path) -> None:
@@ -280,10 +410,13 @@ def _write_deployment(devnet: Devnet, anvil_log: Path) -> None:
         "password_file": str(devnet.password_file),
         "admin_wallet": str(devnet.admin_wallet),
         "admin": devnet.admin,
-        "anvil_pid": devnet.anvil_pid,
-        "anvil_log": str(anvil_log),
-        "profile": DEVNET.name,
-        "time_unit_ms": False,
+        "chain": devnet.kind,
+        "genesis": devnet.genesis,
+        "anvil_pid": devnet.anvil_pid,  # the chain's pid (anvil or cypher), under its historical name
+        "chain_pid": devnet.anvil_pid,
+        "anvil_log" if devnet.kind == "anvil" else "chain_log": str(anvil_log),
+        "profile": devnet.profile.name,
+        "time_unit_ms": devnet.time_unit_ms,
         "params": dataclasses.asdict(devnet.params),
         "base_model": devnet.base_model,
         "initial_sha256": devnet.initial_sha256.hex(),

@@ -1,7 +1,8 @@
 """`medfed-localnet`: the local devnet launcher.
 
 Subcommands are registered per group so other modules can add theirs:
-`medfed-localnet chain up --dir D [--nodes N] [--port P]`, `medfed-localnet chain down --dir D`.
+`medfed-localnet chain up --dir D [--chain anvil|cypherium] [--genesis ...] [--nodes N] [--port P]`,
+`medfed-localnet chain round --dir D`, `medfed-localnet chain down --dir D`.
 """
 
 from __future__ import annotations
@@ -14,38 +15,81 @@ from collections.abc import Callable, Sequence
 
 from chain.errors import ChainError
 from localnet.anvil import AnvilError
-from localnet.chain import DEVNET_PARAMS, DevnetError, load_devnet, scripted_round, start_devnet, stop_devnet
+from localnet.chain import (
+    CHAINS,
+    DEVNET_PARAMS,
+    DevnetError,
+    load_devnet,
+    scripted_round,
+    start_devnet,
+    stop_devnet,
+)
+from localnet.cypherium import GENESES, CypheriumError
 
 # Exceptions that end a command with one line on stderr and exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (DevnetError, AnvilError, ChainError, ValueError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    DevnetError,
+    AnvilError,
+    CypheriumError,
+    ChainError,
+    ValueError,
+)
+
+
+def add_chain_choice(p: argparse.ArgumentParser) -> None:
+    """`--chain anvil|cypherium` and `--genesis istanbul|official-rules`."""
+    p.add_argument(
+        "--chain",
+        choices=CHAINS,
+        default="anvil",
+        help="anvil (default) or a real Cypherium node from ../shared/cypherium ($MEDFED_CYPHERIUM_DIR)",
+    )
+    p.add_argument(
+        "--genesis",
+        choices=GENESES,
+        default="istanbul",
+        help="Cypherium EVM rules: istanbul (default) or official-rules (pre-Byzantium: no REVERT/SHL)",
+    )
+
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`chain up` / `chain down`."""
-    chain = sub.add_parser("chain", help="the devnet chain alone: anvil + coordinator + funded wallets")
+    chain = sub.add_parser("chain", help="the devnet chain alone: a chain + coordinator + funded wallets")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
 
-    up = chain_sub.add_parser("up", help="start anvil, deploy, fund and admit N wallets")
+    up = chain_sub.add_parser(
+        "up", help="start the chain (anvil or Cypherium), deploy, fund and admit N wallets"
+    )
     up.add_argument("--dir", required=True, help="devnet folder (deployment.json, wallets, logs)")
+    add_chain_choice(up)
     up.add_argument("--nodes", type=int, default=3, help="wallets to create and admit (default 3)")
-    up.add_argument("--port", type=int, default=0, help="anvil port on 127.0.0.1 (default: a free one)")
+    up.add_argument("--port", type=int, default=0, help="RPC port on 127.0.0.1 (default: a free one)")
     up.add_argument("--commit-s", type=int, default=DEVNET_PARAMS.commit_duration_s)
     up.add_argument("--aggregate-s", type=int, default=DEVNET_PARAMS.aggregate_duration_s)
     up.add_argument("--verify-s", type=int, default=DEVNET_PARAMS.verify_duration_s)
     up.add_argument("--max-attempts", type=int, default=DEVNET_PARAMS.max_attempts)
     up.add_argument("--min-committers", type=int, default=DEVNET_PARAMS.min_committers)
-    up.add_argument("--block-time", type=float, default=1.0, help="seconds between empty blocks (0: none)")
+    up.add_argument(
+        "--block-time", type=float, default=1.0, help="anvil: seconds between empty blocks (0: none)"
+    )
     up.add_argument("--fresh", action="store_true", help="replace a devnet already in --dir")
     up.set_defaults(func=_chain_up)
 
     rnd = chain_sub.add_parser("round", help="run one scripted round on the contract (stand-in hashes)")
     rnd.add_argument("--dir", required=True)
-    rnd.add_argument("--no-warp", action="store_true", help="wait for the commit deadline instead of warping")
+    rnd.add_argument(
+        "--no-warp",
+        action="store_true",
+        help="wait for the commit deadline instead of warping anvil's clock (Cypherium always waits)",
+    )
     rnd.set_defaults(func=_chain_round)
 
-    down = chain_sub.add_parser("down", help="stop the devnet's anvil (by its recorded pid)")
+    down = chain_sub.add_parser(
+        "down", help="stop the devnet's chain (anvil by its recorded pid; Cypherium by stop.sh)"
+    )
     down.add_argument("--dir", required=True)
     down.set_defaults(func=_chain_down)
 
@@ -59,10 +103,27 @@ def _chain_up(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         min_committers=args.min_committers,
     )
+    if args.chain == "cypherium":
+        print(
+            f"starting a Cypherium node ({args.genesis} rules) and deploying; this takes a minute ...",
+            flush=True,
+        )
     devnet = start_devnet(
-        args.dir, args.nodes, params, port=args.port, block_time_s=args.block_time or None, fresh=args.fresh
+        args.dir,
+        args.nodes,
+        params,
+        port=args.port,
+        block_time_s=args.block_time or None,
+        fresh=args.fresh,
+        chain=args.chain,
+        genesis=args.genesis,
     )
-    print(f"devnet up: {devnet.rpc_url} (chain id {devnet.chain_id}, anvil pid {devnet.anvil_pid})")
+    what = (
+        f"anvil pid {devnet.anvil_pid}"
+        if devnet.kind == "anvil"
+        else f"cypher pid {devnet.anvil_pid}, {devnet.genesis} rules"
+    )
+    print(f"devnet up: {devnet.rpc_url} (chain id {devnet.chain_id}, {what})")
     print(f"coordinator {devnet.coordinator}, token {devnet.token}")
     for path, addr in zip(devnet.wallets, devnet.addresses, strict=True):
         print(f"member {addr}  {path}")
@@ -71,7 +132,13 @@ def _chain_up(args: argparse.Namespace) -> int:
 
 
 def _chain_round(args: argparse.Namespace) -> int:
-    for event in scripted_round(load_devnet(args.dir), warp=not args.no_warp):
+    devnet = load_devnet(args.dir)
+    if devnet.kind == "cypherium":
+        print(
+            f"waiting for the commit deadline ({devnet.params.commit_duration_s} s) on the wall clock ...",
+            flush=True,
+        )
+    for event in scripted_round(devnet, warp=not args.no_warp):
         fields = {k: v for k, v in vars(event).items() if k not in ("block_number", "log_index", "tx_hash")}
         shown = ", ".join(f"{k}={v.hex() if isinstance(v, bytes) else v}" for k, v in fields.items())
         print(f"block {event.block_number:>4}  {event.name}({shown})")
