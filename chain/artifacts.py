@@ -60,14 +60,20 @@ def load_artifact(name: str, build_dir: Path | None = None) -> Artifact:
     )
 
 
-def compile_contracts(out_dir: Path | None = None) -> list[Path]:
-    """Compile contracts/src with solc-js (contracts/compile.js) into `out_dir` (default contracts/build)."""
+EVM_VERSION = "homestead"  # the committed artifacts' target: runs on pre-Byzantium and Istanbul rules
+
+
+def compile_contracts(out_dir: Path | None = None, evm_version: str = EVM_VERSION) -> list[Path]:
+    """Compile contracts/src with solc-js (contracts/compile.js) into `out_dir` (default contracts/build).
+
+    `evm_version` other than the default is for measurements (bench/gas.py), never committed.
+    """
     node = shutil.which("node")
     if node is None:
         raise ArtifactError("node not found: install Node.js (and run `npm ci`) to compile the contracts")
     out = out_dir or BUILD_DIR
     proc = subprocess.run(
-        [node, str(CONTRACTS_DIR / "compile.js"), str(out)],
+        [node, str(CONTRACTS_DIR / "compile.js"), str(out), evm_version],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +11,11 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from chain import diagnose
 from chain.artifacts import load_artifact
 from chain.errors import ChainError, ContractRevert
 from chain.events import EventDecoder
+from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile
 from chain.rpc import connect, detect_time_unit_ms, require_code
 from chain.tx import TxSender, decode_revert
@@ -22,6 +25,23 @@ from chain.wallet import Wallet
 log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x" + "00" * 20
+
+# The events each state-changing call owes. A transaction counts as done only when one of them,
+# from this coordinator, is in its receipt: receipt status alone proves nothing on Cypherium.
+EXPECTED_EVENTS: dict[str, tuple[str, ...]] = {
+    "addMember": ("MemberAdded",),
+    "removeMember": ("MemberRemoved",),
+    "setOpenMembership": ("OpenMembershipSet",),
+    "join": ("MemberAdded",),
+    "publishPeer": ("PeerPublished",),
+    "openRound": ("RoundOpened",),
+    "commitUpdate": ("UpdateCommitted",),
+    "submitAggregate": ("AggregateSubmitted",),
+    "vote": ("VoteCast",),
+    "finalize": ("RoundFinalized", "AttemptFailed"),
+    "advance": ("AggregatorElected", "AttemptFailed", "RoundFailed", "RoundFinalized"),
+    "reportMetrics": ("MetricsReported",),
+}
 
 
 def _bytes32(value: bytes | str, what: str) -> bytes:
@@ -65,6 +85,9 @@ class CoordinatorClient:
         self._sender = TxSender(self.w3, wallet, profile) if wallet is not None else None
         self._time_unit_ms = profile.time_unit_ms
         self._token: str | None = None
+        # check each call against the views before sending it (tests turn this off to exercise
+        # the mined-without-effect path)
+        self.preflight = True
 
     # ---------------------------------------------------------------- plumbing
 
@@ -85,11 +108,27 @@ class CoordinatorClient:
             raise ContractRevert(fn, decode_revert(exc.data, str(exc.message or exc))) from None
 
     def _transact(self, fn: str, *args: Any) -> TxResult:
+        """Send `fn(*args)`: preflight against the views, fixed gas limit, done = its event.
+
+        Raises ContractRevert with the contract's reason when the views show the call would be
+        refused (nothing sent) or when the mined transaction lacks its event (tx_hash set).
+        """
         if self._sender is None:
             raise ChainError("this client has no wallet: load one with --key to send transactions")
+        sender = self._sender.wallet.address
+        if self.preflight:
+            now = self.earliest_chain_time()
+            reason = diagnose.check(self.contract, fn, args, sender, now, preflight=True)
+            if reason is not None:
+                raise ContractRevert(fn, reason)
         data = self.contract.encode_abi(fn, args=list(args))
-        receipt = self._sender.send({"to": self.address, "data": data}, fn)
+        gas = gas_limit(fn, len(self._call("members")), len(data) // 2 - 1)
+        tx = {"to": self.address, "data": data}
+        receipt = self._sender.send(tx, fn, gas=gas)
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         events = self.decode_receipt(receipt)
+        if not any(type(e).__name__ in EXPECTED_EVENTS[fn] for e in events):
+            raise ContractRevert(fn, self._why_failed(fn, args, tx, receipt, gas), tx_hash)
         log.debug("%s mined in block %d (%d gas)", fn, receipt["blockNumber"], receipt["gasUsed"])
         return TxResult(
             tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
@@ -97,6 +136,30 @@ class CoordinatorClient:
             gas_used=int(receipt["gasUsed"]),
             events=tuple(events),
         )
+
+    def _why_failed(self, fn: str, args: Sequence[Any], tx: dict[str, Any], receipt: Any, gas: int) -> str:
+        """The reason a mined call had no effect: the replay's revert reason, else the views."""
+        assert self._sender is not None
+        block = int(receipt["blockNumber"])
+        used = int(receipt["gasUsed"])
+        reason = self._sender.replay_reason(tx, block)
+        if reason is None:
+            try:
+                ts = int(self.w3.eth.get_block(block)["timestamp"])
+                reason = diagnose.check(self.contract, fn, args, self._sender.wallet.address, ts, block)
+            except Exception as exc:  # state at that block pruned, or the node hiccuped
+                log.debug("diagnosing %s at block %d failed: %s", fn, block, exc)
+        if reason is None:
+            reason = f"no {'/'.join(EXPECTED_EVENTS[fn])} event; used {used} of {gas} gas " + (
+                "(out of gas?)" if used >= gas else "(state changed before it was mined?)"
+            )
+        log.warning("%s mined in block %d without effect: %s", fn, block, reason)
+        return reason
+
+    def earliest_chain_time(self) -> int:
+        """A lower bound of the next block's timestamp, in chain units: the latest block's, or
+        the wall clock where the chain has been quiet (Cypherium makes blocks only on demand)."""
+        return max(self.chain_time(), self.seconds_to_chain(time.time()))
 
     def decode_receipt(self, receipt: Any) -> list[ChainEvent]:
         """The coordinator events in a receipt."""
@@ -165,6 +228,8 @@ class CoordinatorClient:
         receipt = self._sender.send(
             {"to": to_checksum_address(to), "value": int(wei)}, "send_eth", gas=21_000
         )
+        if receipt.get("status") == 0:
+            raise ChainError(f"send_eth to {to} failed in block {receipt['blockNumber']}")
         return TxResult(
             "0x" + bytes(receipt["transactionHash"]).hex(),
             int(receipt["blockNumber"]),

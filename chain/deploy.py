@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import rlp
 from eth_abi import encode as abi_encode
-from eth_utils import to_checksum_address
+from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from web3 import Web3
 
 from chain.artifacts import load_artifact
@@ -74,11 +75,35 @@ def deploy_federation(
     artifact = load_artifact("Coordinator")
     data = artifact.bytecode + args.hex()
     sender = TxSender(w3, deployer, profile)
-    receipt = sender.send({"data": data}, "deploy Coordinator")
-    address = receipt.get("contractAddress")
-    if not address:
-        raise ChainError("deployment mined without a contract address: check the chain's contract size limit")
-    coordinator = to_checksum_address(address)
+    estimate = sender.estimate_gas({"from": deployer.address, "data": data, "value": 0}, "deploy Coordinator")
+    # Pre-Homestead rules (Cypherium's official genesis) do not fail a creation that cannot pay for
+    # its code: they leave an empty account. The estimate then misses the code deposit (200 gas a
+    # byte), so it is added here for both contracts, and the code is checked below.
+    deposit = 200 * sum(len(load_artifact(n).deployed_bytecode) // 2 for n in ("Coordinator", "RewardToken"))
+    gas = int(estimate * profile.gas_margin) + profile.gas_extra + deposit
+    receipt = sender.send({"data": data}, "deploy Coordinator", gas=gas)
+    # Done = the Deployed event. Its log address is the coordinator's: under pre-Homestead rules
+    # Cypherium's receipt `contractAddress` is not where the contract went (measured), so the
+    # receipt field is only a fallback; the address is also checked against sender + nonce.
+    deployed_abi = next(e for e in artifact.abi if e.get("name") == "Deployed")
+    deployed_topic = bytes(event_abi_to_log_topic(deployed_abi))  # type: ignore[arg-type]
+    logs = [lg for lg in receipt["logs"] if lg["topics"] and bytes(lg["topics"][0]) == deployed_topic]
+    if not logs:
+        raise ChainError(
+            f"deployment mined without its Deployed event (used {receipt['gasUsed']} of {gas} gas, "
+            f"tx 0x{bytes(receipt['transactionHash']).hex()}): the constructor failed; check the "
+            "parameters and the chain's EVM rules (see docs/contract.md)"
+        )
+    coordinator = to_checksum_address(logs[0]["address"])
+    nonce = int(w3.eth.get_transaction(receipt["transactionHash"])["nonce"])
+    expected = to_checksum_address(keccak(rlp.encode([bytes.fromhex(deployer.address[2:]), nonce]))[12:])
+    if coordinator != expected:
+        raise ChainError(f"the Deployed event came from {coordinator}, not from {expected}: wrong chain?")
+    if len(w3.eth.get_code(coordinator)) == 0:
+        raise ChainError(
+            f"deployment mined but no code at {coordinator} ({receipt['gasUsed']} gas used of {gas}): "
+            "the chain refused the contract; check its EVM rules (see docs/contract.md)"
+        )
     contract = w3.eth.contract(address=coordinator, abi=artifact.abi)
     token = to_checksum_address(contract.functions.token().call())
     log.info("deployed coordinator %s (token %s) in block %d", coordinator, token, receipt["blockNumber"])

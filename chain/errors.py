@@ -32,9 +32,15 @@ class TransactionFailed(ChainError):
 
 
 class ContractRevert(ChainError):
-    """The contract refused a call; `reason` is the contract's revert string."""
+    """The contract refused a call; `reason` is the contract's reason string.
 
-    def __init__(self, function: str, reason: str) -> None:
+    `tx_hash` is set when the refusal was mined (the transaction exists but had no effect: no
+    event); None when it was refused before sending (the views or the node said no).
+    """
+
+    def __init__(self, function: str, reason: str, tx_hash: str | None = None) -> None:
         self.function = function
         self.reason = reason
-        super().__init__(f"{function} reverted: {reason}")
+        self.tx_hash = tx_hash
+        where = f" (tx {tx_hash}, mined without effect)" if tx_hash else ""
+        super().__init__(f"{function} reverted: {reason}{where}")

@@ -52,11 +52,34 @@ def test_views_work_without_wallet_but_transactions_do_not(fed: Fed) -> None:
 
 
 def test_revert_reason_from_a_mined_failed_transaction(fed: Fed) -> None:
-    """With gas set explicitly (no estimate), a refused call is mined as failed; the reason is replayed."""
+    """Past the preflight, a refused call is mined without its event: an error with the reason."""
+    r = fed.open_and_commit([0])
+    fed.m[0].preflight = False
+    with pytest.raises(ContractRevert, match="already committed this round") as exc:
+        fed.m[0].commit_update(r, sha("again"), CID, 1)
+    assert exc.value.tx_hash is not None  # mined (and paid for), yet not done
+    assert fed.view.committers() == [fed.addr(0)]
+
+
+def test_preflight_refuses_before_sending(fed: Fed) -> None:
+    r = fed.open_and_commit([0])
+    nonce = fed.base.w3.eth.get_transaction_count(fed.addr(0))
+    with pytest.raises(ContractRevert, match="already committed this round") as exc:
+        fed.m[0].commit_update(r, sha("again"), CID, 1)
+    assert exc.value.tx_hash is None
+    assert fed.base.w3.eth.get_transaction_count(fed.addr(0)) == nonce  # nothing was sent
+
+
+def test_sender_returns_failed_receipts_for_the_caller_to_judge(fed: Fed) -> None:
+    """TxSender does not trust receipt status either way; with a reason, the replay reads it."""
     sender = TxSender(fed.base.w3, fed.base.outsider, DEVNET)
-    data = fed.view.contract.encode_abi("commitUpdate", args=[1, sha("x"), CID, 1])
-    with pytest.raises(ContractRevert, match="not a member"):
-        sender.send({"to": fed.view.address, "data": data}, "commitUpdate", gas=200_000)
+    tx = {
+        "to": fed.view.address,
+        "data": fed.view.contract.encode_abi("commitUpdate", args=[1, sha("x"), CID, 1]),
+    }
+    receipt = sender.send(tx, "commitUpdate", gas=200_000)
+    assert not receipt["logs"]
+    assert sender.replay_reason(tx, receipt["blockNumber"]) == "not a member"
 
 
 def test_back_to_back_transactions_and_nonce_resync(fed: Fed, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,54 @@
+"""Per-function gas limits of the Coordinator, measured by `python bench/gas.py --table`.
+
+Transactions to the coordinator are sent with these limits, never with an `eth_estimateGas`
+result: on a chain that makes blocks only while transactions are pending (Cypherium), the
+estimate runs against a stale block whose timestamp has not reached the deadline yet, so a due
+transition (advance, election, submitAggregate, finalize) would be refused forever and the
+chain would never move. A limit is `(base + per_committer * n + per_byte * calldata) * MARGIN`,
+where `n` is the number of members (an upper bound of the round's committers). The figures are
+the worst of both rule sets (anvil Istanbul, Cypherium pre-Byzantium) with the committed
+artifact. On pre-Byzantium rules a refused call consumes its whole limit, so limits are kept
+tight rather than huge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GasRule:
+    """Measured worst-case gas of one function: a constant, per committer and per calldata byte."""
+
+    base: int
+    per_committer: int = 0
+    per_byte: int = 0
+
+
+MARGIN = 1.25
+EXTRA = 25_000
+MAX_COMMITTERS = 96  # Coordinator.MAX_COMMITTERS
+
+# Measured with `python bench/gas.py --table` (worst over anvil istanbul and Cypherium
+# official-rules, 3..16 members); per_byte covers calldata plus strings logged or stored.
+GAS_RULES: dict[str, GasRule] = {
+    "addMember": GasRule(90_000),
+    "removeMember": GasRule(40_000),
+    "setOpenMembership": GasRule(30_000),
+    "join": GasRule(90_000),
+    "publishPeer": GasRule(40_000, per_byte=800),
+    "openRound": GasRule(80_000),
+    "commitUpdate": GasRule(60_000, per_committer=1_200, per_byte=100),
+    "submitAggregate": GasRule(110_000, per_committer=3_000, per_byte=100),
+    "vote": GasRule(40_000),
+    "finalize": GasRule(200_000, per_committer=45_000),
+    "advance": GasRule(200_000, per_committer=45_000),
+    "reportMetrics": GasRule(40_000),
+}
+
+
+def gas_limit(function: str, n_members: int, calldata_bytes: int = 0) -> int:
+    """The gas limit to send `function` with, for a federation of `n_members`."""
+    rule = GAS_RULES[function]
+    n = min(max(n_members, 1), MAX_COMMITTERS)
+    return int((rule.base + rule.per_committer * n + rule.per_byte * calldata_bytes) * MARGIN) + EXTRA
