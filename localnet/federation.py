@@ -1,6 +1,7 @@
 """`medfed-localnet up` / `down` / `status`: a whole federation on this machine.
 
-`up` starts the devnet (anvil + Coordinator deployed with the REAL initial adapter), writes one
+`up` starts the devnet (anvil, or with `--chain cypherium` a real Cypherium node, + Coordinator
+deployed with the REAL initial adapter), writes one
 wallet + medfed.toml per institution with its own non-IID data, starts every node as its own
 `medfed-node start` process (logs in D/logs/node-i.log), starts the explorer, opens round 1 once
 every node is ready, follows the rounds, and writes D/summary.json:
@@ -110,6 +111,19 @@ TINY_SIZING = Sizing(
 )
 
 
+def sizing_for(model: str, chain: str = "anvil") -> Sizing:
+    """The sizing `up` uses for a model on a chain.
+
+    On Cypherium every transaction waits for a block (about 2 s, more under load) and is sent
+    by the wall clock into a chain whose latest timestamp may be stale, so the tiny model's
+    phases get more room there: commits of three nodes must be mined within the commit phase.
+    """
+    base = DEFAULT_SIZING if model == "default" else TINY_SIZING
+    if chain != "cypherium" or model == "default":
+        return base
+    return dataclasses.replace(base, commit_s=40, aggregate_s=40, verify_s=30, poll_interval_s=1.0)
+
+
 @dataclass(frozen=True)
 class Site:
     """One institution: its name and its data selection (a [data] section)."""
@@ -160,6 +174,7 @@ class Federation:
     faults: dict[int, str] = field(default_factory=dict)
     restarts: dict[int, int] = field(default_factory=dict)  # node -> times restarted after a test crash
     exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
+    _last_wake: float = 0.0  # when keep_chain_awake last looked (monotonic)
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -167,7 +182,8 @@ class Federation:
             "nodes": {str(i): pid for i, pid in self.node_pids.items()},
             "explorer": self.explorer_pid,
             "explorer_url": self.explorer_url,
-            "anvil": self.devnet.anvil_pid,
+            "anvil": self.devnet.anvil_pid,  # the chain's pid (anvil or cypher)
+            "chain": self.devnet.kind,
         }
         tmp = self.dir / (PROCESSES_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -308,7 +324,7 @@ state_dir = "state"
 [chain]
 rpc_url = "{devnet.rpc_url}"
 coordinator = "{devnet.coordinator}"
-profile = "devnet"
+profile = "{devnet.profile.name}"
 start_block = {devnet.deploy_block}
 
 [p2p]
@@ -360,12 +376,17 @@ def launch(
     explorer: bool = True,
     rewards: tuple[int, int, int] | None = None,
     strategy: str = "fedavg",
+    chain: str = "anvil",
+    genesis: str = "istanbul",
 ) -> Federation:
-    """Start the devnet, deploy with the real initial adapter, write configs, start the nodes."""
+    """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
+
+    `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set).
+    """
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
-    sizing = sizing or (DEFAULT_SIZING if model == "default" else TINY_SIZING)
+    sizing = sizing or sizing_for(model, chain)
     if (root / PROCESSES_FILE).exists():
         if not fresh:
             raise FederationError(
@@ -374,6 +395,7 @@ def launch(
         down(root)
     if fresh and root.exists():
         for sub in ("nodes", "initial", "logs", "chain", "explorer.sqlite", SUMMARY_FILE):
+            # a stopped Cypherium node's datadir goes with "chain"
             p = root / sub
             if p.is_dir():
                 shutil.rmtree(p)
@@ -410,9 +432,13 @@ def launch(
         lora_config_hash=lora_hash,
         block_time_s=1.0,
         fresh=fresh,
+        chain=chain,
+        genesis=genesis,
     )
+    kind = "anvil" if devnet.kind == "anvil" else f"cypherium ({devnet.genesis} rules)"
     print(
-        f"devnet {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}", flush=True
+        f"devnet {kind} {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}",
+        flush=True,
     )
     sites = plan_sites(nodes)
     threads = max(1, (os.cpu_count() or 1) // nodes)
@@ -459,6 +485,7 @@ def _start_explorer(fed: Federation) -> None:
             fed.devnet.coordinator,
             fed.dir / "explorer.sqlite",
             log_path=fed.dir / "logs" / "explorer.log",
+            profile=fed.devnet.profile.name,
         )
     except Exception as exc:  # the federation runs without its explorer
         print(f"explorer did not start ({exc}); see {fed.dir / 'logs' / 'explorer.log'}", flush=True)
@@ -472,6 +499,7 @@ def wait_ready(fed: Federation, timeout_s: float) -> None:
     """Block until every node wrote status ready (its base evaluation done), or fail naming the node."""
     deadline = time.monotonic() + timeout_s
     while True:
+        keep_chain_awake(fed)
         waiting = [i for i in range(len(fed.sites)) if not fed.status(i).get("ready")]
         if not waiting:
             return
@@ -486,6 +514,23 @@ def wait_ready(fed: Federation, timeout_s: float) -> None:
                 f"nodes {waiting} not ready after {timeout_s:.0f} s; see {fed.dir / 'logs'}"
             )
         time.sleep(0.5)
+
+
+def keep_chain_awake(fed: Federation, every_s: float = 10.0) -> None:
+    """Cypherium: restart the one-member node before it slows down after ~3 idle minutes.
+
+    Checked at most every `every_s`; the restart sends no transaction, so a stalled federation
+    stays stalled (no outside traffic), it only keeps the node's block rate.
+    """
+    if fed.devnet.kind != "cypherium" or time.monotonic() - fed._last_wake < every_s:
+        return
+    from localnet.chain import wake_chain
+
+    fed._last_wake = time.monotonic()
+    devnet = wake_chain(fed.devnet)
+    if devnet is not fed.devnet:
+        fed.devnet = devnet
+        fed.record()
 
 
 def open_first_round(fed: Federation) -> None:
@@ -524,6 +569,7 @@ def wait_rounds(
     deadline = time.monotonic() + timeout_s
     last_line = ""
     while True:
+        keep_chain_awake(fed)
         for i in range(len(fed.sites)):
             code = fed.node_exit_code(i)
             if code is None or i not in fed._procs:
@@ -686,11 +732,19 @@ def down(dir: str | Path) -> list[str]:
                 _wait_gone(int(pid))
         rec_path.replace(root / "processes.stopped.json")
     try:
+        kind = _chain_kind(root / "chain")
         if stop_devnet(root / "chain"):
-            stopped.append("anvil")
+            stopped.append("anvil" if kind == "anvil" else "cypherium node")
     except DevnetError:
         pass
     return stopped
+
+
+def _chain_kind(chain_dir: Path) -> str:
+    try:
+        return str(json.loads((chain_dir / "deployment.json").read_text()).get("chain", "anvil"))
+    except (OSError, ValueError):
+        return "anvil"
 
 
 def _wait_gone(pid: int, timeout_s: float = 15.0) -> None:
@@ -710,11 +764,17 @@ def run_up(
     keep: bool,
     timeout_s: float | None = None,
     strategy: str = "fedavg",
+    chain: str = "anvil",
+    genesis: str = "istanbul",
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
-    fed = launch(dir, nodes, rounds, model=model, fresh=fresh, strategy=strategy)
-    sizing = DEFAULT_SIZING if model == "default" else TINY_SIZING
+    if chain == "cypherium":
+        print(f"starting a Cypherium node ({genesis} rules) from ../shared/cypherium ...", flush=True)
+    fed = launch(
+        dir, nodes, rounds, model=model, fresh=fresh, strategy=strategy, chain=chain, genesis=genesis
+    )
+    sizing = sizing_for(model, chain)
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s
     budget = timeout_s or (600 + rounds * per_round * sizing.max_attempts)
     try:
@@ -776,7 +836,10 @@ def dataclass_dict(s: Sizing) -> dict[str, Any]:
 
 def add_federation_commands(sub: Any) -> None:
     """`up` / `down` / `status` for `medfed-localnet`."""
+    from localnet.cli import add_chain_choice
+
     up = sub.add_parser("up", help="a whole local federation: devnet, N nodes, R rounds, summary.json")
+    add_chain_choice(up)
     up.add_argument("--nodes", type=int, default=3, help="institutions (default 3: one per dataset)")
     up.add_argument("--rounds", type=int, default=2, help="rounds to finalize (default 2)")
     up.add_argument(
@@ -793,7 +856,7 @@ def add_federation_commands(sub: Any) -> None:
         help="aggregation strategy (default fedavg)",
     )
     up.set_defaults(func=_up)
-    dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, anvil)")
+    dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, chain)")
     dn.add_argument("--dir", required=True)
     dn.set_defaults(func=_down)
     st = sub.add_parser("status", help="the processes of the federation in --dir and each node's phase")
@@ -805,7 +868,16 @@ def _up(args: Any) -> int:
     if args.rounds < 1:
         raise FederationError("--rounds must be >= 1")
     return run_up(
-        args.dir, args.nodes, args.rounds, args.model, args.fresh, not args.stop, args.timeout, args.strategy
+        args.dir,
+        args.nodes,
+        args.rounds,
+        args.model,
+        args.fresh,
+        not args.stop,
+        args.timeout,
+        args.strategy,
+        chain=args.chain,
+        genesis=args.genesis,
     )
 
 

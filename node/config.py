@@ -15,7 +15,7 @@ from typing import Any
 
 from node.errors import ConfigError
 
-PROFILES = ("devnet", "cypherium")
+PROFILES = ("auto", "devnet", "cypherium")
 SOURCES = ("medqa-us", "medqa-mainland", "medmcqa")
 FORMATS = ("medqa", "medmcqa")
 PARTS = ("all", "train", "eval")
@@ -31,7 +31,7 @@ class ChainSection:
 
     rpc_url: str
     coordinator: str
-    profile: str = "devnet"
+    profile: str = "auto"  # node.chainkind: "auto" picks it from the chain's client version
     gas_price_gwei: float = 0.0  # 0 = the profile's default
     start_block: int = 0  # events are read from here (the deployment block)
 
@@ -138,8 +138,9 @@ state_dir = "medfed-state"
 # JSON-RPC endpoint of the chain and the federation's Coordinator address (from the deployer).
 rpc_url = "http://127.0.0.1:8545"
 coordinator = "0x0000000000000000000000000000000000000000"
-# "devnet" (local anvil) or "cypherium" (production: legacy tx, chain id 16166, ms timestamps).
-profile = "devnet"
+# "auto" (from the node's client version), "devnet" (local anvil) or "cypherium" (production:
+# legacy tx, chain id 16166). The time unit of deadlines is always read from the chain's blocks.
+profile = "auto"
 # Gas price in gwei for every transaction; 0 = the profile's default.
 gas_price_gwei = 0
 # Block the Coordinator was deployed in: events are read from here.
@@ -336,7 +337,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     coordinator = c.str_("coordinator")
     if not _ADDRESS.match(coordinator) or int(coordinator, 16) == 0:
         raise c.fail("coordinator", "must be the Coordinator's 0x address (40 hex digits) from the deployer")
-    profile = c.str_("profile", "devnet")
+    profile = c.str_("profile", "auto")
     if profile not in PROFILES:
         raise c.fail("profile", f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
     chain = ChainSection(rpc, coordinator, profile, c.float_("gas_price_gwei", 0.0), c.int_("start_block", 0))

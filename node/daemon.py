@@ -20,10 +20,10 @@ import trio
 
 from chain.client import CoordinatorClient
 from chain.errors import ChainError, ContractRevert
-from chain.profile import get_profile
 from chain.wallet import Wallet
 from node import round as rounds
 from node.artifacts import ArtifactStore
+from node.chainkind import resolve_profile
 from node.config import NodeConfig
 from node.context import Node
 from node.data import load_site_data
@@ -38,8 +38,11 @@ INITIAL_SEED = 0  # the seed `medfed-localnet` and deployers use for the initial
 
 
 def connect_chain(cfg: NodeConfig, wallet: Wallet | None) -> CoordinatorClient:
-    """A client for the configured coordinator (RpcUnreachable / WrongChain / NoContract on failure)."""
-    profile = get_profile(cfg.chain.profile)
+    """A client for the configured coordinator (RpcUnreachable / WrongChain / NoContract on failure).
+
+    The profile's time unit comes from the chain itself (node.chainkind), never from the config alone.
+    """
+    profile = resolve_profile(cfg.chain.rpc_url, cfg.chain.profile)
     if cfg.chain.gas_price_gwei:
         profile = profile.replace(gas_price_wei=int(cfg.chain.gas_price_gwei * 10**9))
     return CoordinatorClient(cfg.chain.rpc_url, cfg.chain.coordinator, wallet, profile)

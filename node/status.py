@@ -21,8 +21,10 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
     info = client.round_info()
     g = client.global_adapter()
     members = client.members()
+    unit = "ms" if client.time_unit_ms else "s"
     lines = [
-        f"coordinator {client.address} on {cfg.chain.rpc_url}",
+        f"coordinator {client.address} on {cfg.chain.rpc_url} "
+        f"({client.profile.name} chain, block timestamps in {unit})",
         f"{len(members)} members, base model {client.base_model()}",
         f"global adapter {bytes(g.sha256).hex()} (round {g.round}), cid {g.cid}",
     ]

@@ -31,7 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="SQLite index file (default .medfed/explorer-<coordinator>.sqlite); reused across restarts",
     )
-    p.add_argument("--profile", choices=["devnet", "cypherium"], default="devnet", help="chain profile")
+    p.add_argument(
+        "--profile",
+        choices=["auto", "devnet", "cypherium"],
+        default="auto",
+        help="chain profile (default auto: from the node's client version; the time unit always "
+        "comes from the chain's blocks)",
+    )
     p.add_argument(
         "--from-block",
         type=int,

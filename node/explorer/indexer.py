@@ -20,9 +20,9 @@ from eth_utils import to_checksum_address
 from chain.artifacts import load_artifact
 from chain.client import CoordinatorClient
 from chain.events import EventReader
-from chain.profile import get_profile
 from chain.rpc import MS_THRESHOLD
 from chain.types import ChainEvent
+from node.chainkind import AUTO, resolve_profile
 from node.explorer.db import Database
 from node.explorer.store import Fact, apply_fact
 
@@ -108,11 +108,15 @@ class Indexer:
         rpc_url: str,
         coordinator: str,
         db: Database,
-        profile: str = "devnet",
+        profile: str = AUTO,
         from_block: int | None = None,
     ) -> Indexer:
-        """Connect (checking chain id and contract code) and bind the database to this chain + coordinator."""
-        prof = get_profile(profile)
+        """Connect (checking chain id and contract code) and bind the database to this chain + coordinator.
+
+        `profile` "auto" picks it from the node's client version; the time unit always comes from
+        the chain's latest block (node.chainkind), so deadlines show right whatever was passed.
+        """
+        prof = resolve_profile(rpc_url, profile)
         client = CoordinatorClient(rpc_url, coordinator, None, prof)
         db.bind_identity(prof.chain_id, client.address)
         db.set_meta("time_unit_ms", json.dumps(bool(client.time_unit_ms)))

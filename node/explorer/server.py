@@ -159,7 +159,7 @@ def start_explorer(
     db_path: str | Path,
     host: str = "127.0.0.1",
     port: int = 8080,
-    profile: str = "devnet",
+    profile: str = "auto",
     poll_s: float = 1.0,
     from_block: int | None = None,
 ) -> ExplorerHandle:
@@ -196,7 +196,7 @@ def spawn_explorer(
     db_path: str | Path,
     host: str = "127.0.0.1",
     port: int = 0,
-    profile: str = "devnet",
+    profile: str = "auto",
     log_path: str | Path | None = None,
     timeout_s: float = 30.0,
     from_block: int | None = None,

@@ -22,7 +22,7 @@ def test_register_adds_the_explorer_subcommand() -> None:
         ["explorer", "--rpc", "http://127.0.0.1:8545", "--coordinator", "0x" + "ab" * 20]
     )
     assert args.command == "explorer" and args.func is cli.run
-    assert (args.port, args.host, args.profile, args.db) == (8080, "127.0.0.1", "devnet", None)
+    assert (args.port, args.host, args.profile, args.db) == (8080, "127.0.0.1", "auto", None)
     args = parser.parse_args(
         [
             "explorer",

@@ -106,8 +106,10 @@ def test_block_times_are_converted_per_block() -> None:
     assert block_time_ms(1_795_566_208_123) == 1_795_566_208_123  # Cypherium blocks: milliseconds
 
 
-def test_millisecond_chain_times_are_shown_as_milliseconds(tmp_path: Path) -> None:
-    """Cypherium's blocks carry ms timestamps: imitate that on anvil and read it with --profile cypherium."""
+@pytest.mark.parametrize("profile", ["auto", "devnet", "cypherium"])
+def test_millisecond_chain_times_are_shown_as_milliseconds(tmp_path: Path, profile: str) -> None:
+    """Cypherium's blocks carry ms timestamps: imitate that on anvil; the explorer learns the unit
+    from the blocks whatever profile it is given (the default, a wrong one, the right one)."""
     anvil = start_anvil(tmp_path / "anvil.log")
     try:
         now_ms = int(time.time() * 1000)
@@ -117,7 +119,7 @@ def test_millisecond_chain_times_are_shown_as_milliseconds(tmp_path: Path) -> No
             anvil.rpc_url, tmp_path / "files", 2, ("ok",), DEVNET.replace(time_unit_ms=None)
         )
         db = Database(tmp_path / "index.sqlite")
-        ix = Indexer.connect(sc.rpc_url, sc.coordinator, db, profile="cypherium")
+        ix = Indexer.connect(sc.rpc_url, sc.coordinator, db, profile=profile)
         ix.sync_once()
         api = Api(db)
         assert api.status()["time_unit_ms"] is True

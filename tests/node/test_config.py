@@ -28,7 +28,7 @@ def test_template_written_by_init_loads_with_defaults(tmp_path: Path) -> None:
     out.write_text(_valid(tmp_path))
     cfg = load_config(out)
     assert cfg.chain.coordinator == COORD
-    assert cfg.chain.profile == "devnet"
+    assert cfg.chain.profile == "auto"  # node.chainkind learns the kind and time unit from the chain
     assert cfg.state_dir == tmp_path / "medfed-state"
     assert cfg.data.train[0].source == "medqa-us"
     assert cfg.model.lora_rank == 16 and cfg.model.strategy == "fedavg"
@@ -49,7 +49,7 @@ def test_template_placeholder_coordinator_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "pattern"),
     [
-        ('profile = "devnet"', 'profile = "mainnet"', r"\[chain\] profile: unknown profile 'mainnet'"),
+        ('profile = "auto"', 'profile = "mainnet"', r"\[chain\] profile: unknown profile 'mainnet'"),
         (
             'rpc_url = "http://127.0.0.1:8545"',
             'rpc_url = "127.0.0.1:8545"',
