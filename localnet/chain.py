@@ -321,19 +321,28 @@ def devnet_running(dir: str | Path) -> bool:
     return cy.is_cypher(devnet.anvil_pid) if devnet.kind == "cypherium" else is_anvil(devnet.anvil_pid)
 
 
-def wake_chain(devnet: Devnet) -> None:
-    """Cypherium only: restart a node idle for longer than its slow-down threshold (same RPC URL)."""
+def wake_chain(devnet: Devnet) -> Devnet:
+    """Cypherium only: restart a node idle for longer than its slow-down threshold (same RPC URL).
+
+    Returns the devnet with the (possibly new) node pid; sends nothing and makes no block.
+    """
     if devnet.kind != "cypherium" or devnet.genesis is None:
-        return
+        return devnet
     port = int(devnet.rpc_url.rsplit(":", 1)[1])
     node = cy.CypheriumNode(devnet.anvil_pid, devnet.rpc_url, port, devnet.cypherium_datadir)
     try:
         new = cy.restart_if_idle(node, devnet.genesis)
     except cy.CypheriumError as exc:
         raise DevnetError(str(exc)) from None
-    if new.pid != devnet.anvil_pid:
-        log.info("cypherium node idle for %.0f s or more: restarted it (pid %d)", cy.IDLE_RESTART_S, new.pid)
-        _rewrite_pid(devnet, new.pid)
+    if new.pid == devnet.anvil_pid:
+        return devnet
+    log.info(
+        "cypherium node made no block for %.0f s: restarted it before it slows down (pid %d)",
+        cy.IDLE_RESTART_S,
+        new.pid,
+    )
+    _rewrite_pid(devnet, new.pid)
+    return dataclasses.replace(devnet, anvil_pid=new.pid)
 
 
 def _rewrite_pid(devnet: Devnet, pid: int) -> None:
