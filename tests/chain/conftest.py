@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from chain_testkit import INITIAL_CID, INITIAL_SHA, PARAMS, Base, Fed, sha
+from cypherium_kit import running_chain
 
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
@@ -14,6 +15,7 @@ from chain.profile import DEVNET
 from chain.rpc import connect
 from localnet.anvil import AnvilProcess, rpc, set_balance, start_anvil, stop_anvil
 from localnet.chain import new_account
+from localnet.cypherium import CypheriumNode
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,11 @@ def fed(base: Base) -> Iterator[Fed]:
         yield Fed(base)
     finally:
         rpc(base.anvil.rpc_url, "evm_revert", [snapshot])
+
+
+@pytest.fixture(scope="session", params=["istanbul", "official-rules"])
+def cypherium(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CypheriumNode]:
+    """A real Cypherium node (../shared/cypherium), one per rule set, fresh and quiet; stopped after."""
+    yield from running_chain(Path(tmp_path_factory.mktemp("cypherium")), request.param)

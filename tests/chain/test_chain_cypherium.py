@@ -1,0 +1,126 @@
+"""The coordinator on the REAL Cypherium node, under both rule sets (istanbul, official-rules).
+
+What differs from anvil and is checked here: deadlines in milliseconds, receipts that say
+`status: 1` for reverted transactions (a refused call is detected by its missing event, with the
+contract's reason even where the rules have no REVERT), blocks only while transactions are
+pending (a deadline transition must be sent without any outside traffic), and rewards paid.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cypherium_kit import federation, in_parallel
+
+from chain.client import CoordinatorClient
+from chain.errors import ContractRevert
+from chain.types import DeployParams, Phase
+from localnet.cypherium import CypheriumNode
+
+CID = "bafkrei" + "c" * 52
+PARAMS = DeployParams(
+    commit_duration_s=10,
+    aggregate_duration_s=20,
+    verify_duration_s=8,
+    max_attempts=3,
+    min_committers=1,
+    contributor_reward=7 * 10**18 + 3,
+    aggregator_reward=5 * 10**18 + 2,
+    verifier_reward=10**18 + 1,
+)
+
+
+def sha(label: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(label.encode()).digest()
+
+
+def wait_quietly_past(client: CoordinatorClient, deadline: int) -> None:
+    """Sleep until the wall clock passes `deadline` (chain ms), checking no block is made meanwhile."""
+    block = client.block_number()
+    while time.time() * 1000 < deadline + 200:
+        time.sleep(0.25)
+    assert client.block_number() == block, "the chain was not quiet: something else sent a transaction"
+    assert client.chain_time() < deadline, "the latest block is not stale: nothing to prove"
+
+
+def by_address(members: list[CoordinatorClient], address: str | None) -> CoordinatorClient:
+    return next(m for m in members if m.wallet is not None and m.wallet.address == address)
+
+
+def commit_all(members: list[CoordinatorClient], r: int) -> None:
+    in_parallel(
+        [lambda m=m, i=i: m.commit_update(r, sha(f"{r}-{i}"), CID, 100 + i) for i, m in enumerate(members)]
+    )
+
+
+def test_round_on_a_quiet_chain_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
+    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    assert boss.time_unit_ms and boss.params().commit_duration == 10_000  # ms on this chain
+    opened = boss.open_round()
+    r = opened.events[0].round  # type: ignore[attr-defined]
+    block_ts = int(boss.w3.eth.get_block(opened.block_number)["timestamp"])
+    assert boss.round_info().commit_deadline == block_ts + 10_000
+    commit_all(members, r)
+    assert len(boss.committers()) == 3
+
+    # a duplicate commit sent past the preflight is mined, says status 1, and is still a failure
+    dup = members[0]
+    dup.preflight = False
+    with pytest.raises(ContractRevert, match="already committed this round") as exc:
+        dup.commit_update(r, sha("again"), CID, 1)
+    assert exc.value.tx_hash is not None
+    receipt = boss.w3.eth.get_transaction_receipt(exc.value.tx_hash)  # type: ignore[arg-type]
+    assert receipt["status"] == 1 and not receipt["logs"]
+    dup.preflight = True
+    assert len(boss.committers()) == 3
+
+    # quiet chain: nobody sends anything until the commit deadline has passed on the wall clock;
+    # the elected aggregator's own submission makes the block whose timestamp elects it
+    info = boss.round_info()
+    wait_quietly_past(boss, info.commit_deadline)
+    aggregator = by_address(members, boss.rotation_aggregator(r, 0))
+    included = [m.sender_address for m in members]
+    sub = aggregator.submit_aggregate(r, sha(f"agg{r}"), CID, included)
+    names = [type(e).__name__ for e in sub.events]
+    assert names == ["AggregatorElected", "AggregateSubmitted"]
+    verifiers = [m for m in members if m is not aggregator]
+    in_parallel([lambda v=v: v.vote(r, True) for v in verifiers])
+    before = {m.sender_address: boss.token_balance(m.sender_address) for m in members}
+    boss.finalize(r)
+    assert boss.is_finalized(r) and boss.global_adapter().sha256 == sha(f"agg{r}")
+    c, a, v = PARAMS.contributor_reward, PARAMS.aggregator_reward, PARAMS.verifier_reward
+    for m in members:
+        expected = c + (a if m is aggregator else v)
+        assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
+
+
+def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(cypherium: CypheriumNode) -> None:
+    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    r = boss.open_round().events[0].round  # type: ignore[attr-defined]
+    commit_all(members, r)
+    wait_quietly_past(boss, boss.round_info().commit_deadline)
+    # advance on a quiet chain: closes commits and elects, judged inside the transaction
+    elected = boss.advance(r).events
+    assert [type(e).__name__ for e in elected] == ["AggregatorElected"]
+    aggregator = by_address(members, boss.aggregator_of(r))
+    aggregator.submit_aggregate(r, sha("agg"), CID, [m.sender_address for m in members])
+    late = next(m for m in members if m is not aggregator)
+    wait_quietly_past(boss, boss.round_info().verify_deadline)
+    with pytest.raises(ContractRevert, match="verify deadline passed") as exc:
+        late.vote(r, True)  # refused by the preflight: nothing sent
+    assert exc.value.tx_hash is None
+    late.preflight = False
+    with pytest.raises(ContractRevert, match="verify deadline passed") as exc:
+        late.vote(r, True)  # mined without a VoteCast: detected, with the reason
+    assert exc.value.tx_hash is not None
+    assert not late.has_voted(late.sender_address)
+    # no vote was cast by the deadline: advance rejects the attempt and elects the next one
+    moved = [type(e).__name__ for e in boss.advance(r).events]
+    assert moved == ["AttemptFailed", "AggregatorElected"]
+    info = boss.round_info()
+    assert info.phase == Phase.AGGREGATE and info.attempt == 1
+    # the rejected aggregator forfeits the round; nobody was paid
+    assert all(boss.token_balance(m.sender_address) == 0 for m in members)
