@@ -105,7 +105,7 @@ def _chain_up(args: argparse.Namespace) -> int:
     )
     if args.chain == "cypherium":
         print(
-            f"starting a Cypherium node ({args.genesis} rules) and deploying; this takes a minute ...",
+            f"starting a Cypherium node (genesis {args.genesis}) and deploying; this takes a minute ...",
             flush=True,
         )
     devnet = start_devnet(

@@ -435,7 +435,7 @@ def launch(
         chain=chain,
         genesis=genesis,
     )
-    kind = "anvil" if devnet.kind == "anvil" else f"cypherium ({devnet.genesis} rules)"
+    kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
         f"devnet {kind} {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}",
         flush=True,
@@ -770,7 +770,7 @@ def run_up(
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
     if chain == "cypherium":
-        print(f"starting a Cypherium node ({genesis} rules) from ../shared/cypherium ...", flush=True)
+        print(f"starting a Cypherium node (genesis {genesis}) from ../shared/cypherium ...", flush=True)
     fed = launch(
         dir, nodes, rounds, model=model, fresh=fresh, strategy=strategy, chain=chain, genesis=genesis
     )

@@ -101,9 +101,17 @@ def run(
     timeout_s: float,
     commit_s: int | None = None,
     strategy: str = "fedavg",
+    sizing: F.Sizing | None = None,
+    chain: str = "anvil",
+    genesis: str = "istanbul",
 ) -> tuple[F.Federation, dict[int, str]]:
-    """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes."""
-    sizing = E2E_SIZING if commit_s is None else dataclasses.replace(E2E_SIZING, commit_s=commit_s)
+    """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
+
+    The chain stays up (read its history, then `F.down(dir)`); on failure everything is stopped.
+    """
+    sizing = sizing or E2E_SIZING
+    if commit_s is not None:
+        sizing = dataclasses.replace(sizing, commit_s=commit_s)
     fed = F.launch(
         dir,
         nodes,
@@ -115,6 +123,8 @@ def run(
         explorer=False,
         rewards=REWARDS,
         strategy=strategy,
+        chain=chain,
+        genesis=genesis,
     )
     try:
         F.wait_ready(fed, 180)
