@@ -73,7 +73,8 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
     try:
         tx = await node.chain(node.client.vote, sub.round, rec.approve)
     except ContractRevert as exc:
-        if "already voted" in exc.reason:
+        # only our vote on-chain counts as done, never the text of a refusal
+        if await node.chain(node.client.has_voted, node.address):
             node.store.mark_vote_sent(sub.round, sub.attempt, None)
         else:
             log.warning("round %d attempt %d: vote refused: %s", sub.round, sub.attempt, exc.reason)
