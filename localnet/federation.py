@@ -386,6 +386,10 @@ def launch(
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
+    if chain == "cypherium":
+        from localnet.cypherium import cypherium_dir
+
+        cypherium_dir()  # fail before any work when the node is not there
     sizing = sizing or sizing_for(model, chain)
     if (root / PROCESSES_FILE).exists():
         if not fresh:

@@ -58,3 +58,78 @@ def test_up_writes_summary_and_down_stops_everything(tmp_path: Path) -> None:
             assert not _alive(int(pid)), f"pid {pid} still running after down"
     again = _cli("down", "--dir", str(d), timeout=60)
     assert again.returncode == 0 and "nothing was running" in again.stdout
+
+
+def test_chain_up_round_down_on_the_real_cypherium_node(tmp_path: Path) -> None:
+    """`chain up/round/down --chain cypherium` (Istanbul rules; the e2e federation covers the official
+    ones): `round --no-warp` waits by the wall clock on a quiet chain and finishes the round."""
+    from web3 import Web3
+
+    from localnet import cypherium as cy
+    from localnet.chain import load_devnet
+
+    d = tmp_path / "chain"
+    up = _cli(
+        "chain",
+        "up",
+        "--chain",
+        "cypherium",
+        "--genesis",
+        "istanbul",
+        "--nodes",
+        "2",
+        "--commit-s",
+        "6",
+        "--dir",
+        str(d),
+    )
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        devnet = load_devnet(d)
+        assert devnet.kind == "cypherium" and devnet.genesis == "istanbul" and devnet.time_unit_ms
+        assert cy.is_cypher(devnet.chain_pid)
+        rnd = _cli("chain", "round", "--no-warp", "--dir", str(d), timeout=240)
+        assert rnd.returncode == 0, rnd.stdout[-2000:] + rnd.stderr[-2000:]
+        assert "RoundFinalized(round=1" in rnd.stdout and "role=aggregator" in rnd.stdout
+        # the idle restart keeps the chain, the port and the RPC URL (threshold lowered for the test)
+        w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+        head = w3.eth.block_number
+        node = cy.CypheriumNode(
+            devnet.chain_pid, devnet.rpc_url, int(devnet.rpc_url.rsplit(":", 1)[1]), d / "cypherium"
+        )
+        again = cy.restart_if_idle(node, "istanbul", idle_s=0.0)
+        assert again.pid != node.pid and again.rpc_url == node.rpc_url and not cy.is_cypher(node.pid)
+        assert w3.eth.block_number == head
+        pid = again.pid
+    finally:
+        down = _cli("chain", "down", "--dir", str(d), timeout=120)
+    assert down.returncode == 0 and "devnet stopped" in down.stdout, down.stdout + down.stderr
+    assert not _alive(pid)
+
+
+def test_cypherium_missing_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    env = {**os.environ, "MEDFED_CYPHERIUM_DIR": str(tmp_path / "nowhere")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "localnet.cli",
+            "up",
+            "--chain",
+            "cypherium",
+            "--model",
+            "tiny",
+            "--dir",
+            str(tmp_path / "f"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "no Cypherium node scripts in" in lines[0] and "MEDFED_CYPHERIUM_DIR" in lines[0]
+    ), proc.stderr
