@@ -398,6 +398,11 @@ def launch(
             )
         down(root)
     if fresh and root.exists():
+        if (root / "chain" / "deployment.json").exists():  # a chain left without processes.json
+            from localnet.chain import stop_devnet
+
+            with contextlib.suppress(DevnetError):
+                stop_devnet(root / "chain")
         for sub in ("nodes", "initial", "logs", "chain", "explorer.sqlite", SUMMARY_FILE):
             # a stopped Cypherium node's datadir goes with "chain"
             p = root / sub
