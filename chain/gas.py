@@ -32,14 +32,14 @@ MAX_COMMITTERS = 96  # Coordinator.MAX_COMMITTERS
 # Measured with `python bench/gas.py --table` (worst over anvil istanbul and Cypherium
 # official-rules, 3..16 members); per_byte covers calldata plus strings logged or stored.
 GAS_RULES: dict[str, GasRule] = {
-    "addMember": GasRule(90_000),
-    "removeMember": GasRule(40_000),
-    "setOpenMembership": GasRule(30_000),
-    "join": GasRule(90_000),
+    "addMember": GasRule(115_000),
+    "removeMember": GasRule(50_000),
+    "setOpenMembership": GasRule(50_000),
+    "join": GasRule(115_000),
     "publishPeer": GasRule(40_000, per_byte=800),
     "openRound": GasRule(80_000),
     "commitUpdate": GasRule(60_000, per_committer=1_200, per_byte=100),
-    "submitAggregate": GasRule(110_000, per_committer=3_000, per_byte=100),
+    "submitAggregate": GasRule(110_000, per_committer=4_000, per_byte=100),
     "vote": GasRule(40_000),
     "finalize": GasRule(200_000, per_committer=45_000),
     "advance": GasRule(200_000, per_committer=45_000),
