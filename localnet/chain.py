@@ -17,9 +17,12 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account import Account
 
@@ -33,6 +36,7 @@ from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, 
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 DEPLOYMENT_FILE = "deployment.json"
 # Placeholder initial adapter for `chain up` on its own: `medfed-localnet up` passes the real
 # initial adapter's sha256/CID.
@@ -229,11 +233,20 @@ def start_devnet(
         for i in range(nodes):
             path = wallet_dir / f"node{i}.json"
             wallet = create_wallet(path, password, scrypt_n=DEVNET_SCRYPT_N)
-            client.send_eth(wallet.address, NODE_ETH_WEI)
-            client.add_member(wallet.address)
             paths.append(path)
             addresses.append(wallet.address)
-            log.info("node %d: %s funded and admitted", i, wallet.address)
+        if chain == "cypherium":
+            # a block per ~2 s: send every funding and admission at once so they share blocks
+            # (the client allots nonces under a lock; each thread waits for its own receipt)
+            calls: list[Callable[[], object]] = [partial(client.send_eth, a, NODE_ETH_WEI) for a in addresses]
+            calls += [partial(client.add_member, a) for a in addresses]
+            _all_at_once(calls)
+        else:
+            for a in addresses:
+                client.send_eth(a, NODE_ETH_WEI)
+                client.add_member(a)
+        for i, a in enumerate(addresses):
+            log.info("node %d: %s funded and admitted", i, a)
         devnet = Devnet(
             dir=root,
             rpc_url=proc.rpc_url,
@@ -261,6 +274,13 @@ def start_devnet(
     except BaseException:
         _stop_chain(chain, root, proc.pid)
         raise
+
+
+def _all_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run blocking transactions together (threads) so that they share blocks; re-raise the first error."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(calls), 16))) as pool:
+        futures = [pool.submit(c) for c in calls]
+        return [f.result() for f in futures]
 
 
 def load_devnet(dir: str | Path) -> Devnet:
@@ -363,16 +383,21 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
     Returns the coordinator events emitted, in order.
     """
     wake_chain(devnet)
+    together = devnet.kind == "cypherium"  # a block per ~2 s: let transactions share blocks
     admin = devnet.client(devnet.load_admin())
     clients = [admin.with_wallet(devnet.load_wallet(i)) for i in range(len(devnet.wallets))]
     events: list[ChainEvent] = []
     events += admin.open_round().events
     r = admin.current_round()
-    hashes = {}
-    for i, c in enumerate(clients):
-        h = hashlib.sha256(f"demo update {i} round {r}".encode()).digest()
-        hashes[c.sender_address] = h
-        events += c.commit_update(r, h, f"demo-update-{i}-round-{r}", 100 + i).events
+    hashes = {
+        c.sender_address: hashlib.sha256(f"demo update {i} round {r}".encode()).digest()
+        for i, c in enumerate(clients)
+    }
+    commits = [
+        partial(c.commit_update, r, hashes[c.sender_address], f"demo-update-{i}-round-{r}", 100 + i)
+        for i, c in enumerate(clients)
+    ]
+    events += _events(_all_at_once(commits) if together else [call() for call in commits])
     deadline = admin.round_info().commit_deadline
     if warp and devnet.kind == "anvil":
         rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
@@ -382,11 +407,14 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
     agg = next(c for c in clients if c.sender_address == aggregator)
     digest = hashlib.sha256(b"".join(hashes[a] for a in sorted(hashes, key=lambda a: int(a, 16)))).digest()
     events += agg.submit_aggregate(r, digest, f"demo-aggregate-round-{r}", list(hashes)).events
-    for c in clients:
-        if c is not agg:
-            events += c.vote(r, True).events
+    votes = [partial(c.vote, r, True) for c in clients if c is not agg]
+    events += _events(_all_at_once(votes) if together else [call() for call in votes])
     events += admin.finalize(r).events
     return events
+
+
+def _events(results: list[Any]) -> list[ChainEvent]:
+    return [e for res in results for e in res.events]
 
 
 def wait_for_deadline(client: CoordinatorClient, deadline: int, limit_s: float) -> None:
