@@ -835,6 +835,15 @@ def status_lines(dir: str | Path) -> list[str]:
         )
     if rec.get("explorer_url"):
         lines.append(f"explorer {rec['explorer_url']} pid {rec.get('explorer')}")
+    from localnet.chain import DevnetError, devnet_running, load_devnet
+
+    try:
+        devnet = load_devnet(root / "chain")
+    except DevnetError:
+        return lines
+    kind = devnet.kind + (f" (genesis {devnet.genesis})" if devnet.genesis else "")
+    alive = "running" if devnet_running(root / "chain") else "stopped"
+    lines.append(f"chain {kind} {devnet.rpc_url} pid {devnet.chain_pid} {alive}")
     return lines
 
 

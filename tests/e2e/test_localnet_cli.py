@@ -48,7 +48,7 @@ def test_up_writes_summary_and_down_stops_everything(tmp_path: Path) -> None:
         assert list(r1["rewards"].values()) == [10 * 10**18 + 5 * 10**18]  # contributor + aggregator
         procs = json.loads((d / "processes.json").read_text())
         status = _cli("status", "--dir", str(d), timeout=60)
-        assert status.returncode == 0 and "node 0" in status.stdout
+        assert status.returncode == 0 and "node 0" in status.stdout and "chain anvil" in status.stdout
     finally:
         down = _cli("down", "--dir", str(d), timeout=120)
     assert down.returncode == 0, down.stderr
