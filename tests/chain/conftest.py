@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from chain_testkit import INITIAL_CID, INITIAL_SHA, PARAMS, Base, Fed, sha
-from cypherium_kit import running_chain
+from cypherium_kit import in_parallel, running_chain
 
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
@@ -15,7 +16,7 @@ from chain.profile import DEVNET
 from chain.rpc import connect
 from localnet.anvil import AnvilProcess, rpc, set_balance, start_anvil, stop_anvil
 from localnet.chain import new_account
-from localnet.cypherium import CypheriumNode
+from localnet.cypherium import GENESES, CypheriumNode
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +54,16 @@ def fed(base: Base) -> Iterator[Fed]:
         rpc(base.anvil.rpc_url, "evm_revert", [snapshot])
 
 
-@pytest.fixture(scope="session", params=["istanbul", "official-rules"])
-def cypherium(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CypheriumNode]:
-    """A real Cypherium node (../shared/cypherium), one per rule set, fresh and quiet; stopped after."""
-    yield from running_chain(Path(tmp_path_factory.mktemp("cypherium")), request.param)
+@pytest.fixture(scope="session")
+def cypherium_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CypheriumNode]]:
+    """Two real Cypherium nodes (../shared/cypherium), one per rule set, fresh and quiet, started
+    together and stopped after the session: {"istanbul": node, "official-rules": node}."""
+    tmp = Path(tmp_path_factory.mktemp("cypherium"))
+    with contextlib.ExitStack() as stack:
+        chains = {g: running_chain(tmp, g) for g in GENESES}
+        for gen in chains.values():
+            stack.callback(gen.close)  # stops the node (the generator's finally)
+        nodes = dict(
+            zip(chains, in_parallel([lambda gen=gen: next(gen) for gen in chains.values()]), strict=True)
+        )
+        yield nodes

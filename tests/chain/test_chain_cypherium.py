@@ -9,6 +9,8 @@ pending (a deadline transition must be sent without any outside traffic), and re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cypherium_kit import federation, in_parallel
@@ -56,7 +58,29 @@ def commit_all(members: list[CoordinatorClient], r: int) -> None:
     )
 
 
-def test_round_on_a_quiet_chain_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
+def on_both(nodes: dict[str, CypheriumNode], scenario: Callable[[CypheriumNode], None]) -> None:
+    """Run `scenario` on both rule sets at once (it mostly waits for blocks and deadlines);
+    a failure names its rule set."""
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        futures = {genesis: pool.submit(scenario, node) for genesis, node in nodes.items()}
+    for genesis, future in futures.items():
+        exc = future.exception()
+        if exc is not None:
+            raise AssertionError(f"--genesis {genesis}: {type(exc).__name__}: {exc}") from exc
+
+
+def test_round_on_a_quiet_chain_detects_reverts_and_pays(cypherium_nodes: dict[str, CypheriumNode]) -> None:
+    assert set(cypherium_nodes) == {"istanbul", "official-rules"}
+    on_both(cypherium_nodes, round_detects_reverts_and_pays)
+
+
+def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(
+    cypherium_nodes: dict[str, CypheriumNode],
+) -> None:
+    on_both(cypherium_nodes, late_vote_and_quiet_advance)
+
+
+def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
     assert boss.time_unit_ms and boss.params().commit_duration == 10_000  # ms on this chain
     opened = boss.open_round()
@@ -74,6 +98,11 @@ def test_round_on_a_quiet_chain_detects_reverts_and_pays(cypherium: CypheriumNod
     assert exc.value.tx_hash is not None
     receipt = boss.w3.eth.get_transaction_receipt(exc.value.tx_hash)  # type: ignore[arg-type]
     assert receipt["status"] == 1 and not receipt["logs"]
+    limit = boss.w3.eth.get_transaction(exc.value.tx_hash)["gas"]  # type: ignore[arg-type]
+    if cypherium.datadir.name.endswith("official-rules"):
+        assert receipt["gasUsed"] == limit  # no REVERT: the invalid opcode takes all the gas
+    else:
+        assert receipt["gasUsed"] < limit  # REVERT refunds what is left
     dup.preflight = True
     assert len(boss.committers()) == 3
 
@@ -97,7 +126,7 @@ def test_round_on_a_quiet_chain_detects_reverts_and_pays(cypherium: CypheriumNod
         assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
 
 
-def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(cypherium: CypheriumNode) -> None:
+def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
     _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
     r = boss.open_round().events[0].round  # type: ignore[attr-defined]
     commit_all(members, r)
