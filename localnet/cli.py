@@ -47,9 +47,19 @@ def add_chain_choice(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--genesis",
         choices=GENESES,
-        default="istanbul",
+        default=None,
         help="Cypherium EVM rules: istanbul (default) or official-rules (pre-Byzantium: no REVERT/SHL)",
     )
+
+
+def chain_genesis(args: argparse.Namespace) -> str:
+    """The --genesis to use; DevnetError when it is given for a chain it does not apply to."""
+    if args.genesis is not None and args.chain != "cypherium":
+        raise DevnetError(
+            f"--genesis {args.genesis} applies to --chain cypherium only (anvil runs Istanbul rules): "
+            "add --chain cypherium or drop --genesis"
+        )
+    return str(args.genesis or "istanbul")
 
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -95,6 +105,7 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _chain_up(args: argparse.Namespace) -> int:
+    genesis = chain_genesis(args)
     params = dataclasses.replace(
         DEVNET_PARAMS,
         commit_duration_s=args.commit_s,
@@ -105,7 +116,7 @@ def _chain_up(args: argparse.Namespace) -> int:
     )
     if args.chain == "cypherium":
         print(
-            f"starting a Cypherium node (genesis {args.genesis}) and deploying; this takes a minute ...",
+            f"starting a Cypherium node (genesis {genesis}) and deploying; this takes a minute ...",
             flush=True,
         )
     devnet = start_devnet(
@@ -116,7 +127,7 @@ def _chain_up(args: argparse.Namespace) -> int:
         block_time_s=args.block_time or None,
         fresh=args.fresh,
         chain=args.chain,
-        genesis=args.genesis,
+        genesis=genesis,
     )
     what = (
         f"anvil pid {devnet.anvil_pid}"

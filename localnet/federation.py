@@ -883,6 +883,8 @@ def add_federation_commands(sub: Any) -> None:
 
 
 def _up(args: Any) -> int:
+    from localnet.cli import chain_genesis
+
     if args.rounds < 1:
         raise FederationError("--rounds must be >= 1")
     return run_up(
@@ -895,7 +897,7 @@ def _up(args: Any) -> int:
         args.timeout,
         args.strategy,
         chain=args.chain,
-        genesis=args.genesis,
+        genesis=chain_genesis(args),
     )
 
 

@@ -133,3 +133,18 @@ def test_cypherium_missing_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     assert (
         len(lines) == 1 and "no Cypherium node scripts in" in lines[0] and "MEDFED_CYPHERIUM_DIR" in lines[0]
     ), proc.stderr
+
+
+@pytest.mark.parametrize("command", [["chain", "up"], ["up"]])
+def test_genesis_without_cypherium_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    from localnet.cli import main
+
+    assert main([*command, "--dir", str(tmp_path / "d"), "--genesis", "official-rules"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --genesis official-rules applies to --chain cypherium only (anvil runs Istanbul rules): "
+        "add --chain cypherium or drop --genesis"
+    ]
+    assert not (tmp_path / "d").exists()
