@@ -1,0 +1,120 @@
+"""chain/diagnose.py reads the contract's reasons from its views: on anvil, where the contract
+gives its own reason string, both must agree for every refusal (the views are all that is left
+on Cypherium's pre-Byzantium rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chain_testkit import CID, Fed, sha
+
+from chain import diagnose
+from chain.client import CoordinatorClient
+from chain.errors import ContractRevert
+
+
+def contract_says(client: CoordinatorClient, fn: str, *args: Any) -> str | None:
+    """The contract's own reason (eth_estimateGas against the pending block), None if it passes."""
+    assert client._sender is not None
+    data = client.contract.encode_abi(fn, args=list(args))
+    try:
+        client._sender.estimate_gas({"from": client.sender_address, "to": client.address, "data": data}, fn)
+    except ContractRevert as exc:
+        return exc.reason
+    return None
+
+
+def views_say(client: CoordinatorClient, fn: str, *args: Any) -> str | None:
+    now = client.chain_time() + 1  # anvil's pending block
+    return diagnose.check(client.contract, fn, args, client.sender_address, now)
+
+
+def agree(client: CoordinatorClient, fn: str, *args: Any, expect: str | None) -> None:
+    assert contract_says(client, fn, *args) == expect
+    assert views_say(client, fn, *args) == expect
+
+
+def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
+    agree(fed.outsider, "addMember", fed.base.outsider.address, expect="only the admin")
+    agree(fed.admin, "addMember", fed.addr(0), expect="already a member")
+    agree(fed.outsider, "join", expect="membership is not open: ask the admin to add you")
+    agree(fed.outsider, "publishPeer", "p", "a", expect="not a member")
+    r = fed.open_and_commit([0, 1, 2])
+    agree(fed.admin, "openRound", expect="previous round not final")
+    agree(fed.outsider, "commitUpdate", r, sha("o"), CID, 1, expect="not a member")
+    agree(fed.m[0], "commitUpdate", r, sha("again"), CID, 1, expect="already committed this round")
+    agree(fed.m[3], "commitUpdate", r + 1, sha("x"), CID, 1, expect="round is not open for commits")
+    agree(fed.m[3], "commitUpdate", r, sha("x"), CID, 0, expect="numSamples must be > 0")
+    agree(
+        fed.m[0],
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        [fed.addr(0)],
+        expect="round is not in the aggregation phase",
+    )
+    agree(fed.m[0], "vote", r, True, expect="round is not in the verification phase")
+    agree(fed.admin, "finalize", r, expect="no aggregate awaiting a decision")
+    agree(fed.admin, "advance", r, expect="nothing to advance yet")
+    agree(fed.admin, "advance", r + 1, expect="not the live round")
+    agree(fed.m[0], "reportMetrics", r, sha("e"), 1, 1, expect="round is not finalized")
+    fed.warp_past(fed.info().commit_deadline)
+    agree(fed.m[3], "commitUpdate", r, sha("x"), CID, 1, expect="commit deadline passed")
+    agg_addr = fed.view.rotation_aggregator(r, 0)
+    agg = fed.by_address(agg_addr)
+    other = next(c for c in fed.m[:3] if c is not agg)
+    agree(other, "submitAggregate", r, sha("a"), CID, [fed.addr(0)], expect="not the elected aggregator")
+    ascending = sorted([fed.addr(0), fed.addr(1)], key=lambda a: int(a, 16))
+    agree(agg, "submitAggregate", r, sha("a"), CID, ascending, expect=None)
+    descending = ascending[::-1]
+    agree(
+        agg,
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        descending,
+        expect="included must be ascending committer addresses",
+    )
+    agree(
+        agg,
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        [fed.addr(3)],
+        expect="included address did not commit this round",
+    )
+    agree(agg, "submitAggregate", r, sha("a"), CID, [], expect="included is empty")
+    agg.submit_aggregate(r, sha("a"), CID, [fed.addr(0), fed.addr(1), fed.addr(2)])
+    agree(agg, "vote", r, True, expect="the aggregator does not vote")
+    agree(fed.m[3], "vote", r, True, expect="only this round's committers vote")
+    agree(fed.admin, "finalize", r, expect="not decidable yet: wait for votes or the verify deadline")
+    other.vote(r, False)
+    agree(other, "vote", r, True, expect="already voted this attempt")
+    fed.warp_past(fed.info().verify_deadline)
+    last = next(c for c in fed.m[:3] if c is not agg and c is not other)
+    agree(last, "vote", r, True, expect="verify deadline passed")
+    agree(fed.admin, "advance", r, expect=None)
+
+
+def test_preflight_leaves_not_yet_due_transitions_to_the_contract(fed: Fed) -> None:
+    """Before sending, time may still make these due (a quiet chain's latest block is stale)."""
+    r = fed.open_and_commit([0, 1])
+    c = fed.admin
+    assert (
+        diagnose.check(c.contract, "advance", [r], c.sender_address, c.chain_time(), preflight=True) is None
+    )
+    agg = fed.m[0]
+    args = [r, sha("a"), CID, [fed.addr(0)]]
+    assert (
+        diagnose.check(
+            agg.contract, "submitAggregate", args, agg.sender_address, agg.chain_time(), preflight=True
+        )
+        is None
+    )
+    with pytest.raises(ContractRevert, match="nothing to advance yet") as exc:
+        c.advance(r)  # sent, mined without an event: diagnosed
+    assert exc.value.tx_hash is not None
