@@ -159,7 +159,8 @@ class CoordinatorClient:
     def earliest_chain_time(self) -> int:
         """A lower bound of the next block's timestamp, in chain units: the latest block's, or
         the wall clock where the chain has been quiet (Cypherium makes blocks only on demand)."""
-        return max(self.chain_time(), self.seconds_to_chain(time.time()))
+        wall = time.time()
+        return max(self.chain_time(), int(wall * 1000) if self.time_unit_ms else int(wall))
 
     def decode_receipt(self, receipt: Any) -> list[ChainEvent]:
         """The coordinator events in a receipt."""
