@@ -38,6 +38,7 @@ from localnet.chain import DevnetError
 log = logging.getLogger("medfed.localnet")
 
 PROCESSES_FILE = "processes.json"
+REPORT_GRACE_S = 60.0  # how long `up` waits for the last round's on-chain metrics after evaluation
 SUMMARY_FILE = "summary.json"
 INITIAL_SEED = 0  # must equal node.daemon.INITIAL_SEED
 SOURCES = (
@@ -577,6 +578,7 @@ def wait_rounds(
     """Follow the federation until ``rounds`` rounds are final and every live node reported on the last."""
     deadline = time.monotonic() + timeout_s
     last_line = ""
+    evaluated_at: float | None = None
     while True:
         keep_chain_awake(fed)
         for i in range(len(fed.sites)):
@@ -594,9 +596,17 @@ def wait_rounds(
                     print(f"node {i} exited with code {code}: {_tail(fed.log_path(i))}", flush=True)
         done = rounds_done(fed)
         live = [i for i in range(len(fed.sites)) if fed.node_exit_code(i) is None]
-        reported = (
-            all(str(rounds) in fed.metrics(i) for i in live) if done.get(rounds) == "finalized" else True
-        )
+        reported = True
+        if done.get(rounds) == "finalized":
+            # every live node evaluated the last global adapter and its MetricsReported is mined
+            # (the summary reads accuracies from the chain; on Cypherium that takes a block);
+            # a report still missing REPORT_GRACE_S after the evaluations is given up on
+            last = [fed.metrics(i).get(str(rounds)) for i in live]
+            evaluated = all(m is not None for m in last)
+            reported = evaluated and all(m.get("reported") for m in last if m is not None)
+            if evaluated and not reported:
+                evaluated_at = evaluated_at or time.monotonic()
+                reported = time.monotonic() - evaluated_at > REPORT_GRACE_S
         if progress:
             line = _progress_line(fed, done)
             if line != last_line:

@@ -53,6 +53,8 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
         summary = F.write_summary(fed)
         assert [r["round"] for r in summary["rounds"]] == [1, 2]
         assert all(r["global_sha256"] and r["rewards"] for r in summary["rounds"])
+        names = {site.name for site in fed.sites}
+        assert all(set(r["accuracy"]) == names for r in summary["rounds"]), summary  # metrics on-chain
 
         # no outside traffic: every transaction since the deployment came from the federation
         # (admin + members), and the chain made no block without one (it stayed quiet)
