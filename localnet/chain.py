@@ -135,7 +135,11 @@ def _start_chain(
             shutil.rmtree(datadir)
         node = cy.start_cypherium(datadir, genesis, http_port=port)
         log.info("cypherium node %d (%s genesis) listening on %s", node.pid, genesis, node.rpc_url)
-        admin = _import_wallet(admin_path, cy.FUNDED_KEY, password)  # the chain's funded account
+        try:
+            admin = _import_wallet(admin_path, cy.FUNDED_KEY, password)  # the chain's funded account
+        except BaseException:
+            cy.stop_cypherium(datadir)
+            raise
         return _ChainProcess(node.pid, node.rpc_url, node.log_path), admin_path, admin
     anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s)
     log.info("anvil %d listening on %s", anvil.pid, anvil.rpc_url)
