@@ -148,3 +148,17 @@ def test_genesis_without_cypherium_is_refused(
         "add --chain cypherium or drop --genesis"
     ]
     assert not (tmp_path / "d").exists()
+
+
+def test_chain_round_no_warp_on_an_anvil_without_empty_blocks(tmp_path: Path) -> None:
+    """`--block-time 0`: anvil makes blocks only for transactions, like a quiet Cypherium chain;
+    `round --no-warp` used to wait for a block timestamp that never came. It follows the wall clock."""
+    d = tmp_path / "chain"
+    up = _cli("chain", "up", "--nodes", "2", "--commit-s", "3", "--block-time", "0", "--dir", str(d))
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        rnd = _cli("chain", "round", "--no-warp", "--dir", str(d), timeout=120)
+        assert rnd.returncode == 0, rnd.stdout[-2000:] + rnd.stderr[-2000:]
+        assert "RoundFinalized(round=1" in rnd.stdout
+    finally:
+        _cli("chain", "down", "--dir", str(d), timeout=60)
