@@ -23,9 +23,13 @@ case "$part" in
     npm ci --no-audit --no-fund --loglevel=error
     ;;
   system)
-    # System packages the tests need (headless Chromium for the explorer tests). Installed only if missing.
+    # System packages the tests need (headless Chromium for the explorer tests, the libraries of the
+    # real Cypherium node). Installed only if missing.
     need=()
     command -v chromium >/dev/null || need+=(chromium)
+    # the real Cypherium node of the chain and e2e tests needs libgmp10 and libssl3 (its README)
+    cypher="${MEDFED_CYPHERIUM_DIR:-../shared/cypherium}/bin/cypher"
+    if [ -x "$cypher" ] && ! "$cypher" version >/dev/null 2>&1; then need+=(libgmp10 libssl3); fi
     if [ ${#need[@]} -gt 0 ]; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
