@@ -61,8 +61,9 @@ class CoordinatorClient:
 
     Connecting checks the chain id (WrongChain), reachability (RpcUnreachable) and that code
     exists at the address (NoContract). Transactions need a wallet; views do not. Transaction
-    methods return a `TxResult` with the decoded coordinator events; a refusal raises
-    `ContractRevert` with the contract's reason string.
+    methods return a `TxResult` with the decoded coordinator events, and count as done only when
+    the event the call owes is among them (receipt status is never trusted). A refusal, before
+    sending (views) or once mined (no event), raises `ContractRevert` with the contract's reason.
     """
 
     def __init__(

@@ -11,9 +11,11 @@ class ChainProfile:
     """Connection and transaction settings for one kind of chain.
 
     `time_unit_ms`: True/False pins the unit of `block.timestamp`; None detects it from the
-    latest block. `poa_extra_data` injects web3's extra-data middleware (Cypherium blocks carry
-    extraData longer than 32 bytes). Gas is always set explicitly: Cypherium's eth_estimateGas
-    takes a single argument, so the client calls it with exactly one.
+    latest block. `poa_extra_data` injects web3's extra-data middleware (Cypherium's genesis block
+    carries extraData longer than 32 bytes; produced blocks carry none). Gas is always set
+    explicitly: coordinator calls use the fixed limits of chain/gas.py (an estimate at a stale
+    block would refuse due transitions); only the deployment estimates (`gas_margin`,
+    `gas_extra`), with the single argument Cypherium's eth_estimateGas accepts.
     """
 
     name: str
