@@ -154,7 +154,7 @@ class CoordinatorClient:
             reason = f"no {'/'.join(EXPECTED_EVENTS[fn])} event; used {used} of {gas} gas " + (
                 "(out of gas?)" if used >= gas else "(state changed before it was mined?)"
             )
-        log.warning("%s mined in block %d without effect: %s", fn, block, reason)
+        log.info("%s mined in block %d without effect: %s", fn, block, reason)
         return reason
 
     def earliest_chain_time(self) -> int:
