@@ -145,14 +145,18 @@ class CoordinatorClient:
         used = int(receipt["gasUsed"])
         reason = self._sender.replay_reason(tx, block)
         if reason is None:
-            try:
-                ts = int(self.w3.eth.get_block(block)["timestamp"])
-                reason = diagnose.check(self.contract, fn, args, self._sender.wallet.address, ts, block)
-            except Exception as exc:  # state at that block pruned, or the node hiccuped
-                log.debug("diagnosing %s at block %d failed: %s", fn, block, exc)
+            ts = int(self.w3.eth.get_block(block)["timestamp"])
+            for at in (block, "latest"):  # "latest" where the node keeps no state for old blocks
+                try:
+                    reason = diagnose.check(self.contract, fn, args, self._sender.wallet.address, ts, at)
+                    break
+                except Exception as exc:  # state at that block pruned, or the node hiccuped
+                    log.debug("diagnosing %s at block %s failed: %s", fn, at, exc)
         if reason is None:
             reason = f"no {'/'.join(EXPECTED_EVENTS[fn])} event; used {used} of {gas} gas " + (
-                "(out of gas?)" if used >= gas else "(state changed before it was mined?)"
+                "(out of gas, or refused without a reason)"
+                if used >= gas * 0.95
+                else "(state changed before it was mined?)"
             )
         log.info("%s mined in block %d without effect: %s", fn, block, reason)
         return reason
