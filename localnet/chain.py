@@ -24,7 +24,7 @@ from eth_account import Account
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
 from chain.profile import DEVNET
-from chain.types import ChainEvent, DeployParams
+from chain.types import ChainEvent, DeployParams, Phase
 from chain.wallet import DEVNET_SCRYPT_N, Wallet, create_wallet, load_wallet
 from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, stop_anvil
 
@@ -251,11 +251,12 @@ def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
         h = hashlib.sha256(f"demo update {i} round {r}".encode()).digest()
         hashes[c.sender_address] = h
         events += c.commit_update(r, h, f"demo-update-{i}-round-{r}", 100 + i).events
-    deadline = admin.round_info().commit_deadline
-    if warp:
-        rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
-    else:
-        while admin.chain_time() < deadline:
+    # when every member committed, the last commit already closed the phase and elected the aggregator
+    info = admin.round_info()
+    if info.phase == Phase.COMMIT and warp:
+        rpc(devnet.rpc_url, "evm_mine", [max(info.commit_deadline, admin.chain_time() + 1)])
+    elif info.phase == Phase.COMMIT:
+        while admin.chain_time() < info.commit_deadline:
             time.sleep(0.5)
     aggregator = admin.aggregator_of(r)
     agg = next(c for c in clients if c.sender_address == aggregator)
