@@ -168,13 +168,17 @@ def prepare(cfg: NodeConfig, wallet: Wallet) -> Node:
 
 
 def _may_serve(node: Node) -> Callable[[str, str], bool]:
-    """The access policy: members only; a round's updates only after its commit deadline."""
+    """The access policy: members only; a round's updates only once its commit phase is over (the
+    chain closed it: every member committed, or the deadline passed), so nobody can copy an update
+    before committing their own."""
 
     def may_serve(address: str, sha256: str) -> bool:
         if address.lower() not in node.members:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
-        if kind == "update":  # nobody may copy an update before committing their own
+        if kind == "update":
+            if rnd in node.commits_closed:  # seen on-chain: no commit can be added any more
+                return True
             return node.now() >= node.commit_deadlines.get(rnd, math.inf)
         return True
 

@@ -24,7 +24,7 @@ from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
 from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
-from node.roles.verifier import verify_and_vote
+from node.roles.verifier import prefetch_updates, verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, pin, publish
 
@@ -72,6 +72,7 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
             await _hostile_offer(node, e)
     elif isinstance(e, ev.AggregatorElected):
+        node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
         log.info("chain: round %d attempt %d aggregator %s", e.round, e.attempt, e.aggregator)
     elif isinstance(e, ev.AggregateSubmitted):
         s.add_submission(
@@ -111,6 +112,7 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             _hex(e.global_sha256)[:12],
         )
     elif isinstance(e, ev.RoundFailed):
+        node.commits_closed.add(e.round)
         s.set_outcome(Outcome(e.round, "failed", e.attempts, "", "", e.reason))
         log.warning("chain: round %d FAILED after %d attempts: %s", e.round, e.attempts, e.reason)
     elif isinstance(e, ev.RewardPaid):
@@ -156,6 +158,8 @@ async def tick(node: Node) -> None:
     r = info.round
     if r:
         node.commit_deadlines.setdefault(r, node.to_unix(info.commit_deadline))
+        if info.phase != Phase.COMMIT:
+            node.commits_closed.add(r)
     node.set_status(round=r, phase=info.phase.name.lower(), attempt=info.attempt)
     if info.phase in (Phase.NONE, Phase.FINALIZED, Phase.FAILED):
         if info.phase == Phase.FINALIZED:
@@ -240,6 +244,9 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
             await aggregate_and_submit(node, r, info.attempt, deadline)
         return
     node.set_status(role="verifier" if node.me in committers else "observer")
+    if info.phase == Phase.AGGREGATE and node.me in committers:
+        # fetch the inputs now, while the aggregator works: verification then starts with them held
+        await prefetch_updates(node, r, deadline)
     if info.phase == Phase.COMMIT:
         # make the election visible in the audit log promptly (anyone may; staggered)
         await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
@@ -251,7 +258,7 @@ _pinned: set[str] = set()
 
 
 async def pin_own_update(node: Node, r: int) -> None:
-    """With an IPFS API configured, pin our update once the commit deadline has passed (not before:
+    """With an IPFS API configured, pin our update once the commit phase is over (not before:
     nobody may copy it earlier), so it can be fetched by CID if we go offline."""
     rec = node.store.update(r)
     if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in _pinned:

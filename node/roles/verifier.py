@@ -46,6 +46,25 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool, str
     return True, f"recomputed {sha[:12]} from {len(usable)} updates: identical"
 
 
+_prefetched: set[int] = set()
+
+
+async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
+    """While the elected aggregator works, fetch (concurrently) the round's committed updates that
+    verification will need, once per round; what cannot be had now is retried by `judge`."""
+    if round in _prefetched:
+        return
+    _prefetched.add(round)
+    commits = [c for c in node.store.commits(round) if node.artifacts.weights(c.sha256) is None]
+    if not commits:
+        return
+    node.set_status(activity=f"fetching the {len(commits)} updates of round {round} to verify")
+    log.info("round %d: fetching %d updates while the aggregator works", round, len(commits))
+    t0 = time.monotonic()
+    await collect_updates(node, round, commits, deadline - 3.0)
+    node.store.add_timing(round, "transfer", time.monotonic() - t0)
+
+
 async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
     """Vote on ``sub`` exactly once (the verdict is stored before it is sent; the chain is asked too)."""
     rec = node.store.vote(sub.round, sub.attempt)
