@@ -74,7 +74,10 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
                 "min_acc",
                 "hmean",
                 "rewards",
+                "wall_s",
+                "slowest_train_s",
             }
+            assert 0 < r["slowest_train_s"] < r["wall_s"]
             assert set(r["accuracy"]) == names and all(0.0 <= a <= 1.0 for a in r["accuracy"].values())
             assert r["min_acc"] <= r["hmean"] <= r["macro_acc"] <= 1.0
             assert r["global_sha256"] == bytes(h.final(r["round"]).global_sha256).hex()
