@@ -1,11 +1,11 @@
 """The round, as the protocol tells it: open -> train -> commit -> elect -> aggregate -> verify ->
 finalize -> report.
 
-`tick` is called every poll interval. It first records the chain's new events (the source of
-truth: commits, submissions, outcomes, published peers) in the state store, then reads the live
-round and performs the one step that is due for this node. Every step is idempotent and checks
-the store and the chain before acting, so a node killed at any point resumes where it was: it
-never trains twice, never commits twice, never votes twice.
+`tick` is called every poll interval, and again at once when the round moved on. It first records
+the chain's new events (the source of truth: commits, submissions, outcomes, published peers) in
+the state store, then reads the live round and performs the one step that is due for this node.
+Every step is idempotent and checks the store and the chain before acting, so a node killed at
+any point resumes where it was: it never trains twice, never commits twice, never votes twice.
 
 Housekeeping transactions that anyone may send (advance, finalize, openRound) are staggered by
 the node's rank among the members, and each node re-reads the round before sending, so a
@@ -151,8 +151,11 @@ async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
 
 
 # ------------------------------------------------------------------------------- the machine
-async def tick(node: Node) -> None:
-    """Look at the chain once and do whatever this node owes the live round."""
+async def tick(node: Node) -> bool:
+    """Look at the chain once and do whatever this node owes the live round.
+
+    Returns True when the live round moved on meanwhile (another round, phase or attempt: our own
+    transaction or someone else's), so the caller looks again at once instead of after a poll."""
     await sync_events(node)
     info = await node.chain(node.client.round_info)
     r = info.round
@@ -172,6 +175,8 @@ async def tick(node: Node) -> None:
         await elect_and_aggregate(node, info)
     elif info.phase == Phase.VERIFY:
         await verify_and_finalize(node, info)
+    now = await node.chain(node.client.round_info)
+    return (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt)
 
 
 async def open_next(node: Node, info: RoundInfo) -> None:
@@ -277,9 +282,10 @@ async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
     deadline = node.to_unix(info.verify_deadline)
     if sub is None:
         return  # the event arrives with the next sync
+    voted_now = False
     if node.me in committers and sub.aggregator != node.me and node.now() < deadline:
         node.set_status(role="verifier")
-        await verify_and_vote(node, sub, deadline)
+        voted_now = await verify_and_vote(node, sub, deadline)
         info = await node.chain(node.client.round_info)
         if info.phase != Phase.VERIFY or info.round != r:
             return
@@ -287,7 +293,8 @@ async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
     a, rj = info.approvals, info.rejections
     decidable = (a * 3 >= eligible * 2 and (a > 0 or eligible == 0)) or rj * 3 > eligible
     if decidable:
-        await _nudge(node, info, "finalize", 0.0)
+        # the voter whose vote decided it finalizes at once; the others keep their stagger
+        await _nudge(node, info, "finalize", 0.0, staggered=not voted_now)
     else:
         await _nudge(node, info, "advance", deadline)
 
@@ -400,16 +407,17 @@ def _reported(node: Node, r: int) -> bool:
 _first_due: dict[tuple[object, ...], float] = {}
 
 
-async def _due(node: Node, key: tuple[object, ...], at: float) -> bool:
+async def _due(node: Node, key: tuple[object, ...], at: float, staggered: bool = True) -> bool:
     """True once ``at`` + rank * stagger has passed (``at`` = 0: counted from first sight)."""
     first = _first_due.setdefault(key, node.now())
     start = max(at, first) if at else first
-    return node.now() >= start + node.rank() * node.cfg.rounds.stagger_s
+    return node.now() >= start + (node.rank() * node.cfg.rounds.stagger_s if staggered else 0.0)
 
 
-async def _nudge(node: Node, info: RoundInfo, what: str, at: float) -> None:
+async def _nudge(node: Node, info: RoundInfo, what: str, at: float, staggered: bool = True) -> None:
     """Send advance/finalize for the live round when due, unless someone already moved it."""
-    if node.now() < at or not await _due(node, (what, info.round, info.attempt, int(info.phase)), at):
+    key = (what, info.round, info.attempt, int(info.phase))
+    if node.now() < at or not await _due(node, key, at, staggered):
         return
     now = await node.chain(node.client.round_info)
     if (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt):

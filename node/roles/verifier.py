@@ -65,16 +65,17 @@ async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     node.store.add_timing(round, "transfer", time.monotonic() - t0)
 
 
-async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
-    """Vote on ``sub`` exactly once (the verdict is stored before it is sent; the chain is asked too)."""
+async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
+    """Vote on ``sub`` exactly once (the verdict is stored before it is sent; the chain is asked too).
+    True when this call sent the vote."""
     rec = node.store.vote(sub.round, sub.attempt)
     if rec is not None and rec.sent:
-        return
+        return False
     if await node.chain(node.client.has_voted, node.address):
         log.info("round %d attempt %d: chain already has our vote", sub.round, sub.attempt)
         if rec is not None:
             node.store.mark_vote_sent(sub.round, sub.attempt, None)
-        return
+        return False
     if rec is None:
         node.set_status(activity=f"verifying round {sub.round} attempt {sub.attempt}")
         log.info(
@@ -96,7 +97,7 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
             node.store.mark_vote_sent(sub.round, sub.attempt, None)
         else:
             log.warning("round %d attempt %d: vote refused: %s", sub.round, sub.attempt, exc.reason)
-        return
+        return False
     node.store.add_timing(sub.round, "chain", time.monotonic() - t0)
     node.store.mark_vote_sent(sub.round, sub.attempt, tx.tx_hash)
     node.set_status(activity=f"voted on round {sub.round} attempt {sub.attempt}")
@@ -107,3 +108,4 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
         "APPROVE" if rec.approve else "REJECT",
         rec.reason,
     )
+    return True
