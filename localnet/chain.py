@@ -238,7 +238,8 @@ def scripted_round(devnet: Devnet, warp: bool = True) -> list[ChainEvent]:
     """One full round on the contract with stand-in hashes (a chain-only demo).
 
     Every node wallet commits sha256(b"demo update ..."), the elected aggregator submits, the
-    others approve, and the round is finalized. `warp` jumps anvil's clock over the commit
+    others approve, and the round is finalized. The last commit closes the commit phase (every
+    member committed); should it still be open, `warp` jumps anvil's clock over the commit
     deadline instead of waiting for it. Returns the coordinator events emitted, in order.
     """
     admin = devnet.client(devnet.load_admin())
