@@ -1,27 +1,43 @@
-"""Per-round coordination overhead of a real local federation, beside the round's training time.
+"""The whole round of a real local federation, against Flower's simulation doing the same work.
 
-Runs `medfed-localnet`'s federation (separate node processes, real anvil, real libp2p) for one
-round with 3 and with 8 nodes and reads what each node measured about itself (its state store):
+    python bench/round.py [--quick] [--rounds 2] [--configs tiny:3,tiny:8,tiny:16,default:3]
+                          [--flower-python .venv-bench/bin/python]
 
-- training: seconds spent in local training (the useful work);
-- coordination: everything else a round costs a node except evaluation: chain transactions
-  (commit, submit, vote, housekeeping), transfers (fetching updates), aggregation and
-  verification (recomputing the aggregate);
-- latency: wall-clock seconds from the commit deadline to the block that finalized the round
-  (what coordination adds to a round's duration; includes polling and staggering).
+medfed: `medfed-localnet`'s federation (separate node processes, real anvil, real libp2p, real
+training) runs each configuration (model:nodes) for a few rounds. A watcher in this process polls
+the chain every 0.1 s and stamps when each round's RoundOpened and RoundFinalized appear. Per round:
 
-Prints per-node means and ends with
-`RESULT round_overhead_<n>n <coordination s> s baseline=<training s> ratio=<coordination/training>`
-for the largest federation run. `--quick`: 3 nodes only.
+- wall: opening -> finalization (training, commits, election, transfers, aggregation,
+  verification, votes, polling: everything);
+- slowest training: the longest local training of the round among the sites (each node's own
+  measurement; the useful work a round cannot do without);
+- overhead = wall - slowest training: what the federation adds to a round.
+
+Flower: `bench/flower_baseline.py`, run with a Python that has `flwr[simulation]` (the `bench`
+extra; `make bench-deps` puts it in .venv-bench, a venv of its own because flwr pins typer below
+what transformers installs here), simulates the same number of clients for the same rounds; each
+client's fit sleeps exactly the training time medfed's site of the same index measured in that
+round and returns a float32 array of the size of medfed's adapter file; FedAvg over them. Its
+overhead is measured the same way (round wall - longest sleep).
+
+Prints a table and ends with one `RESULT round_overhead_<n>n` line per node count (tiny model),
+`RESULT round_overhead_3n_default` for the default model, and finally
+`RESULT round_overhead_3n <medfed s> s baseline=<flower s> ratio=<medfed/flower>` (tiny model,
+mean over rounds). `--quick`: the tiny model with 3 nodes only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,88 +47,214 @@ from chain.events import EventReader
 from localnet import federation as F
 from node.state import StateStore
 
-COORDINATION = ("chain", "transfer", "aggregate", "verify")
+ROOT = Path(__file__).resolve().parents[1]
+FULL = "tiny:3,tiny:8,tiny:16,default:3"
+QUICK = "tiny:3"
 
 
-def measure(nodes: int, model: str, workdir: Path) -> dict[str, float]:
-    """One finalized round with ``nodes`` nodes; per-node mean seconds by kind, and the latency."""
+@dataclass
+class RoundTime:
+    """One round: wall seconds (open -> finalized) and every site's training seconds."""
+
+    round: int
+    wall_s: float
+    train_s: list[float]
+
+    @property
+    def slowest_s(self) -> float:
+        return max(self.train_s) if self.train_s else 0.0
+
+    @property
+    def overhead_s(self) -> float:
+        return self.wall_s - self.slowest_s
+
+
+@dataclass
+class Run:
+    """One configuration's rounds (medfed) and the adapter size they moved."""
+
+    model: str
+    nodes: int
+    rounds: list[RoundTime]
+    adapter_bytes: int
+    flower: list[RoundTime] = field(default_factory=list)
+    flower_api: str = ""
+
+
+class Watcher(threading.Thread):
+    """Stamps (wall clock) the first sight of each round's opening and outcome on the chain."""
+
+    def __init__(self, fed: F.Federation) -> None:
+        super().__init__(daemon=True)
+        self.fed = fed
+        self.opened: dict[int, float] = {}
+        self.closed: dict[int, tuple[float, str]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        client = self.fed.client()
+        reader = EventReader(client)
+        start = self.fed.devnet.deploy_block
+        while not self.stop.is_set():
+            try:
+                latest = client.block_number()
+                if latest >= start:
+                    now = time.time()
+                    for e in reader.read(start, latest):
+                        if isinstance(e, ev.RoundOpened):
+                            self.opened.setdefault(e.round, now)
+                        elif isinstance(e, ev.RoundFinalized):
+                            self.closed.setdefault(e.round, (now, "finalized"))
+                        elif isinstance(e, ev.RoundFailed):
+                            self.closed.setdefault(e.round, (now, "failed"))
+                    start = latest + 1
+            except Exception as exc:  # the devnet is shutting down, or a hiccup: keep polling
+                print(f"  (watcher: {exc})", file=sys.stderr)
+            self.stop.wait(0.1)
+
+
+def sizing_for(model: str, nodes: int) -> F.Sizing:
+    """The launcher's sizing with deadlines that are only a safety net on a loaded machine."""
     base = F.DEFAULT_SIZING if model == "default" else F.TINY_SIZING
-    sizing = dataclasses.replace(base, commit_s=base.commit_s + 2 * nodes, fetch_patience_s=30.0)
-    fed = F.launch(workdir / f"fed{nodes}", nodes, 1, model=model, sizing=sizing, fresh=True, explorer=False)
+    return dataclasses.replace(
+        base,
+        commit_s=base.commit_s * 3 + 10 * nodes,
+        aggregate_s=base.aggregate_s * 2 + 5 * nodes,
+        verify_s=base.verify_s * 2 + 5 * nodes,
+        fetch_patience_s=60.0,
+    )
+
+
+def run_medfed(model: str, nodes: int, rounds: int, workdir: Path) -> Run:
+    """``rounds`` finalized rounds with ``nodes`` nodes; their wall and training times."""
+    sizing = sizing_for(model, nodes)
+    fed = F.launch(
+        workdir / f"{model}{nodes}", nodes, rounds, model=model, sizing=sizing, fresh=True, explorer=False
+    )
+    watcher = Watcher(fed)
     try:
-        F.wait_ready(fed, 900)
+        F.wait_ready(fed, 1200)
+        watcher.start()
         F.open_first_round(fed)
-        done = F.wait_rounds(
-            fed, 1, 600 + 3 * (sizing.commit_s + sizing.aggregate_s + sizing.verify_s), progress=False
-        )
-        if done.get(1) != "finalized":
-            raise SystemExit(f"round 1 did not finalize with {nodes} nodes: {done}")
-        events = EventReader(fed.client()).read(fed.devnet.deploy_block)
+        budget = 600 + rounds * (sizing.commit_s + sizing.aggregate_s + sizing.verify_s)
+        done = F.wait_rounds(fed, rounds, budget, progress=False)
+        time.sleep(0.3)  # let the watcher stamp the last outcome
+        if any(done.get(r) != "finalized" for r in range(1, rounds + 1)):
+            raise SystemExit(f"{model} model, {nodes} nodes: not every round finalized: {done}")
     finally:
+        watcher.stop.set()
         for i in list(fed._procs):
             fed.stop_node(i)
         F.down(fed.dir)
-    opened = next(e for e in events if isinstance(e, ev.RoundOpened) and e.round == 1)
-    final = next(e for e in events if isinstance(e, ev.RoundFinalized) and e.round == 1)
-    totals = {k: 0.0 for k in (*COORDINATION, "train", "evaluate")}
-    for i in range(nodes):
-        store = StateStore(fed.state_dirs[i], fed.devnet.coordinator, fed.devnet.addresses[i])
-        for k, v in store.timings(1).items():
-            totals[k] = totals.get(k, 0.0) + v
-        store.close()
-    out = {k: v / nodes for k, v in totals.items()}
-    out["coordination"] = sum(out[k] for k in COORDINATION)
-    out["latency"] = _latency(fed, opened, final)
-    return out
+    out, size = [], 0
+    for r in range(1, rounds + 1):
+        trains = []
+        for i, address in enumerate(fed.devnet.addresses):
+            store = StateStore(fed.state_dirs[i], fed.devnet.coordinator, address)
+            trains.append(store.timings(r).get("train", 0.0))
+            rec = store.update(r)
+            if rec is not None and not size:
+                weights = fed.state_dirs[i] / "adapters" / rec.sha256 / "adapter_model.safetensors"
+                size = weights.stat().st_size if weights.is_file() else 0
+            store.close()
+        out.append(RoundTime(r, watcher.closed[r][0] - watcher.opened[r], trains))
+    return Run(model, nodes, out, size)
 
 
-def _latency(fed: F.Federation, opened: ev.RoundOpened, final: ev.RoundFinalized) -> float:
-    """Commit deadline -> finalization, from the finalizing node's log timestamps (anvil is gone)."""
-    import re
-    from datetime import datetime
+def run_flower(run: Run, python: str) -> None:
+    """The same rounds in Flower's simulation (clients sleep medfed's training times)."""
+    spec = {
+        "clients": run.nodes,
+        "param_bytes": run.adapter_bytes,
+        "sleeps": [r.train_s for r in run.rounds],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "flower_baseline.py"), fh.name],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    Path(fh.name).unlink(missing_ok=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise SystemExit("Flower baseline failed:\n  " + "\n  ".join(tail))
+    got = json.loads(lines[-1])
+    run.flower_api = got["api"]
+    run.flower = [
+        RoundTime(i + 1, wall, train)
+        for i, (wall, train) in enumerate(zip(got["walls"], spec["sleeps"], strict=True))
+    ]
 
-    pattern = re.compile(r"^(\S+) INFO\s+medfed.round: chain: round 1 FINALIZED")
-    stamps = []
-    for i in range(len(fed.sites)):
-        for line in fed.log_path(i).read_text(errors="replace").splitlines():
-            m = pattern.match(line)
-            if m:
-                stamps.append(datetime.fromisoformat(m.group(1)).timestamp())
-    if not stamps:
-        return float("nan")
-    return max(0.0, min(stamps) - opened.commit_deadline)
+
+def flower_python(arg: str) -> str:
+    """The interpreter that runs the Flower side; a clear error naming the fix when there is none."""
+    candidates = [arg] if arg else [str(ROOT / ".venv-bench" / "bin" / "python"), sys.executable]
+    for py in candidates:
+        if (
+            Path(py).exists()
+            and subprocess.run([py, "-c", "import flwr"], capture_output=True).returncode == 0
+        ):
+            return py
+    raise SystemExit(
+        "bench/round.py: no Python with flwr found: run `make bench-deps` (creates .venv-bench with the "
+        "`bench` extra) or pass --flower-python /path/to/python"
+    )
+
+
+def mean(xs: list[float]) -> float:
+    return statistics.fmean(xs) if xs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 nodes only")
-    p.add_argument("--model", default="tiny", help='"tiny" (default) or "default"')
-    p.add_argument("--nodes", default="3,8", help="federation sizes to run (default 3,8)")
+    p.add_argument("--quick", action="store_true", help=f"only {QUICK}")
+    p.add_argument("--configs", default=FULL, help=f"model:nodes list (default {FULL})")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (default 2)")
+    p.add_argument("--flower-python", default="", help="Python with flwr[simulation] (default .venv-bench)")
     args = p.parse_args(argv)
-    sizes = [3] if args.quick else [int(n) for n in args.nodes.split(",")]
-    results: dict[int, dict[str, float]] = {}
+    configs = [
+        (m, int(n)) for m, n in (c.split(":") for c in (QUICK if args.quick else args.configs).split(","))
+    ]
+    py = flower_python(args.flower_python)
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="medfed-bench-round-") as tmp:
-        for n in sizes:
+        for model, nodes in configs:
             t0 = time.monotonic()
-            print(f"running one round with {n} nodes ({args.model} model) ...", flush=True)
-            results[n] = measure(n, args.model, Path(tmp))
-            print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+            print(f"medfed: {args.rounds} rounds, {nodes} nodes, {model} model ...", flush=True)
+            run = run_medfed(model, nodes, args.rounds, Path(tmp))
+            print(f"  done in {time.monotonic() - t0:.0f} s; Flower, same clients and sleeps ...", flush=True)
+            run_flower(run, py)
+            runs.append(run)
+    print(f"\nper round (s); Flower: {runs[0].flower_api}; overhead = wall - slowest site's training")
     head = (
-        f"{'nodes':>5} {'train s':>9} {'chain s':>9} {'transfer s':>10} {'aggregate s':>11} {'verify s':>9}"
+        f"{'model':>7} {'nodes':>5} {'round':>5} {'adapter MB':>10} {'slowest train':>13} {'medfed wall':>11}"
     )
-    head += f" {'coord s':>9} {'ratio':>7} {'latency s':>10}"
-    print("\nper-node means for one round (coordination = chain + transfer + aggregate + verify)")
+    head += f" {'overhead':>8} {'Flower wall':>11} {'overhead':>8} {'ratio':>6}"
     print(head)
-    for n, r in results.items():
-        ratio = r["coordination"] / r["train"] if r["train"] else float("inf")
-        print(
-            f"{n:>5} {r['train']:>9.2f} {r['chain']:>9.2f} {r['transfer']:>10.2f} {r['aggregate']:>11.2f}"
-            f" {r['verify']:>9.2f} {r['coordination']:>9.2f} {ratio:>7.2f} {r['latency']:>10.1f}"
-        )
-    n = max(results)
-    r = results[n]
-    ratio = r["coordination"] / r["train"] if r["train"] else float("inf")
-    print(f"RESULT round_overhead_{n}n {r['coordination']:.3f} s baseline={r['train']:.3f} ratio={ratio:.3f}")
+    for run in runs:
+        for m, f in zip(run.rounds, run.flower, strict=True):
+            ratio = m.overhead_s / f.overhead_s if f.overhead_s > 0 else float("inf")
+            cells = (m.slowest_s, m.wall_s, m.overhead_s, f.wall_s, f.overhead_s, ratio)
+            widths = (13, 11, 8, 11, 8, 6)
+            row = f"{run.model:>7} {run.nodes:>5} {m.round:>5} {run.adapter_bytes / 1e6:>10.2f}"
+            print(row + "".join(f" {v:>{w}.2f}" for v, w in zip(cells, widths, strict=True)))
+    print()
+    final = None
+    for run in runs:
+        med = mean([r.overhead_s for r in run.rounds])
+        flo = mean([r.overhead_s for r in run.flower])
+        ratio = med / flo if flo > 0 else float("inf")
+        name = f"round_overhead_{run.nodes}n" + ("" if run.model == "tiny" else f"_{run.model}")
+        line = f"RESULT {name} {med:.3f} s baseline={flo:.3f} ratio={ratio:.3f}"
+        if name == "round_overhead_3n":
+            final = line
+        else:
+            print(line)
+    if final:
+        print(final)
     return 0
 
 

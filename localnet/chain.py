@@ -29,7 +29,7 @@ from eth_account import Account
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
 from chain.profile import CYPHERIUM, DEVNET, ChainProfile
-from chain.types import ChainEvent, DeployParams
+from chain.types import ChainEvent, DeployParams, Phase
 from chain.wallet import DEVNET_SCRYPT_N, Wallet, create_wallet, load_wallet
 from localnet import cypherium as cy
 from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, stop_anvil
@@ -381,7 +381,8 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
     """One full round on the contract with stand-in hashes (a chain-only demo).
 
     Every node wallet commits sha256(b"demo update ..."), the elected aggregator submits, the
-    others approve, and the round is finalized. `warp` jumps anvil's clock over the commit
+    others approve, and the round is finalized. The last commit closes the commit phase (every
+    member committed); should it still be open, `warp` jumps anvil's clock over the commit
     deadline instead of waiting for it (Cypherium cannot warp: it always waits). The wait follows
     the wall clock, not the latest block (which stands still on a quiet Cypherium chain).
     Returns the coordinator events emitted, in order.
@@ -402,11 +403,14 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
         for i, c in enumerate(clients)
     ]
     events += _events(_all_at_once(commits) if together else [call() for call in commits])
-    deadline = admin.round_info().commit_deadline
-    if warp and devnet.kind == "anvil":
-        rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
-    else:
-        wait_for_deadline(admin, deadline, devnet.params.commit_duration_s + wait_limit_s)
+    # when every member committed, the last commit already closed the phase and elected the aggregator
+    info = admin.round_info()
+    if info.phase == Phase.COMMIT:
+        deadline = info.commit_deadline
+        if warp and devnet.kind == "anvil":
+            rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
+        else:
+            wait_for_deadline(admin, deadline, devnet.params.commit_duration_s + wait_limit_s)
     aggregator = admin.aggregator_of(r) or admin.rotation_aggregator(r, 0)
     agg = next(c for c in clients if c.sender_address == aggregator)
     digest = hashlib.sha256(b"".join(hashes[a] for a in sorted(hashes, key=lambda a: int(a, 16)))).digest()

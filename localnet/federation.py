@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -656,8 +657,12 @@ def summarize(fed: Federation) -> dict[str, Any]:
             base_acc[site.name] = float(m["accuracy"])
     rounds: dict[int, dict[str, Any]] = {}
     submissions: dict[tuple[int, int], str] = {}
-    for e in EventReader(fed.client()).read(fed.devnet.deploy_block):
-        if isinstance(e, ev.AggregateSubmitted):
+    client = fed.client()
+    opened_at: dict[int, float] = {}
+    for e in EventReader(client).read(fed.devnet.deploy_block):
+        if isinstance(e, ev.RoundOpened):
+            opened_at[e.round] = _block_time(client, e.block_number)
+        elif isinstance(e, ev.AggregateSubmitted):
             submissions[(e.round, e.attempt)] = e.aggregator
         elif isinstance(e, ev.RoundFinalized):
             rounds[e.round] = {
@@ -667,6 +672,7 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "global_sha256": bytes(e.global_sha256).hex(),
                 "accuracy": {},
                 "rewards": {},
+                "wall_s": _block_time(client, e.block_number) - opened_at.get(e.round, math.nan),
             }
         elif isinstance(e, ev.RoundFailed):
             rounds[e.round] = {
@@ -676,6 +682,7 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "global_sha256": None,
                 "accuracy": {},
                 "rewards": {},
+                "wall_s": _block_time(client, e.block_number) - opened_at.get(e.round, math.nan),
             }
         elif isinstance(e, ev.RewardPaid) and e.round in rounds:
             r = rounds[e.round]["rewards"]
@@ -694,9 +701,30 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "accuracy": dict(sorted(item["accuracy"].items())),
                 **_fair(item["accuracy"]),
                 "rewards": dict(sorted(item["rewards"].items())),
+                "wall_s": round(item["wall_s"], 1),
+                "slowest_train_s": round(slowest_training(fed, r), 1),
             }
         )
     return {"base": {"accuracy": dict(sorted(base_acc.items())), **_fair(base_acc)}, "rounds": out_rounds}
+
+
+def _block_time(client: Any, number: int) -> float:
+    """A block's timestamp in unix seconds (Cypherium's are in milliseconds)."""
+    return float(client.chain_to_seconds(int(client.w3.eth.get_block(number)["timestamp"])))
+
+
+def slowest_training(fed: Federation, round: int) -> float:
+    """The longest local training of ``round`` among the sites (each node's own measurement)."""
+    from node.state import StateStore
+
+    longest = 0.0
+    for i, address in enumerate(fed.devnet.addresses):
+        store = StateStore(fed.state_dirs[i], fed.devnet.coordinator, address)
+        try:
+            longest = max(longest, store.timings(round).get("train", 0.0))
+        finally:
+            store.close()
+    return longest
 
 
 def print_table(summary: Mapping[str, Any]) -> None:
@@ -716,6 +744,12 @@ def print_table(summary: Mapping[str, Any]) -> None:
     for r in summary["rounds"]:
         label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
         print(row(label, r))
+    print()
+    for r in summary["rounds"]:
+        print(
+            f"round {r['round']}: {r['wall_s']:.1f} s from opening to its outcome on-chain; "
+            f"slowest site trained {r['slowest_train_s']:.1f} s"
+        )
 
 
 def write_summary(fed: Federation) -> dict[str, Any]:

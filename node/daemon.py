@@ -6,8 +6,9 @@ that differs from the federation's on-chain record, missing or malformed data, a
 cannot be loaded, and a state dir that belongs to another federation or wallet.
 
 Then a trio loop runs: the p2p host (wallet key, members' published multiaddrs as bootstrap),
-the gossip reader, and `round.tick` every poll interval. Chain calls and training run in worker
-threads. A failing tick is logged and retried; the node does not die on a hiccup.
+the gossip reader, and `round.tick` every poll interval (at once again when the round moved on).
+Chain calls and training run in worker threads. A failing tick is logged and retried; the node
+does not die on a hiccup.
 """
 
 from __future__ import annotations
@@ -171,13 +172,17 @@ def prepare(cfg: NodeConfig, wallet: Wallet) -> Node:
 
 
 def _may_serve(node: Node) -> Callable[[str, str], bool]:
-    """The access policy: members only; a round's updates only after its commit deadline."""
+    """The access policy: members only; a round's updates only once its commit phase is over (the
+    chain closed it: every member committed, or the deadline passed), so nobody can copy an update
+    before committing their own."""
 
     def may_serve(address: str, sha256: str) -> bool:
         if address.lower() not in node.members:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
-        if kind == "update":  # nobody may copy an update before committing their own
+        if kind == "update":
+            if rnd in node.commits_closed:  # seen on-chain: no commit can be added any more
+                return True
             return node.now() >= node.commit_deadlines.get(rnd, math.inf)
         return True
 
@@ -219,8 +224,8 @@ async def serve(node: Node) -> None:
             node.set_status(ready=True, address=node.address, peer_id=node.peer_id, activity="idle")
             log.info("node %s ready (peer %s, %d members)", node.address, node.peer_id, len(node.members))
             while True:
-                await _safe_tick(node)
-                await trio.sleep(node.cfg.rounds.poll_interval_s)
+                if not await _safe_tick(node):  # the round moved on: look again at once
+                    await trio.sleep(node.cfg.rounds.poll_interval_s)
 
 
 def node_key(node: Node) -> bytes:
@@ -259,15 +264,16 @@ async def _drain_gossip(node: Node) -> None:
         log.debug("gossip: %s can serve %s %s of round %d", address, ann.kind, ann.sha256[:12], ann.round)
 
 
-async def _safe_tick(node: Node) -> None:
+async def _safe_tick(node: Node) -> bool:
     try:
-        await rounds.tick(node)
+        return await rounds.tick(node)
     except ContractRevert as exc:
         log.warning("the contract refused %s: %s", exc.function, exc.reason)
     except (ChainError, NodeError) as exc:
         log.warning("%s (retrying)", exc)
     except Exception:
         log.exception("unexpected error in the round machine (retrying)")
+    return False
 
 
 def run_daemon(cfg: NodeConfig, wallet: Wallet) -> None:

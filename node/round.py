@@ -1,11 +1,11 @@
 """The round, as the protocol tells it: open -> train -> commit -> elect -> aggregate -> verify ->
 finalize -> report.
 
-`tick` is called every poll interval. It first records the chain's new events (the source of
-truth: commits, submissions, outcomes, published peers) in the state store, then reads the live
-round and performs the one step that is due for this node. Every step is idempotent and checks
-the store and the chain before acting, so a node killed at any point resumes where it was: it
-never trains twice, never commits twice, never votes twice.
+`tick` is called every poll interval, and again at once when the round moved on. It first records
+the chain's new events (the source of truth: commits, submissions, outcomes, published peers) in
+the state store, then reads the live round and performs the one step that is due for this node.
+Every step is idempotent and checks the store and the chain before acting, so a node killed at
+any point resumes where it was: it never trains twice, never commits twice, never votes twice.
 
 Housekeeping transactions that anyone may send (advance, finalize, openRound) are staggered by
 the node's rank among the members, and each node re-reads the round before sending, so a
@@ -24,7 +24,7 @@ from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
 from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
-from node.roles.verifier import verify_and_vote
+from node.roles.verifier import prefetch_updates, verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, pin, publish
 
@@ -72,6 +72,7 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
             await _hostile_offer(node, e)
     elif isinstance(e, ev.AggregatorElected):
+        node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
         log.info("chain: round %d attempt %d aggregator %s", e.round, e.attempt, e.aggregator)
     elif isinstance(e, ev.AggregateSubmitted):
         s.add_submission(
@@ -111,6 +112,7 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             _hex(e.global_sha256)[:12],
         )
     elif isinstance(e, ev.RoundFailed):
+        node.commits_closed.add(e.round)
         s.set_outcome(Outcome(e.round, "failed", e.attempts, "", "", e.reason))
         log.warning("chain: round %d FAILED after %d attempts: %s", e.round, e.attempts, e.reason)
     elif isinstance(e, ev.RewardPaid):
@@ -149,13 +151,18 @@ async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
 
 
 # ------------------------------------------------------------------------------- the machine
-async def tick(node: Node) -> None:
-    """Look at the chain once and do whatever this node owes the live round."""
+async def tick(node: Node) -> bool:
+    """Look at the chain once and do whatever this node owes the live round.
+
+    Returns True when the live round moved on meanwhile (another round, phase or attempt: our own
+    transaction or someone else's), so the caller looks again at once instead of after a poll."""
     await sync_events(node)
     info = await node.chain(node.client.round_info)
     r = info.round
     if r:
         node.commit_deadlines.setdefault(r, node.to_unix(info.commit_deadline))
+        if info.phase != Phase.COMMIT:
+            node.commits_closed.add(r)
     node.set_status(round=r, phase=info.phase.name.lower(), attempt=info.attempt)
     if info.phase in (Phase.NONE, Phase.FINALIZED, Phase.FAILED):
         if info.phase == Phase.FINALIZED:
@@ -168,6 +175,8 @@ async def tick(node: Node) -> None:
         await elect_and_aggregate(node, info)
     elif info.phase == Phase.VERIFY:
         await verify_and_finalize(node, info)
+    now = await node.chain(node.client.round_info)
+    return (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt)
 
 
 async def open_next(node: Node, info: RoundInfo) -> None:
@@ -240,6 +249,9 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
             await aggregate_and_submit(node, r, info.attempt, deadline)
         return
     node.set_status(role="verifier" if node.me in committers else "observer")
+    if info.phase == Phase.AGGREGATE and node.me in committers:
+        # fetch the inputs now, while the aggregator works: verification then starts with them held
+        await prefetch_updates(node, r, deadline)
     if info.phase == Phase.COMMIT:
         # make the election visible in the audit log promptly (anyone may; staggered)
         await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
@@ -251,7 +263,7 @@ _pinned: set[str] = set()
 
 
 async def pin_own_update(node: Node, r: int) -> None:
-    """With an IPFS API configured, pin our update once the commit deadline has passed (not before:
+    """With an IPFS API configured, pin our update once the commit phase is over (not before:
     nobody may copy it earlier), so it can be fetched by CID if we go offline."""
     rec = node.store.update(r)
     if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in _pinned:
@@ -270,9 +282,10 @@ async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
     deadline = node.to_unix(info.verify_deadline)
     if sub is None:
         return  # the event arrives with the next sync
+    voted_now = False
     if node.me in committers and sub.aggregator != node.me and node.now() < deadline:
         node.set_status(role="verifier")
-        await verify_and_vote(node, sub, deadline)
+        voted_now = await verify_and_vote(node, sub, deadline)
         info = await node.chain(node.client.round_info)
         if info.phase != Phase.VERIFY or info.round != r:
             return
@@ -280,7 +293,8 @@ async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
     a, rj = info.approvals, info.rejections
     decidable = (a * 3 >= eligible * 2 and (a > 0 or eligible == 0)) or rj * 3 > eligible
     if decidable:
-        await _nudge(node, info, "finalize", 0.0)
+        # the voter whose vote decided it finalizes at once; the others keep their stagger
+        await _nudge(node, info, "finalize", 0.0, staggered=not voted_now)
     else:
         await _nudge(node, info, "advance", deadline)
 
@@ -393,16 +407,17 @@ def _reported(node: Node, r: int) -> bool:
 _first_due: dict[tuple[object, ...], float] = {}
 
 
-async def _due(node: Node, key: tuple[object, ...], at: float) -> bool:
+async def _due(node: Node, key: tuple[object, ...], at: float, staggered: bool = True) -> bool:
     """True once ``at`` + rank * stagger has passed (``at`` = 0: counted from first sight)."""
     first = _first_due.setdefault(key, node.now())
     start = max(at, first) if at else first
-    return node.now() >= start + node.rank() * node.cfg.rounds.stagger_s
+    return node.now() >= start + (node.rank() * node.cfg.rounds.stagger_s if staggered else 0.0)
 
 
-async def _nudge(node: Node, info: RoundInfo, what: str, at: float) -> None:
+async def _nudge(node: Node, info: RoundInfo, what: str, at: float, staggered: bool = True) -> None:
     """Send advance/finalize for the live round when due, unless someone already moved it."""
-    if node.now() < at or not await _due(node, (what, info.round, info.attempt, int(info.phase)), at):
+    key = (what, info.round, info.attempt, int(info.phase))
+    if node.now() < at or not await _due(node, key, at, staggered):
         return
     now = await node.chain(node.client.round_info)
     if (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt):

@@ -38,7 +38,7 @@ async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
     node.served[sha256] = (kind, round)
     node.host.serve(sha256, path)
     if node.cfg.p2p.ipfs_api and kind != "update":
-        # updates stay private until the commit deadline, so only aggregates/globals are pinned here
+        # updates stay private until the commit phase is over, so only aggregates/globals are pinned here
         await pin(node, path)
     try:
         await node.host.announce(Announcement.new(kind, round, sha256, path.stat().st_size, node.peer_id))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent installer used by the Makefile. Parts: python VENV | node | system.
+# Idempotent installer used by the Makefile. Parts: python VENV | node | system | bench VENV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: bootstrap.sh python VENV | node | system}
+part=${1:?usage: bootstrap.sh python VENV | node | system | bench VENV}
 
 case "$part" in
   python)
@@ -37,6 +37,17 @@ case "$part" in
         echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]})" >&2; exit 2
       fi
     fi
+    ;;
+  bench)
+    # The benchmarks' Flower baseline (the `bench` extra of pyproject.toml) in a venv of its own:
+    # flwr pins typer below what transformers brings into .venv. bench/flower_baseline.py needs only it.
+    venv=${2:-.venv-bench}
+    py=${PYTHON:-python3}
+    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    req=$("$venv/bin/python" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))')
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install -q $req
     ;;
   *) echo "unknown part: $part" >&2; exit 2 ;;
 esac

@@ -258,6 +258,9 @@ contract Coordinator {
         m.commitIdx = uint8(n);
         s.nCommitters = uint8(n + 1);
         emit UpdateCommitted(round, msg.sender, sha256_, cid, numSamples);
+        // early close: the last active member to commit also closes the commit phase and elects
+        // the aggregator (AggregatorElected is in this receipt); nobody is left to wait for
+        if (n + 1 >= _memberList.length) _stepOnce(round);
     }
 
     function submitAggregate(
@@ -323,7 +326,7 @@ contract Coordinator {
         require(_stepOnce(round), "not decidable yet: wait for votes or the verify deadline");
     }
 
-    /// Performs every time-driven transition that is due: close commits + elect,
+    /// Performs every transition that is due: close commits (deadline, or every member committed) + elect,
     /// aggregator timeout, verify-deadline decision.
     function advance(uint256 round) external {
         _requireLive(round);
@@ -358,13 +361,14 @@ contract Coordinator {
         RoundState memory s = _state;
         uint256 nowTs = block.timestamp;
         if (s.phase == COMMIT) {
-            if (nowTs < t.commitDeadline) return false;
+            if (!_commitsClosed(t, s, nowTs)) return false;
             if (s.nCommitters < minCommitters) {
                 _state.phase = FAILED;
                 emit RoundFailed(round, 0, "too few commits");
                 return true;
             }
-            uint64 ad = t.commitDeadline + aggregateDuration;
+            // counted from the close: the deadline, or now when every member committed earlier
+            uint64 ad = (nowTs < t.commitDeadline ? uint64(nowTs) : t.commitDeadline) + aggregateDuration;
             _times.aggregateDeadline = ad;
             _state.phase = AGGREGATE;
             emit AggregatorElected(round, 0, _committer(round % s.nCommitters), ad);
@@ -383,6 +387,12 @@ contract Coordinator {
             return true;
         }
         return false;
+    }
+
+    /// The commit phase is over at its deadline, or as soon as every active member has committed
+    /// (`>=`: a member removed after committing still counts as a committer).
+    function _commitsClosed(RoundTimes memory t, RoundState memory s, uint256 nowTs) internal view returns (bool) {
+        return nowTs >= t.commitDeadline || (s.nCommitters > 0 && s.nCommitters >= _memberList.length);
     }
 
     /// 0 undecided, 1 approve, 2 reject.
@@ -518,7 +528,7 @@ contract Coordinator {
     }
 
     /// The live round as stored (time-driven transitions not yet performed are not reflected;
-    /// `aggregator` is the elected one, or the one due once the commit deadline has passed).
+    /// `aggregator` is the elected one, or the one due once the commit phase has closed).
     function roundInfo()
         external
         view
@@ -551,13 +561,13 @@ contract Coordinator {
         );
     }
 
-    /// committers[(round + attempt) % n] of the live round; zero before the commit deadline,
+    /// committers[(round + attempt) % n] of the live round; zero before the commit phase closes,
     /// after a failure, or for another round.
     function aggregatorOf(uint256 round) public view returns (address) {
         RoundTimes memory t = _times;
         RoundState memory s = _state;
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
-        if (s.phase == COMMIT && (block.timestamp < t.commitDeadline || s.nCommitters < minCommitters)) {
+        if (s.phase == COMMIT && (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < minCommitters)) {
             return address(0);
         }
         return _committer((round + s.attempt) % s.nCommitters);

@@ -22,6 +22,10 @@ from training.adapter_io import read_adapter
 from training.aggregation import AggregationInput, aggregate
 
 log = logging.getLogger("medfed.aggregator")
+# Transfers in flight at once when collecting a round's updates: enough to overlap the per-stream
+# latency and use the link, few enough that memory, file handles and the providers' upload stay
+# bounded (each transfer holds at most one 1 MiB chunk; files are capped at max_adapter_mb).
+MAX_PARALLEL_FETCHES = 8
 
 
 @dataclass(frozen=True)
@@ -33,19 +37,23 @@ class Collected:
     problem: str  # empty when path is a valid adapter
 
 
-async def collect_updates(node: Node, round: int, commits: list[Commit], deadline: float) -> list[Collected]:
-    """Fetch and check every commit concurrently until ``deadline``; report each one's fate."""
+async def collect_updates(
+    node: Node, round: int, commits: list[Commit], deadline: float, parallel: int = MAX_PARALLEL_FETCHES
+) -> list[Collected]:
+    """Fetch and check every commit concurrently (at most ``parallel`` transfers at a time) until
+    ``deadline`` or the fetch patience, whichever comes first; report each one's fate."""
     results: dict[str, Collected] = {}
-
     give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
+    limiter = trio.CapacityLimiter(max(1, parallel))
 
     async def one(c: Commit) -> None:
-        try:
-            path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up, cid=c.cid)
-            results[c.member] = Collected(c, path, "")
-        except ArtifactError as exc:
-            log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
-            results[c.member] = Collected(c, None, str(exc))
+        async with limiter:
+            try:
+                path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up, cid=c.cid)
+                results[c.member] = Collected(c, path, "")
+            except ArtifactError as exc:
+                log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
+                results[c.member] = Collected(c, None, str(exc))
 
     async with trio.open_nursery() as nursery:
         for c in commits:

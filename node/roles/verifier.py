@@ -46,16 +46,36 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool, str
     return True, f"recomputed {sha[:12]} from {len(usable)} updates: identical"
 
 
-async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
-    """Vote on ``sub`` exactly once (the verdict is stored before it is sent; the chain is asked too)."""
+_prefetched: set[int] = set()
+
+
+async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
+    """While the elected aggregator works, fetch (concurrently) the round's committed updates that
+    verification will need, once per round; what cannot be had now is retried by `judge`."""
+    if round in _prefetched:
+        return
+    _prefetched.add(round)
+    commits = [c for c in node.store.commits(round) if node.artifacts.weights(c.sha256) is None]
+    if not commits:
+        return
+    node.set_status(activity=f"fetching the {len(commits)} updates of round {round} to verify")
+    log.info("round %d: fetching %d updates while the aggregator works", round, len(commits))
+    t0 = time.monotonic()
+    await collect_updates(node, round, commits, deadline - 3.0)
+    node.store.add_timing(round, "transfer", time.monotonic() - t0)
+
+
+async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
+    """Vote on ``sub`` exactly once (the verdict is stored before it is sent; the chain is asked too).
+    True when this call sent the vote."""
     rec = node.store.vote(sub.round, sub.attempt)
     if rec is not None and rec.sent:
-        return
+        return False
     if await node.chain(node.client.has_voted, node.address):
         log.info("round %d attempt %d: chain already has our vote", sub.round, sub.attempt)
         if rec is not None:
             node.store.mark_vote_sent(sub.round, sub.attempt, None)
-        return
+        return False
     if rec is None:
         node.set_status(activity=f"verifying round {sub.round} attempt {sub.attempt}")
         log.info(
@@ -78,7 +98,7 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
             node.store.mark_vote_sent(sub.round, sub.attempt, None)
         else:
             log.warning("round %d attempt %d: vote refused: %s", sub.round, sub.attempt, exc.reason)
-        return
+        return False
     node.store.add_timing(sub.round, "chain", time.monotonic() - t0)
     node.store.mark_vote_sent(sub.round, sub.attempt, tx.tx_hash)
     node.set_status(activity=f"voted on round {sub.round} attempt {sub.attempt}")
@@ -89,3 +109,4 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> None:
         "APPROVE" if rec.approve else "REJECT",
         rec.reason,
     )
+    return True

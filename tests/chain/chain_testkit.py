@@ -10,7 +10,7 @@ from web3 import Web3
 
 from chain.client import CoordinatorClient
 from chain.profile import DEVNET
-from chain.types import Deployment, DeployParams, RoundInfo
+from chain.types import Deployment, DeployParams, Phase, RoundInfo
 from chain.wallet import Wallet
 from localnet.anvil import AnvilProcess, rpc
 
@@ -68,6 +68,12 @@ class Fed:
         """Mine a block at `deadline` (the first second at which the deadline counts as passed)."""
         latest = self.view.chain_time()
         rpc(self.url, "evm_mine", [max(deadline, latest + 1)])
+
+    def close_commits(self) -> None:
+        """End the commit phase: warp past its deadline unless every member's commit closed it."""
+        info = self.info()
+        if info.phase == Phase.COMMIT:
+            self.warp_past(info.commit_deadline)
 
     def info(self) -> RoundInfo:
         return self.view.round_info()

@@ -13,7 +13,7 @@ from chain.types import ChainEvent, Deployed, MemberAdded, RoundOpened, UpdateCo
 
 def run_some_rounds(fed: Fed) -> None:
     r = fed.open_and_commit([0, 1, 2])
-    fed.warp_past(fed.info().commit_deadline)
+    fed.close_commits()
     agg = fed.by_address(fed.view.aggregator_of(r))
     agg.submit_aggregate(r, sha("agg"), CID, [fed.addr(i) for i in range(3)])
     for c in fed.m[:3]:

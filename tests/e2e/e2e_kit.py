@@ -104,6 +104,7 @@ def run(
     sizing: F.Sizing | None = None,
     chain: str = "anvil",
     genesis: str = "istanbul",
+    fetch_patience_s: float | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -112,6 +113,8 @@ def run(
     sizing = sizing or E2E_SIZING
     if commit_s is not None:
         sizing = dataclasses.replace(sizing, commit_s=commit_s)
+    if fetch_patience_s is not None:
+        sizing = dataclasses.replace(sizing, fetch_patience_s=fetch_patience_s)
     fed = F.launch(
         dir,
         nodes,

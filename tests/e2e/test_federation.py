@@ -40,8 +40,19 @@ pytestmark = pytest.mark.slow
 def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path: Path) -> None:
     # node 1 dies right after its round-1 commit is mined (before it records it); node 2 is hostile
     faults = {1: "crash-after-commit@1", 2: "serve-wrong-bytes"}
-    # a commit phase long enough for the killed node to be back before it ends
-    fed, done = run(tmp_path / "fed", 3, 2, faults, restart_crashed=True, timeout_s=300, commit_s=40)
+    # a commit phase long enough for the killed node to be back before it ends; when the killed node
+    # is the last to commit, its commit closes the phase at once, and the fetch patience is what
+    # gives it time to come back and serve its update
+    fed, done = run(
+        tmp_path / "fed",
+        3,
+        2,
+        faults,
+        restart_crashed=True,
+        timeout_s=300,
+        commit_s=40,
+        fetch_patience_s=40.0,
+    )
     try:
         assert done == {1: "finalized", 2: "finalized"}
         h = history(fed)
@@ -74,7 +85,10 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
                 "min_acc",
                 "hmean",
                 "rewards",
+                "wall_s",
+                "slowest_train_s",
             }
+            assert 0 < r["slowest_train_s"] < r["wall_s"]
             assert set(r["accuracy"]) == names and all(0.0 <= a <= 1.0 for a in r["accuracy"].values())
             assert r["min_acc"] <= r["hmean"] <= r["macro_acc"] <= 1.0
             assert r["global_sha256"] == bytes(h.final(r["round"]).global_sha256).hex()

@@ -76,12 +76,13 @@ def test_fault_specs() -> None:
     )
 
 
-def test_updates_are_served_only_to_members_after_the_commit_deadline() -> None:
+def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> None:
     now = 1000.0
     node: Any = SimpleNamespace(
         members=frozenset({"0xaa", "0xbb"}),
         served={"u1": ("update", 1), "u2": ("update", 2), "g": ("global", 1), "agg": ("aggregate", 2)},
         commit_deadlines={1: now - 1, 2: now + 30},
+        commits_closed=set(),
         now=lambda: now,
     )
     may = _may_serve(node)
@@ -89,7 +90,10 @@ def test_updates_are_served_only_to_members_after_the_commit_deadline() -> None:
     assert not may("0xaa", "u2")  # round 2 still open for commits: nobody may copy it yet
     assert may("0xbb", "g") and may("0xbb", "agg")
     assert not may("0xcc", "g")  # not a member
+    node.commits_closed.add(2)  # every member committed: the chain closed round 2 before its deadline
+    assert may("0xaa", "u2") and not may("0xcc", "u2")
     node.commit_deadlines = {}
+    node.commits_closed = set()
     assert not may("0xaa", "u1")  # unknown deadline: refuse (math.inf)
 
 
