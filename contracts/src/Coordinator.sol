@@ -111,6 +111,7 @@ contract Coordinator {
     /// verdict << 200 | round << 208 (the round tells stale entries of earlier rounds apart)
     mapping(uint256 => bytes32) internal _attemptSha;
     mapping(uint256 => uint256) internal _attemptVotes;
+    mapping(uint256 => uint256) internal _attemptIncluded; // its included mask
     bytes32[2] internal _sha;
     string[2] internal _cid;
     mapping(uint256 => uint256) internal _finalizedBits;
@@ -456,6 +457,7 @@ contract Coordinator {
         if (verdict != 0) {
             // issue 12 (B3/B7): remember who said what about which hash
             _attemptSha[s.attempt] = _sha[1 - s.globalSel];
+            _attemptIncluded[s.attempt] = _extra.includedMask;
             _attemptVotes[s.attempt] =
                 uint256(s.approveMask) |
                 (uint256(s.votedMask & ~s.approveMask) << 96) |
@@ -489,9 +491,10 @@ contract Coordinator {
     /// the truth the round settles on (verification is deterministic):
     /// - an earlier attempt with the SAME hash was right: its aggregator is paid as aggregator,
     ///   its approvers are credited, its rejecters forfeit the round;
-    /// - an earlier REJECTED attempt with another hash was wrong: its aggregator and approvers
-    ///   forfeit the round, its rejecters are credited;
-    /// - a DISPUTED attempt with another hash: nobody is credited or blamed;
+    /// - an earlier attempt with another hash was wrong if it was REJECTED (two or more
+    ///   rejections), or if it included exactly the accepted set of updates (the same inputs give
+    ///   the same bytes): its aggregator and approvers forfeit the round, its rejecters are credited;
+    /// - a DISPUTED attempt with another hash over other inputs: nobody is credited or blamed;
     /// - the accepted attempt: approvers credited, rejecters forfeit the round.
     /// A forfeit is total for the round (no contributor, aggregator or verifier reward).
     function _settle(uint256 round, RoundState memory s, bytes32 accepted, uint8[] memory credits)
@@ -513,7 +516,7 @@ contract Coordinator {
                 aggPaid |= uint256(1) << agg;
                 forfeit |= rejecters;
                 _credit(credits, approvers);
-            } else if ((v >> 200) & 0xff == REJECTED) {
+            } else if ((v >> 200) & 0xff == REJECTED || _attemptIncluded[k] == _extra.includedMask) {
                 forfeit |= (uint256(1) << agg) | approvers;
                 _credit(credits, rejecters);
             }

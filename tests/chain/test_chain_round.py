@@ -384,3 +384,28 @@ def test_metrics_only_after_finalize_and_once_per_round(fed: Fed) -> None:
     assert res.events[0].name == "MetricsReported"
     with pytest.raises(ContractRevert, match="already reported"):
         other.report_metrics(r, sha("eval"), 1, 1)
+
+
+def test_disputed_aggregate_over_the_accepted_inputs_with_another_hash_forfeits(fed: Fed) -> None:
+    # 3 members, one verifier silent: a lone rejection of a tampered aggregate only disputes it.
+    # The next aggregate over the same updates has another hash and is approved: same inputs,
+    # other bytes, so the disputed one was wrong: its author forfeits, its rejecter is credited.
+    r = fed.open_and_commit([0, 1, 2])
+    close_commits(fed)
+    bad = elected(fed, r)
+    rejecter = (bad + 1) % 3  # also the next aggregator
+    all3 = [fed.addr(i) for i in range(3)]
+    fed.m[bad].submit_aggregate(r, sha("tampered"), CID, all3)
+    fed.m[rejecter].vote(r, False)
+    fed.warp_past(fed.info().verify_deadline)
+    failed = fed.admin.advance(r).first(AttemptFailed)
+    assert isinstance(failed, AttemptFailed) and failed.reason == "disputed"
+    assert elected(fed, r) == rejecter
+    fed.m[rejecter].submit_aggregate(r, sha("correct"), CID, all3)
+    fed.m[bad].vote(r, True)
+    fed.warp_past(fed.info().verify_deadline)
+    fed.admin.advance(r)
+    expected = [0, 0, 0, 0]
+    expected[rejecter] = C + A + V
+    expected[3 - bad - rejecter] = C  # silent: contributor only
+    assert fed.balances() == expected

@@ -58,9 +58,10 @@ def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) 
     """The contract's settlement (docs/contract.md, Rewards) per (round, lowercase address), zero
     amounts left out, in rounds that finalized. The accepted hash is the truth: an earlier attempt
     with the same hash pays its aggregator and its approvers, and its rejecters forfeit; an earlier
-    "rejected" attempt with another hash makes its aggregator and approvers forfeit and credits its
-    rejecters; a "disputed" one with another hash counts for nobody; rejecters of the accepted
-    aggregate forfeit. A forfeit is the whole round."""
+    attempt with another hash that was "rejected", or that included the same updates, makes its
+    aggregator and approvers forfeit and credits its rejecters; a "disputed" one with another hash
+    over other inputs counts for nobody; rejecters of the accepted aggregate forfeit. A forfeit is
+    the whole round."""
     contributor, aggregator, verifier = rewards
     pay: dict[tuple[int, str], int] = defaultdict(int)
     for f in h.of(ev.RoundFinalized):
@@ -87,7 +88,7 @@ def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) 
                 forfeit |= voters(k, False)
                 for a in voters(k, True):
                     credits[a] += 1
-            elif failed.reason == "rejected":
+            elif failed.reason == "rejected" or set(earlier.included) == set(sub.included):
                 forfeit |= {earlier.aggregator.lower()} | voters(k, True)
                 for a in voters(k, False):
                     credits[a] += 1

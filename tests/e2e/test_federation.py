@@ -7,8 +7,9 @@ real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of
    the restarted node did not commit twice, the hostile bytes were rejected;
 2. three nodes, two rounds with `exact` aggregation, where in round 1 the first elected aggregator
    dies and the second submits a tampered aggregate: the third attempt's honest aggregator
-   completes the round, the tampered aggregate is voted down and its author is paid nothing for
-   round 1 (no contributor, verifier or aggregator reward); round 2 finalizes with the two live
+   completes the round, the tampered aggregate is voted down (disputed: one live verifier) and,
+   since the accepted aggregate over the same inputs has another hash, its author is paid nothing
+   for round 1 (no contributor, verifier or aggregator reward); round 2 finalizes with the two live
    nodes, each having merged round 1's delta.
 """
 
@@ -134,7 +135,9 @@ def test_dead_aggregator_then_tampered_aggregate_then_honest_round_with_exact_ag
         h = history(fed)
         client = fed.client()
         failed = [(a.attempt, a.reason) for a in h.of(ev.AttemptFailed, 1)]
-        assert failed == [(0, "aggregator timeout"), (1, "rejected")]
+        # one live verifier besides the tamperer: its lone rejection disputes (issue 12: one vote
+        # never blames); the accepted aggregate over the same inputs then proves the tampering
+        assert failed == [(0, "aggregator timeout"), (1, "disputed")]
         final = h.final(1)
         assert final.attempt == 2
 
