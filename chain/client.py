@@ -309,13 +309,35 @@ class CoordinatorClient:
         return _addr_or_none(self._call("aggregatorOf", int(round_)))
 
     def rotation_aggregator(self, round_: int, attempt: int) -> str | None:
-        """committers[(round + attempt) % n] computed here, from the live round's committers.
+        """The aggregator of ``(round, attempt)`` computed here, as the contract's election does:
+        seed = keccak256(blockhash(b) || round || n), b = the block of the round's last commit
+        (or the latest of b + 256k that blockhash still reaches), first = seed % n, attempt k
+        aggregated by committers[(first + k) % n].
 
         For chains whose latest block lags the wall clock (Cypherium mines only on demand), where
-        `aggregator_of` still sees a time before the commit deadline.
+        `aggregator_of` still sees a time before the commit deadline; and for anyone who wants to
+        check the election independently.
         """
         committers = self.committers()
-        return committers[(round_ + attempt) % len(committers)] if committers else None
+        if not committers:
+            return None
+        from chain.events import EventReader
+        from chain.types import UpdateCommitted
+
+        start = max(0, self.block_number() - 100_000)
+        blocks = [
+            e.block_number
+            for e in EventReader(self).read(start, self.block_number())
+            if isinstance(e, UpdateCommitted) and e.round == round_
+        ]
+        if not blocks:
+            return None
+        last, n = max(blocks), len(committers)
+        now = self.block_number() + 1  # the block the election transaction would land in
+        seed_block = last + ((now - 1 - last) // 256) * 256 if now > last + 1 else last
+        block_hash = bytes(self.w3.eth.get_block(seed_block)["hash"])
+        seed = Web3.solidity_keccak(["bytes32", "uint256", "uint256"], [block_hash, round_, n])
+        return committers[(int.from_bytes(seed, "big") % n + attempt) % n]
 
     def current_aggregator(self) -> str | None:
         return self.aggregator_of(self.current_round())

@@ -168,6 +168,25 @@ class AggregatorElected(ChainEvent):
 
 
 @dataclass(frozen=True)
+class ElectionSeed(ChainEvent):
+    """The round's election seed (hash of the last commit's block, mixed with round and count)."""
+
+    round: int
+    seed: bytes
+    seed_block: int
+    first_index: int
+
+
+@dataclass(frozen=True)
+class UpdateExcluded(ChainEvent):
+    """A committer the accepted aggregate of ``round`` left out, and the aggregator that did."""
+
+    round: int
+    member: str
+    aggregator: str
+
+
+@dataclass(frozen=True)
 class AggregateSubmitted(ChainEvent):
     round: int
     attempt: int
@@ -236,12 +255,14 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         RoundOpened,
         UpdateCommitted,
         AggregatorElected,
+        ElectionSeed,
         AggregateSubmitted,
         VoteCast,
         AttemptFailed,
         RoundFinalized,
         RoundFailed,
         RewardPaid,
+        UpdateExcluded,
         MetricsReported,
     )
 }

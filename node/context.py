@@ -48,6 +48,7 @@ class Node:
     commits_closed: set[int] = field(default_factory=set)  # rounds whose commit phase is over (early)
     status: dict[str, Any] = field(default_factory=dict)
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
+    elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -59,6 +60,11 @@ class Node:
         """Run a blocking chain call in a worker thread, one at a time (one nonce sequence)."""
         async with self._chain_lock:
             return await trio.to_thread.run_sync(fn, *args)
+
+    @property
+    def federation_id(self) -> str:
+        """``<chain id>:<coordinator>``: written into every update (issue 12, B6 binding)."""
+        return f"{self.client.profile.chain_id}:{self.client.address.lower()}"
 
     def to_unix(self, chain_time: int) -> float:
         """A chain timestamp (seconds or milliseconds) as unix seconds."""

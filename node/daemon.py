@@ -180,6 +180,10 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         if address.lower() not in node.members:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
+        withhold = kind == "update" and node.faults.active("withhold-from-aggregator", rnd)
+        if withhold and node.elected.get(rnd) == address.lower():  # TEST-ONLY selective serving
+            log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
+            return False
         if kind == "update":
             if rnd in node.commits_closed:  # seen on-chain: no commit can be added any more
                 return True
@@ -262,6 +266,8 @@ async def _drain_gossip(node: Node) -> None:
     assert node.host is not None
     async for ann, address in node.host.announcements():
         log.debug("gossip: %s can serve %s %s of round %d", address, ann.kind, ann.sha256[:12], ann.round)
+        if ann.kind == "update" and node.faults.active("front-run", ann.round) and address.lower() != node.me:
+            await rounds.front_run(node, ann.round, ann.sha256, "gossip")
 
 
 async def _safe_tick(node: Node) -> bool:

@@ -14,6 +14,13 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``tamper-aggregate``: as aggregator, submit an aggregate with one value altered.
 - ``serve-wrong-bytes``: act as a hostile provider: announce every other member's committed
   update and serve random bytes for it.
+- ``front-run``: never train; commit the first other member's update hash seen (on gossip or
+  on-chain) as our own, claiming 16 samples (issue 12, B6).
+- ``slow-commit``: wait 3 s before sending the commit transaction (a chain whose mempool is slow
+  to mine, which gives a front-runner its window).
+- ``always-reject``: as verifier, vote reject whatever the recomputation says (issue 12, B3).
+- ``withhold-from-aggregator``: serve our update to every member except the elected aggregator
+  (selective serving, issue 12, B4).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.
 """
@@ -33,6 +40,10 @@ KNOWN = frozenset(
         "crash-as-aggregator",
         "tamper-aggregate",
         "serve-wrong-bytes",
+        "front-run",
+        "slow-commit",
+        "always-reject",
+        "withhold-from-aggregator",
     }
 )
 CRASH_EXIT_CODE = 17

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from node.config import NodeConfig
@@ -72,7 +72,12 @@ class Learner:
             self.merged.append(path)
 
     def train(
-        self, start_adapter: str, questions: Sequence[Question], round: int, history: Sequence[str] = ()
+        self,
+        start_adapter: str,
+        questions: Sequence[Question],
+        round: int,
+        history: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[str, int, Path]:
         """Train from ``start_adapter`` on ``questions``; return (sha256, samples used, adapter folder).
 
@@ -103,6 +108,7 @@ class Learner:
                 out,
                 progress=False,
                 base_model=self.base_model,
+                metadata=metadata,
             )
         used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
         log.info(

@@ -71,9 +71,16 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             log.info("round %d: the chain shows our commit (tx %s); recorded it", e.round, e.tx_hash)
         if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
             await _hostile_offer(node, e)
+        if node.faults.active("front-run", e.round) and e.member.lower() != node.me:
+            await front_run(node, e.round, _hex(e.sha256), "the chain")
     elif isinstance(e, ev.AggregatorElected):
         node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
+        node.elected[e.round] = e.aggregator.lower()
         log.info("chain: round %d attempt %d aggregator %s", e.round, e.attempt, e.aggregator)
+    elif isinstance(e, ev.ElectionSeed):
+        log.info("chain: round %d election seed %s (block %d)", e.round, _hex(e.seed)[:12], e.seed_block)
+    elif isinstance(e, ev.UpdateExcluded):
+        log.info("chain: round %d: %s's update was left out by %s", e.round, e.member, e.aggregator)
     elif isinstance(e, ev.AggregateSubmitted):
         s.add_submission(
             Submission(
@@ -150,6 +157,24 @@ async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
         log.info("announce failed: %r", exc)
 
 
+async def front_run(node: Node, round: int, sha: str, seen_on: str) -> None:
+    """TEST-ONLY (front-run fault): commit another member's update hash as ours (16 samples)."""
+    if node.me in {c.member for c in node.store.commits(round)}:
+        return
+    rec = node.store.update(round)
+    if rec is not None and rec.committed:
+        return
+    log.warning("TEST FAULT front-run: committing %s (seen on %s) as our update", sha[:12], seen_on)
+    try:
+        tx = await node.chain(node.client.commit_update, round, sha, "", 16)
+    except ContractRevert as exc:
+        log.warning("TEST FAULT front-run: our copy was refused: %s", exc.reason)
+        return
+    node.store.record_update(round, sha, 16, 0.0)
+    node.store.mark_committed(round, tx.tx_hash)
+    log.warning("TEST FAULT front-run: committed a copy of %s, tx %s", sha[:12], tx.tx_hash)
+
+
 # ------------------------------------------------------------------------------- the machine
 async def tick(node: Node) -> bool:
     """Look at the chain once and do whatever this node owes the live round.
@@ -160,7 +185,9 @@ async def tick(node: Node) -> bool:
     info = await node.chain(node.client.round_info)
     r = info.round
     if r:
-        node.commit_deadlines.setdefault(r, node.to_unix(info.commit_deadline))
+        # the contract moves the deadline to the close when every member committed early
+        due = node.to_unix(info.commit_deadline)
+        node.commit_deadlines[r] = min(node.commit_deadlines.get(r, due), due)
         if info.phase != Phase.COMMIT:
             node.commits_closed.add(r)
     node.set_status(round=r, phase=info.phase.name.lower(), attempt=info.attempt)
@@ -208,6 +235,8 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         node.set_status(role="observer")
         return
     node.set_status(role="participant")
+    if node.faults.active("front-run", r):
+        return  # TEST-ONLY: this node only commits copies (see front_run)
     deadline = node.to_unix(info.commit_deadline)
     rec = node.store.update(r)
     if rec is not None and rec.committed:
@@ -225,24 +254,21 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     await commit(node, r, rec)
 
 
-def _aggregator_of(node: Node, r: int, attempt: int, committers: list[str]) -> str:
-    return committers[(r + attempt) % len(committers)].lower()
-
-
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
-    """elect + aggregate: the rotation picks committers[(round + attempt) % n]; it aggregates."""
+    """elect + aggregate: the contract draws the aggregator (a seed from the hash of the last
+    commit's block, issue 12); this node reads it from the chain once elected, and aggregates if
+    it is the one. Before the election every node only nudges `advance`."""
     r = info.round
     await pin_own_update(node, r)
     committers = [a.lower() for a in await node.chain(node.client.committers)]
-    params = await node.chain(node.client.params)
     if info.phase == Phase.COMMIT:
-        deadline = node.to_unix(info.commit_deadline + params.aggregate_duration)
-        if len(committers) < params.min_committers or not committers:
-            await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
-            return
-    else:
-        deadline = node.to_unix(info.aggregate_deadline)
-    aggregator = _aggregator_of(node, r, info.attempt, committers)
+        # the election happens on-chain (its seed is not known here before it): make it happen
+        # (anyone may; staggered), also when too few committed (the round then fails)
+        node.set_status(role="verifier" if node.me in committers else "observer")
+        await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
+        return
+    deadline = node.to_unix(info.aggregate_deadline)
+    aggregator = (info.aggregator or "").lower()
     if aggregator == node.me:
         node.set_status(role="aggregator")
         if node.now() < deadline:
@@ -289,14 +315,25 @@ async def verify_and_finalize(node: Node, info: RoundInfo) -> None:
         info = await node.chain(node.client.round_info)
         if info.phase != Phase.VERIFY or info.round != r:
             return
-    eligible = info.n_committers - 1
-    a, rj = info.approvals, info.rejections
-    decidable = (a * 3 >= eligible * 2 and (a > 0 or eligible == 0)) or rj * 3 > eligible
-    if decidable:
+    if decidable_early(info.n_committers, info.approvals, info.rejections):
         # the voter whose vote decided it finalizes at once; the others keep their stagger
         await _nudge(node, info, "finalize", 0.0, staggered=not voted_now)
     else:
         await _nudge(node, info, "advance", deadline)
+
+
+def decidable_early(n_committers: int, approvals: int, rejections: int) -> bool:
+    """Whether the contract's `_decision` decides before the verify deadline (issue 12 rules):
+    approvals >= 2/3 of the eligible verifiers, two or more rejections that are more than 1/3 of
+    them, or every eligible verifier voted."""
+    eligible = n_committers - 1
+    a, rj = approvals, rejections
+    return (
+        eligible <= 0
+        or (a * 3 >= eligible * 2 and a > 0)
+        or (rj >= 2 and rj * 3 > eligible)
+        or a + rj >= eligible
+    )
 
 
 async def report(node: Node, r: int) -> None:

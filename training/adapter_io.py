@@ -1,7 +1,9 @@
 """Canonical PEFT adapter files, reading them back, and validating adapters received from peers.
 
 Canonical ``adapter_model.safetensors``: tensors in sorted name order, all float32 little-endian,
-header JSON with sorted keys and no whitespace, metadata exactly ``{"format": "pt"}``, header padded
+header JSON with sorted keys and no whitespace, metadata ``{"format": "pt"}`` (aggregates and
+global adapters) or that plus the update's binding to its author, round and federation
+(``medfed.author``, ``medfed.round``, ``medfed.federation``: see `update_metadata`), header padded
 with spaces to a multiple of 8 bytes. We write the bytes ourselves (the format is tiny) so the
 sha256 does not depend on the safetensors library version.
 """
@@ -44,10 +46,11 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(value, dtype=np.float32))
 
 
-def canonical_safetensors_bytes(state: Mapping[str, Any]) -> bytes:
-    """The canonical safetensors encoding of ``state`` (float32, sorted names)."""
+def canonical_safetensors_bytes(state: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The canonical safetensors encoding of ``state`` (float32, sorted names); ``metadata`` (string
+    values) joins ``{"format": "pt"}`` in the header (an update's binding, see `update_metadata`)."""
     arrays = {k: _as_numpy(state[k]) for k in sorted(state)}
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    header: dict[str, Any] = {"__metadata__": {"format": "pt", **(metadata or {})}}
     offset = 0
     for name, arr in arrays.items():
         header[name] = {
@@ -89,7 +92,11 @@ def _state_rank(state: Mapping[str, Any]) -> int:
 
 
 def write_canonical_adapter(
-    state: Mapping[str, Any], settings: LoraSettings, base_model: str, out_dir: str | os.PathLike[str]
+    state: Mapping[str, Any],
+    settings: LoraSettings,
+    base_model: str,
+    out_dir: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` into ``out_dir``; return the
     safetensors sha256 hex. If the state's rank is a multiple n of ``settings.rank`` (an ``exact``
@@ -103,11 +110,50 @@ def write_canonical_adapter(
         settings = settings.stacked(rank // settings.rank)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = canonical_safetensors_bytes(state)
+    data = canonical_safetensors_bytes(state, metadata)
     _atomic_write(out / WEIGHTS_NAME, data)
     config = json.dumps(adapter_config_dict(settings, base_model), sort_keys=True, indent=2) + "\n"
     _atomic_write(out / CONFIG_NAME, config.encode())
     return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------ update binding (issue 12, B6)
+AUTHOR_KEY = "medfed.author"
+ROUND_KEY = "medfed.round"
+FEDERATION_KEY = "medfed.federation"
+
+
+def update_metadata(author: str, round: int, federation: str) -> dict[str, str]:
+    """The fixed metadata that binds an update to its author (lowercase address), round and
+    federation (``<chain id>:<coordinator>``): part of the hashed bytes, so a copied hash names
+    its true author, and updates differ across federations and rounds even from equal seeds."""
+    return {AUTHOR_KEY: author.lower(), ROUND_KEY: str(int(round)), FEDERATION_KEY: federation.lower()}
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (empty when absent or not a string map)."""
+    p = _weights_path(path)
+    _read_header(p)  # the same sanity checks as every reader
+    with p.open("rb") as fh:
+        (hlen,) = struct.unpack("<Q", fh.read(8))
+        meta = json.loads(fh.read(hlen)).get("__metadata__", {})
+    if not isinstance(meta, dict):
+        return {}
+    return {str(k): v for k, v in meta.items() if isinstance(v, str)}
+
+
+def check_update_binding(path: str | os.PathLike[str], author: str, round: int, federation: str) -> None:
+    """Raise :class:`AdapterInvalid` unless the update file names ``author``, ``round`` and
+    ``federation`` in its metadata (a committer of someone else's hash, or a replayed update)."""
+    meta = read_metadata(path)
+    want = update_metadata(author, round, federation)
+    for key, value in want.items():
+        got = meta.get(key)
+        if got != value:
+            raise AdapterInvalid(
+                f"update names {key.split('.')[1]} {got!r}, but it was committed for {value!r}"
+                " (a copied or replayed update)"
+            )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

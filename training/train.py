@@ -6,7 +6,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,13 +115,15 @@ def train_local(
     out_dir: str | Path,
     progress: bool = True,
     base_model: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``questions`` starting from ``start_adapter`` and write it canonically to ``out_dir``.
 
     The base model is left as it was (the adapter is attached to a fresh PeftModel and unloaded
     afterwards), so one loaded base model can serve many calls; calls on the same model from
     several threads are serialised by a per-model lock. ``base_model`` is the
-    name recorded in ``adapter_config.json`` (default: the start adapter's).
+    name recorded in ``adapter_config.json`` (default: the start adapter's). ``metadata`` goes into
+    the file's header (a node's update binding, `training.adapter_io.update_metadata`).
     """
     from peft import get_peft_model_state_dict
     from tqdm import tqdm
@@ -187,7 +189,9 @@ def train_local(
             model.eval()
     if not all(np.isfinite(v).all() for v in state.values()):
         raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")
-    sha = write_canonical_adapter(state, settings, base_model or _base_model_name(start_adapter), out_dir)
+    sha = write_canonical_adapter(
+        state, settings, base_model or _base_model_name(start_adapter), out_dir, metadata
+    )
     return TrainResult(
         sha256=sha,
         num_samples=len(questions),

@@ -9,8 +9,10 @@ import "./RewardToken.sol";
 /// reused slots (rewriting a non-zero slot costs 5k instead of 20k). A committer slot per
 /// member is pre-warmed at admission for the same reason. Strings live in events, except the
 /// global adapter CID (double-buffered so finalize flips a selector instead of copying) and
-/// the peer records. Duplicate hashes are detected on the top 80 bits of the sha256
-/// (the full hash is in the event); a second preimage on 80 bits is out of reach.
+/// the peer records. There is no duplicate-hash rule (issue 12, B6): an update file names its
+/// author and round in its fixed metadata, every node checks them against the committer, so a
+/// copied hash is worthless and must not block its author; commit gas no longer grows with the
+/// number of committers. Threat model: docs/threat-model.md.
 contract Coordinator {
     uint8 internal constant NONE = 0;
     uint8 internal constant COMMIT = 1;
@@ -19,6 +21,11 @@ contract Coordinator {
     uint8 internal constant FINALIZED = 4;
     uint8 internal constant FAILED = 5;
     uint256 public constant MAX_COMMITTERS = 96;
+    // issue 12 (B3): verdicts of an attempt decided by votes (see _decision)
+    uint8 internal constant APPROVED = 1;
+    uint8 internal constant REJECTED = 2; // two or more rejections: the aggregator is to blame
+    uint8 internal constant DISPUTED = 3; // a single rejection, or no vote: nobody is blamed
+    uint256 internal constant MASK96 = (uint256(1) << 96) - 1;
 
     struct Params {
         uint64 commitDuration;
@@ -66,13 +73,13 @@ contract Coordinator {
     }
 
     /// Included set of the live attempt, the round that produced the global adapter, and the
-    /// committers of the live round whose aggregate was rejected (paid nothing for the round;
-    /// cleared whenever the round ends) (one slot).
+    /// committer index of the live round's first aggregator, drawn at the election (one slot).
+    /// (issue 12: the forfeit mask is gone: forfeits are settled from the attempt log at finalize.)
     struct RoundExtra {
         uint96 includedMask;
         uint32 globalRound;
         uint8 nonzero;
-        uint96 forfeitMask;
+        uint8 firstAggregator;
     }
 
     address public immutable admin;
@@ -96,8 +103,15 @@ contract Coordinator {
     RoundTimes internal _times;
     RoundState internal _state;
     RoundExtra internal _extra;
-    /// committer i of the live round: address | verifier credits << 160 | sha256 top 80 bits << 176
+    /// committer i of the live round: address | block number of its commit << 160
+    /// (issue 12: the block of the last commit seeds the election, see _electionSeed)
     mapping(uint256 => uint256) internal _committerSlot;
+    /// issue 12 (B3/B7): attempts of the live round that failed by vote, settled at finalize:
+    /// the aggregate's sha256, and approvers | rejecters << 96 | aggregator index << 192 |
+    /// verdict << 200 | round << 208 (the round tells stale entries of earlier rounds apart)
+    mapping(uint256 => bytes32) internal _attemptSha;
+    mapping(uint256 => uint256) internal _attemptVotes;
+    mapping(uint256 => uint256) internal _attemptIncluded; // its included mask
     bytes32[2] internal _sha;
     string[2] internal _cid;
     mapping(uint256 => uint256) internal _finalizedBits;
@@ -121,6 +135,12 @@ contract Coordinator {
     event AggregatorElected(
         uint256 indexed round, uint256 attempt, address indexed aggregator, uint256 aggregateDeadline
     );
+    /// issue 12 (election): the seed of the round's election and the block whose hash made it;
+    /// committers[(seed % n + attempt) % n] aggregates attempt `attempt`.
+    event ElectionSeed(uint256 indexed round, bytes32 seed, uint256 seedBlock, uint256 firstIndex);
+    /// issue 12 (B4/B5): a committer whose update the accepted aggregate left out (unavailable to
+    /// the aggregator, invalid, or withheld), with the aggregator that left it out.
+    event UpdateExcluded(uint256 indexed round, address indexed member, address indexed aggregator);
     event AggregateSubmitted(
         uint256 indexed round,
         uint256 attempt,
@@ -249,18 +269,17 @@ contract Coordinator {
         require(numSamples > 0, "numSamples must be > 0");
         uint256 n = s.nCommitters;
         require(n < MAX_COMMITTERS, "too many committers");
-        uint256 prefix = uint256(sha256_) >> 176;
-        for (uint256 i = 0; i < n; i++) {
-            require(_committerSlot[i] >> 176 != prefix, "hash already committed this round");
-        }
-        _committerSlot[n] = uint256(uint160(msg.sender)) | (prefix << 176);
+        // issue 12 (B6): no duplicate-hash rule and no loop over earlier committers; the block
+        // number rides in the committer slot that is written anyway (it seeds the election)
+        _committerSlot[n] = uint256(uint160(msg.sender)) | (block.number << 160);
         m.commitRound = uint32(round);
         m.commitIdx = uint8(n);
         s.nCommitters = uint8(n + 1);
         emit UpdateCommitted(round, msg.sender, sha256_, cid, numSamples);
-        // early close: the last active member to commit also closes the commit phase and elects
-        // the aggregator (AggregatorElected is in this receipt); nobody is left to wait for
-        if (n + 1 >= _memberList.length) _stepOnce(round);
+        // early close (issue 11): the last active member to commit ends the commit phase now by
+        // moving the deadline here. The election waits for a later block (anyone's advance, or the
+        // aggregator's lazy submit): its seed is this block's hash, unknown until mined (issue 12).
+        if (n + 1 >= _memberList.length) _times.commitDeadline = uint64(block.timestamp);
     }
 
     function submitAggregate(
@@ -274,7 +293,7 @@ contract Coordinator {
         RoundState memory s = _state;
         require(s.phase == AGGREGATE, "round is not in the aggregation phase");
         require(block.timestamp < _times.aggregateDeadline, "aggregate deadline passed");
-        require(msg.sender == _committer((round + s.attempt) % s.nCommitters), "not the elected aggregator");
+        require(msg.sender == _committer(_aggregatorIdx(round, s.attempt, s.nCommitters)), "not the elected aggregator");
         require(sha256_ != bytes32(0), "empty hash");
         require(included.length > 0, "included is empty");
         uint256 mask;
@@ -305,7 +324,7 @@ contract Coordinator {
         Member storage m = _members[msg.sender];
         require(m.active && m.commitRound == round, "only this round's committers vote");
         uint256 idx = m.commitIdx;
-        require(idx != (round + s.attempt) % s.nCommitters, "the aggregator does not vote");
+        require(idx != _aggregatorIdx(round, s.attempt, s.nCommitters), "the aggregator does not vote");
         uint96 bit = uint96(1) << uint96(idx);
         require(s.votedMask & bit == 0, "already voted this attempt");
         s.votedMask |= bit;
@@ -355,6 +374,25 @@ contract Coordinator {
         return address(uint160(_committerSlot[i]));
     }
 
+    /// issue 12 (election): THE aggregator choice. Attempt 0 goes to the committer drawn by the
+    /// election seed, each later attempt to the next committer in commit order (so a rejected or
+    /// silent aggregator is never asked twice in a row). `round` is unused (kept for the callers).
+    function _aggregatorIdx(uint256 round, uint256 attempt, uint256 n) internal view returns (uint256) {
+        round;
+        return (uint256(_extra.firstAggregator) + attempt) % n;
+    }
+
+    /// issue 12 (election): the seed no single member controls: the hash of the block that mined
+    /// the round's last commit (unknown to every committer when it sent its commit; fixed once
+    /// mined, so whoever closes the phase cannot choose it), mixed with round and committer count.
+    /// blockhash reaches back 256 blocks only: later, the block taken is last + 256 * k, the
+    /// latest of that series, so a closer that waits gets a new draw only every 256 blocks.
+    function _electionSeed(uint256 round, uint256 n) internal view returns (bytes32 seed, uint256 seedBlock) {
+        uint256 last = _committerSlot[n - 1] >> 160;
+        seedBlock = block.number > last + 1 ? last + ((block.number - 1 - last) / 256) * 256 : last;
+        seed = keccak256(abi.encodePacked(blockhash(seedBlock), round, n));
+    }
+
     /// One due transition; false when nothing is due.
     function _stepOnce(uint256 round) internal returns (bool) {
         RoundTimes memory t = _times;
@@ -362,6 +400,8 @@ contract Coordinator {
         uint256 nowTs = block.timestamp;
         if (s.phase == COMMIT) {
             if (!_commitsClosed(t, s, nowTs)) return false;
+            // the seed is the hash of the last commit's block: not readable inside that block
+            if (s.nCommitters > 0 && block.number <= _committerSlot[s.nCommitters - 1] >> 160) return false;
             if (s.nCommitters < minCommitters) {
                 _state.phase = FAILED;
                 emit RoundFailed(round, 0, "too few commits");
@@ -371,19 +411,25 @@ contract Coordinator {
             uint64 ad = (nowTs < t.commitDeadline ? uint64(nowTs) : t.commitDeadline) + aggregateDuration;
             _times.aggregateDeadline = ad;
             _state.phase = AGGREGATE;
-            emit AggregatorElected(round, 0, _committer(round % s.nCommitters), ad);
+            // issue 12 (election): draw the first aggregator from the seed, record it
+            (bytes32 seed, uint256 seedBlock) = _electionSeed(round, s.nCommitters);
+            uint8 first = uint8(uint256(seed) % s.nCommitters);
+            _extra.firstAggregator = first;
+            emit ElectionSeed(round, seed, seedBlock, first);
+            emit AggregatorElected(round, 0, _committer(first), ad);
             return true;
         }
         if (s.phase == AGGREGATE) {
             if (nowTs < t.aggregateDeadline) return false;
-            _failAttempt(round, s, "aggregator timeout", false);
+            _failAttempt(round, s, "aggregator timeout", 0);
             return true;
         }
         if (s.phase == VERIFY) {
             uint8 d = _decision(s, nowTs >= t.verifyDeadline);
             if (d == 0) return false;
-            if (d == 1) _approve(round, s);
-            else _failAttempt(round, s, "rejected", true);
+            if (d == APPROVED) _approve(round, s);
+            else if (d == REJECTED) _failAttempt(round, s, "rejected", REJECTED);
+            else _failAttempt(round, s, "disputed", DISPUTED);
             return true;
         }
         return false;
@@ -395,40 +441,44 @@ contract Coordinator {
         return nowTs >= t.commitDeadline || (s.nCommitters > 0 && s.nCommitters >= _memberList.length);
     }
 
-    /// 0 undecided, 1 approve, 2 reject.
+    /// 0 undecided, APPROVED, REJECTED (the aggregator is to blame) or DISPUTED (nobody is).
+    /// issue 12 (B3): one member's vote never blames anyone. Early: approve on approvals >= 2/3 of
+    /// the eligible verifiers; reject on at least TWO rejections that are more than 1/3 of them.
+    /// Once every eligible verifier voted, or at the verify deadline: reject on two or more
+    /// rejections unless approvals are >= 2/3 of the votes; else approve on any approval; else
+    /// (no vote, or one lone rejection) the attempt is disputed: it fails, nobody forfeits.
+    /// With 2 committers (1 eligible verifier) a rejection can therefore only dispute.
     function _decision(RoundState memory s, bool pastDeadline) internal pure returns (uint8) {
         uint256 eligible = uint256(s.nCommitters) - 1;
         uint256 a = s.approvals;
         uint256 r = s.rejections;
-        if (a * 3 >= eligible * 2 && (a > 0 || eligible == 0)) return 1;
-        if (r * 3 > eligible) return 2;
-        if (!pastDeadline) return 0;
+        if (eligible == 0) return APPROVED; // a lone committer: nobody to verify
+        if (a * 3 >= eligible * 2 && a > 0) return APPROVED;
+        if (r >= 2 && r * 3 > eligible) return REJECTED;
         uint256 votes = a + r;
-        return (votes > 0 && a * 3 >= votes * 2) ? 1 : 2;
+        if (!pastDeadline && votes < eligible) return 0;
+        if (r >= 2 && a * 3 < votes * 2) return REJECTED;
+        if (a > 0) return APPROVED;
+        return DISPUTED;
     }
 
-    /// `rejected`: the aggregate was voted down, so its author forfeits every reward of the round
-    /// and the verifiers who rejected it are credited. A timeout forfeits nothing (a crash is not
-    /// misbehaviour; the late aggregator simply earns no aggregator reward).
-    function _failAttempt(uint256 round, RoundState memory s, string memory reason, bool rejected) internal {
+    /// `verdict` REJECTED or DISPUTED: the attempt failed by vote; its hash and votes go to the
+    /// attempt log, settled when the round finalizes (_settle). 0: aggregator timeout (a crash is
+    /// not misbehaviour: the late aggregator simply earns no aggregator reward).
+    function _failAttempt(uint256 round, RoundState memory s, string memory reason, uint8 verdict) internal {
         emit AttemptFailed(round, s.attempt, reason);
-        if (rejected && verifierReward > 0) {
-            // verifiers who rejected a rejected aggregate voted with the outcome: credit them
-            uint256 rejecters = uint256(s.votedMask) & ~uint256(s.approveMask);
-            for (uint256 i = 0; rejecters != 0; i++) {
-                if (rejecters & 1 == 1) _committerSlot[i] += uint256(1) << 160;
-                rejecters >>= 1;
-            }
+        if (verdict != 0) {
+            // issue 12 (B3/B7): remember who said what about which hash
+            _attemptSha[s.attempt] = _sha[1 - s.globalSel];
+            _attemptIncluded[s.attempt] = _extra.includedMask;
+            _attemptVotes[s.attempt] =
+                uint256(s.approveMask) |
+                (uint256(s.votedMask & ~s.approveMask) << 96) |
+                (_aggregatorIdx(round, s.attempt, s.nCommitters) << 192) |
+                (uint256(verdict) << 200) |
+                (round << 208);
         }
         uint8 next = s.attempt + 1;
-        if (rejected || next >= maxAttempts) {
-            uint96 old = _extra.forfeitMask;
-            // a round that ends here pays nobody: leave the slot clean for the next one
-            uint96 forfeit = next >= maxAttempts
-                ? 0
-                : old | (uint96(1) << uint96((round + s.attempt) % s.nCommitters));
-            if (forfeit != old) _extra.forfeitMask = forfeit;
-        }
         if (next >= maxAttempts) {
             _state = RoundState(FAILED, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
             emit RoundFailed(round, next, reason);
@@ -437,7 +487,7 @@ contract Coordinator {
         _state = RoundState(AGGREGATE, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
         uint64 ad = uint64(block.timestamp) + aggregateDuration;
         _times.aggregateDeadline = ad;
-        emit AggregatorElected(round, next, _committer((round + next) % s.nCommitters), ad);
+        emit AggregatorElected(round, next, _committer(_aggregatorIdx(round, next, s.nCommitters)), ad);
     }
 
     function _approve(uint256 round, RoundState memory s) internal {
@@ -449,35 +499,77 @@ contract Coordinator {
         _payRewards(round, s);
     }
 
-    /// Pays the committers of a finalized round, except the authors of a rejected aggregate
-    /// (the forfeit mask, cleared here for the next round).
+    /// issue 12 (B3/B7): who forfeits, who is paid as aggregator and how many verifier credits
+    /// each committer earned, from the accepted attempt and the attempt log. The accepted hash is
+    /// the truth the round settles on (verification is deterministic):
+    /// - an earlier attempt with the SAME hash was right: its aggregator is paid as aggregator,
+    ///   its approvers are credited, its rejecters forfeit the round;
+    /// - an earlier attempt with another hash was wrong if it was REJECTED (two or more
+    ///   rejections), or if it included exactly the accepted set of updates (the same inputs give
+    ///   the same bytes): its aggregator and approvers forfeit the round, its rejecters are credited;
+    /// - a DISPUTED attempt with another hash over other inputs: nobody is credited or blamed;
+    /// - the accepted attempt: approvers credited, rejecters forfeit the round.
+    /// A forfeit is total for the round (no contributor, aggregator or verifier reward).
+    function _settle(uint256 round, RoundState memory s, bytes32 accepted, uint8[] memory credits)
+        internal
+        view
+        returns (uint256 forfeit, uint256 aggPaid)
+    {
+        uint256 n = s.nCommitters;
+        aggPaid = uint256(1) << _aggregatorIdx(round, s.attempt, n);
+        forfeit = uint256(s.votedMask) & ~uint256(s.approveMask);
+        _credit(credits, s.approveMask);
+        for (uint256 k = 0; k < s.attempt; k++) {
+            uint256 v = _attemptVotes[k];
+            if (v >> 208 != round) continue; // a timed-out attempt: nothing was logged this round
+            uint256 approvers = v & MASK96;
+            uint256 rejecters = (v >> 96) & MASK96;
+            uint256 agg = (v >> 192) & 0xff;
+            if (_attemptSha[k] == accepted) {
+                aggPaid |= uint256(1) << agg;
+                forfeit |= rejecters;
+                _credit(credits, approvers);
+            } else if ((v >> 200) & 0xff == REJECTED || _attemptIncluded[k] == _extra.includedMask) {
+                forfeit |= (uint256(1) << agg) | approvers;
+                _credit(credits, rejecters);
+            }
+        }
+    }
+
+    function _credit(uint8[] memory credits, uint256 mask) internal pure {
+        for (uint256 i = 0; mask != 0; i++) {
+            if (mask & 1 == 1) credits[i] += 1;
+            mask >>= 1;
+        }
+    }
+
+    /// Pays the committers of a finalized round as settled by _settle, and records (event) every
+    /// committer the accepted aggregate left out (issue 12, B4/B5).
     function _payRewards(uint256 round, RoundState memory s) internal {
         uint256 n = s.nCommitters;
-        uint256 aggIdx = (round + s.attempt) % n;
         uint256 incl = _extra.includedMask;
-        uint256 forfeit = _extra.forfeitMask;
-        if (forfeit != 0) _extra.forfeitMask = 0;
+        uint8[] memory credits = new uint8[](n);
+        (uint256 forfeit, uint256 aggPaid) = _settle(round, s, _sha[1 - s.globalSel], credits);
+        address aggregator = _committer(_aggregatorIdx(round, s.attempt, n));
         address[] memory to = new address[](n);
         uint256[] memory amounts = new uint256[](n);
         uint256 k;
         for (uint256 i = 0; i < n; i++) {
+            address who = _committer(i);
+            if ((incl >> i) & 1 == 0) emit UpdateExcluded(round, who, aggregator);
             if ((forfeit >> i) & 1 == 1) continue;
-            uint256 slot = _committerSlot[i];
-            address who = address(uint160(slot));
             uint256 total;
             if (contributorReward > 0 && (incl >> i) & 1 == 1) {
                 total += contributorReward;
                 emit RewardPaid(round, who, contributorReward, "contributor");
             }
-            if (aggregatorReward > 0 && i == aggIdx) {
+            if (aggregatorReward > 0 && (aggPaid >> i) & 1 == 1) {
                 total += aggregatorReward;
                 emit RewardPaid(round, who, aggregatorReward, "aggregator");
             }
-            uint256 credits = (slot >> 160) & 0xffff;
-            if ((uint256(s.approveMask) >> i) & 1 == 1) credits += 1;
-            if (verifierReward > 0 && credits > 0) {
-                total += credits * verifierReward;
-                emit RewardPaid(round, who, credits * verifierReward, "verifier");
+            if (verifierReward > 0 && credits[i] > 0) {
+                total += credits[i] * verifierReward;
+                emit RewardPaid(round, who, credits[i] * verifierReward, "verifier");
             }
             if (total > 0) {
                 to[k] = who;
@@ -561,16 +653,21 @@ contract Coordinator {
         );
     }
 
-    /// committers[(round + attempt) % n] of the live round; zero before the commit phase closes,
-    /// after a failure, or for another round.
+    /// The live attempt's aggregator (see _aggregatorIdx); zero before the commit phase closes
+    /// (deadline, or every member committed), after a failure, or for another round. Between the
+    /// close and the election it is the one the election would draw in the latest block's context
+    /// (a prediction: the election transaction decides, see ElectionSeed).
     function aggregatorOf(uint256 round) public view returns (address) {
         RoundTimes memory t = _times;
         RoundState memory s = _state;
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
-        if (s.phase == COMMIT && (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < minCommitters)) {
-            return address(0);
+        if (s.phase == COMMIT) {
+            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < minCommitters) return address(0);
+            if (block.number <= _committerSlot[s.nCommitters - 1] >> 160) return address(0); // not drawable yet
+            (bytes32 seed, ) = _electionSeed(round, s.nCommitters);
+            return _committer(uint256(seed) % s.nCommitters);
         }
-        return _committer((round + s.attempt) % s.nCommitters);
+        return _committer(_aggregatorIdx(round, s.attempt, s.nCommitters));
     }
 
     function committers() external view returns (address[] memory out) {

@@ -18,8 +18,9 @@ from node.context import Node
 from node.errors import ArtifactError
 from node.state import Commit
 from node.transfer import cid_of, fetch_adapter, publish
-from training.adapter_io import read_adapter
+from training.adapter_io import check_update_binding, read_adapter
 from training.aggregation import AggregationInput, aggregate
+from training.errors import AdapterInvalid
 
 log = logging.getLogger("medfed.aggregator")
 # Transfers in flight at once when collecting a round's updates: enough to overlap the per-stream
@@ -35,25 +36,40 @@ class Collected:
     commit: Commit
     path: str | None
     problem: str  # empty when path is a valid adapter
+    final: bool = False  # the problem is in the bytes (same for everyone), not in getting them
 
 
 async def collect_updates(
-    node: Node, round: int, commits: list[Commit], deadline: float, parallel: int = MAX_PARALLEL_FETCHES
+    node: Node,
+    round: int,
+    commits: list[Commit],
+    deadline: float,
+    also_from: tuple[str, ...] = (),
+    parallel: int = MAX_PARALLEL_FETCHES,
 ) -> list[Collected]:
     """Fetch and check every commit concurrently (at most ``parallel`` transfers at a time) until
-    ``deadline`` or the fetch patience, whichever comes first; report each one's fate."""
+    ``deadline`` or the fetch patience, whichever comes first; report each one's fate.
+
+    ``also_from``: members to ask besides each update's committer (a verifier asks the aggregator,
+    which must serve every update it included). An update whose file names another author, round
+    or federation than its commit is unusable (issue 12, B6: a copied or replayed hash)."""
     results: dict[str, Collected] = {}
     give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
     limiter = trio.CapacityLimiter(max(1, parallel))
 
     async def one(c: Commit) -> None:
+        owners = [c.member, *(a for a in also_from if a != c.member)]
         async with limiter:
             try:
-                path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up, cid=c.cid)
+                path = await fetch_adapter(node, c.sha256, "update", round, owners, give_up, cid=c.cid)
+                check_update_binding(path, c.member, round, node.federation_id)
                 results[c.member] = Collected(c, path, "")
+            except AdapterInvalid as exc:
+                log.warning("round %d: update of %s is not its own: %s", round, c.member, exc)
+                results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
             except ArtifactError as exc:
                 log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
-                results[c.member] = Collected(c, None, str(exc))
+                results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
 
     async with trio.open_nursery() as nursery:
         for c in commits:

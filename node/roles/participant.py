@@ -1,4 +1,9 @@
-"""Participant: train from the round's base adapter, write the canonical update, announce, commit."""
+"""Participant: train from the round's base adapter, write the canonical update, commit, announce.
+
+The update file names its author, round and federation (issue 12, B6), and it is announced only
+once its commit is mined: a hash seen on gossip can no longer be committed first by someone else,
+and a copy committed by someone else is excluded by everyone because the file names its author.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from chain.errors import ContractRevert
 from node.context import Node
 from node.state import UpdateRecord
 from node.transfer import cid_of, fetch_adapter, publish
+from training.adapter_io import update_metadata
 
 log = logging.getLogger("medfed.participant")
 
@@ -63,7 +69,10 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     )
     node.set_status(activity=f"training round {round}")
     t0 = time.monotonic()
-    sha, n, folder = await trio.to_thread.run_sync(node.learner.train, base, questions, round, history)
+    binding = update_metadata(node.me, round, node.federation_id)
+    sha, n, folder = await trio.to_thread.run_sync(
+        node.learner.train, base, questions, round, history, binding
+    )
     seconds = time.monotonic() - t0
     await trio.to_thread.run_sync(node.artifacts.adopt_dir, sha, folder, "update", round)
     node.store.record_update(round, sha, n, seconds)
@@ -76,7 +85,10 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
 
 
 async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
-    """Announce the update and commit its sha256 on-chain, exactly once per round."""
+    """Commit the update's sha256 on-chain, exactly once per round, then announce it.
+
+    Only our own commit on the chain counts as success: a revert (whatever its text) is never
+    taken for it; the chain's committer list is read again and decides."""
     committers = {a.lower() for a in await node.chain(node.client.committers)}
     if node.me in committers:
         # the chain is the truth: we committed before a crash that lost the local record
@@ -87,16 +99,20 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
     weights = node.artifacts.weights(rec.sha256)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)
-    await publish(node, rec.sha256, "update", round)
+    if node.faults.active("slow-commit", round):
+        log.warning("TEST FAULT slow-commit: the commit transaction waits 3 s (a slow mempool)")
+        await trio.sleep(3.0)
     t0 = time.monotonic()
     try:
         tx = await node.chain(node.client.commit_update, round, rec.sha256, cid, rec.num_samples)
     except ContractRevert as exc:
-        # only our own commit on-chain counts as done, never the text of a refusal
-        if node.me in {a.lower() for a in await node.chain(node.client.committers)}:
-            log.info("round %d: chain already has our commit (%s)", round, exc.reason)
+        committers = {a.lower() for a in await node.chain(node.client.committers)}
+        if node.me in committers:  # e.g. a retried transaction whose first try was mined
+            log.info("round %d: commit reverted (%s) but the chain has our commit", round, exc.reason)
             node.store.mark_committed(round, None)
+            await publish(node, rec.sha256, "update", round)
             return
+        log.error("round %d: our commit of %s was REFUSED: %s", round, rec.sha256[:12], exc.reason)
         raise
     node.store.add_timing(round, "chain", time.monotonic() - t0)
     node.faults.crash("crash-after-commit", round)
@@ -109,3 +125,5 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         rec.num_samples,
         tx.tx_hash,
     )
+    # announce only now: before the commit is mined, a copier could commit our hash first
+    await publish(node, rec.sha256, "update", round)

@@ -1,8 +1,11 @@
 """Verifier: fetch the same inputs, recompute the aggregate bit for bit, compare sha256, vote once.
 
-Reject when an included update cannot be obtained or is invalid (the aggregate cannot be
-checked), when an update left out was available and valid to us, or when our recomputation
-gives another sha256. Approve only on an exact match.
+Reject only on evidence that is the same for everyone: an included update whose bytes are invalid
+(or name another author), or a recomputation that gives another sha256. Approve only on an exact
+match. Abstain (no vote) when an included update cannot be obtained in time: that is not evidence
+against the aggregator (it may be our own network). An update left out is never a reason to reject
+(issue 12, B4/B5): we cannot tell "withheld from the aggregator" from "omitted"; the contract
+records every exclusion (UpdateExcluded) and the election moves the role on.
 """
 
 from __future__ import annotations
@@ -21,29 +24,32 @@ from node.transfer import publish
 log = logging.getLogger("medfed.verifier")
 
 
-async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool, str]:
-    """Recompute ``sub`` from the committed updates; return (approve, reason)."""
-    commits = node.store.commits(sub.round)
+async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | None, str]:
+    """Recompute ``sub`` from its included updates; return (approve, reason), approve None = abstain."""
     included = set(sub.included)
+    commits = [c for c in node.store.commits(sub.round) if c.member in included]
+    left_out = sorted(c.member for c in node.store.commits(sub.round) if c.member not in included)
+    if left_out:
+        log.info("round %d attempt %d: left out by %s: %s", sub.round, sub.attempt, sub.aggregator, left_out)
     t0 = time.monotonic()
-    collected = await collect_updates(node, sub.round, commits, deadline)
+    collected = await collect_updates(node, sub.round, commits, deadline, also_from=(sub.aggregator,))
     node.store.add_timing(sub.round, "transfer", time.monotonic() - t0)
     for c in collected:
-        if c.commit.member in included and c.path is None:
-            return False, f"included update of {c.commit.member} cannot be checked: {c.problem}"
-        if c.commit.member not in included and c.path is not None:
-            return False, f"a valid update of {c.commit.member} was left out"
-    usable = [c for c in collected if c.commit.member in included]
-    if not usable:
+        if c.path is None and c.final:
+            return False, f"included update of {c.commit.member} is invalid: {c.problem}"
+    for c in collected:
+        if c.path is None:
+            return None, f"included update of {c.commit.member} cannot be checked yet: {c.problem}"
+    if not collected:
         return False, "the aggregate includes no committed update"
     t0 = time.monotonic()
-    state = await trio.to_thread.run_sync(compute_aggregate, node, usable)
+    state = await trio.to_thread.run_sync(compute_aggregate, node, collected)
     sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", sub.round)
     node.store.add_timing(sub.round, "verify", time.monotonic() - t0)
     if sha != sub.sha256:
         return False, f"recomputed aggregate {sha[:12]} != submitted {sub.sha256[:12]}"
     await publish(node, sha, "aggregate", sub.round)
-    return True, f"recomputed {sha[:12]} from {len(usable)} updates: identical"
+    return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical"
 
 
 _prefetched: set[int] = set()
@@ -85,7 +91,14 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
             sub.sha256[:12],
             sub.aggregator,
         )
-        approve, reason = await judge(node, sub, deadline - 3.0)
+        verdict, reason = await judge(node, sub, deadline - 3.0)
+        if node.faults.active("always-reject", sub.round, sub.attempt):
+            log.warning("TEST FAULT always-reject: rejecting whatever the recomputation says")
+            verdict, reason = False, "TEST FAULT always-reject"
+        if verdict is None:
+            log.warning("round %d attempt %d: not voting (yet): %s", sub.round, sub.attempt, reason)
+            return False
+        approve: bool = verdict
         node.store.record_vote(sub.round, sub.attempt, approve, reason)
         rec = node.store.vote(sub.round, sub.attempt)
         assert rec is not None

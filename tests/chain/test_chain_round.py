@@ -10,12 +10,14 @@ from chain.types import (
     AggregateSubmitted,
     AggregatorElected,
     AttemptFailed,
+    ElectionSeed,
     Phase,
     RewardPaid,
     RoundFailed,
     RoundFinalized,
     RoundOpened,
     UpdateCommitted,
+    UpdateExcluded,
 )
 
 C, A, V = PARAMS.contributor_reward, PARAMS.aggregator_reward, PARAMS.verifier_reward
@@ -54,13 +56,13 @@ def test_happy_path_three_members_two_rounds_pays_to_the_wei(fed: Fed) -> None:
         assert fed.view.committers() == [fed.addr(i) for i in range(3)]
         assert fed.view.aggregator_of(round_no) is None  # not before the commit deadline
         close_commits(fed)
-        agg_idx = (round_no + 0) % 3  # rotation: committers[(round + attempt) % n]
-        assert fed.view.aggregator_of(round_no) == fed.addr(agg_idx)
+        # the election draws from the seed (the hash of the last commit's block): computed here too
+        agg_idx = fed.m.index(fed.by_address(fed.view.aggregator_of(round_no)))
         assert fed.view.rotation_aggregator(round_no, 0) == fed.addr(agg_idx)
         new_sha = sha(f"global-{round_no}")
         everyone = [fed.addr(i) for i in range(3)]
         res = fed.m[agg_idx].submit_aggregate(round_no, new_sha, f"{CID}{round_no}", everyone)
-        assert [type(e) for e in res.events] == [AggregatorElected, AggregateSubmitted]
+        assert [type(e) for e in res.events] == [ElectionSeed, AggregatorElected, AggregateSubmitted]
         assert fed.info().phase == Phase.VERIFY
         for i in range(3):
             if i != agg_idx:
@@ -77,26 +79,31 @@ def test_happy_path_three_members_two_rounds_pays_to_the_wei(fed: Fed) -> None:
         assert (g.sha256, g.cid, g.round) == (new_sha, f"{CID}{round_no}", round_no)
         assert fed.view.is_finalized(round_no)
         assert fed.info().phase == Phase.FINALIZED
-    assert expected == [2 * C + 2 * V, 2 * C + A + V, 2 * C + A + V, 0]
+    assert sum(expected) == 2 * (3 * C + A + 2 * V) and expected[3] == 0
+
+
+def elected(fed: Fed, r: int) -> int:
+    return fed.m.index(fed.by_address(fed.view.aggregator_of(r)))
 
 
 def test_rejection_moves_to_next_aggregator_which_succeeds(fed: Fed) -> None:
     r = fed.open_and_commit([0, 1, 2])
     close_commits(fed)
-    first = fed.by_address(fed.view.aggregator_of(r))
-    first_idx = fed.m.index(first)
-    assert first_idx == r % 3
+    first_idx = elected(fed, r)
     all3 = [fed.addr(i) for i in range(3)]
-    first.submit_aggregate(r, sha("bad aggregate"), CID, all3)
+    fed.m[first_idx].submit_aggregate(r, sha("bad aggregate"), CID, all3)
     verifiers = [i for i in range(3) if i != first_idx]
     fed.m[verifiers[0]].vote(r, False)
-    res = fed.view.with_wallet(fed.base.outsider).finalize(r)  # 1 reject of 2 eligible > 1/3: decided early
+    with pytest.raises(ContractRevert, match="not decidable yet"):  # one rejection never decides
+        fed.admin.finalize(r)
+    fed.m[verifiers[1]].vote(r, False)
+    res = fed.view.with_wallet(fed.base.outsider).finalize(r)  # two rejections of 2 eligible
     failed = res.first(AttemptFailed)
     assert isinstance(failed, AttemptFailed) and failed.reason == "rejected" and failed.attempt == 0
-    elected = res.first(AggregatorElected)
-    second_idx = (r + 1) % 3
-    assert isinstance(elected, AggregatorElected) and elected.attempt == 1
-    assert elected.aggregator == fed.addr(second_idx)
+    elected1 = res.first(AggregatorElected)
+    second_idx = (first_idx + 1) % 3  # later attempts: the next committer in commit order
+    assert isinstance(elected1, AggregatorElected) and elected1.attempt == 1
+    assert elected1.aggregator == fed.addr(second_idx)
     assert fed.info().phase == Phase.AGGREGATE and fed.info().attempt == 1
     assert fed.balances() == [0, 0, 0, 0]
     good = sha("good aggregate")
@@ -111,36 +118,108 @@ def test_rejection_moves_to_next_aggregator_which_succeeds(fed: Fed) -> None:
     expected = [C, C, C, 0]
     expected[first_idx] = 0
     expected[second_idx] += A
-    for i in verifiers:
-        if i != second_idx:
-            expected[i] += V  # approved the accepted aggregate
-    expected[verifiers[0]] += V  # also rejected the rejected one: voted with that attempt's outcome
+    third = 3 - first_idx - second_idx
+    expected[third] += 2 * V  # rejected the rejected aggregate, approved the accepted one
+    expected[second_idx] += V  # rejected the rejected aggregate
     assert fed.balances() == expected
-    assert expected[first_idx] == 0 and fed.balances()[first_idx] == 0
     assert all(e.to != fed.addr(first_idx) for e in fin.events if isinstance(e, RewardPaid))
 
 
-def test_forfeit_covers_verifier_credits_and_ends_with_the_round(fed: Fed) -> None:
-    # attempt 0: a0's aggregate is rejected by a1; attempt 1: a1's is rejected by a2;
-    # attempt 2: a2's is accepted. a1 voted with attempt 0's outcome but forfeits that credit too.
+def test_one_rejecter_cannot_veto_and_pays_for_rejecting_a_correct_aggregate(fed: Fed) -> None:
+    # issue 12 B3, the attack: with 3 members one verifier always rejects. Before: its single
+    # vote failed the honest aggregate (the aggregator was paid nothing); elected next, it
+    # resubmitted the same hash and took contributor + aggregator + verifier rewards.
     r = fed.open_and_commit([0, 1, 2])
     close_commits(fed)
-    a0, a1, a2 = (r % 3, (r + 1) % 3, (r + 2) % 3)
+    agg = elected(fed, r)
+    honest, vetoer = [i for i in range(3) if i != agg]
     all3 = [fed.addr(i) for i in range(3)]
-    for author, rejecter in ((a0, a1), (a1, a2)):
-        assert fed.view.aggregator_of(r) == fed.addr(author)
-        fed.m[author].submit_aggregate(r, sha(f"bad by {author}"), CID, all3)
-        fed.m[rejecter].vote(r, False)
-        failed = fed.admin.finalize(r).first(AttemptFailed)
-        assert isinstance(failed, AttemptFailed) and failed.reason == "rejected"
-    assert fed.view.aggregator_of(r) == fed.addr(a2)
-    fed.m[a2].submit_aggregate(r, sha("good"), CID, all3)
-    fed.m[a0].vote(r, True)
-    fed.m[a1].vote(r, True)
-    paid = [e for e in fed.admin.finalize(r).events if isinstance(e, RewardPaid)]
-    assert {e.to for e in paid} == {fed.addr(a2)}
+    good = sha("correct aggregate")
+    fed.m[agg].submit_aggregate(r, good, CID, all3)
+    fed.m[vetoer].vote(r, False)
+    fed.m[honest].vote(r, True)
+    fin = fed.admin.finalize(r)  # every eligible verifier voted: 1 approval, 1 rejection
+    assert fin.first(RoundFinalized) is not None
+    expected = [C, C, C, 0]
+    expected[agg] += A
+    expected[honest] += V
+    expected[vetoer] = 0  # rejected the aggregate the round accepted: forfeits the round
+    assert fed.balances() == expected
+
+
+def test_rejected_hash_approved_unchanged_pays_its_first_author_not_the_rejecters(fed: Fed) -> None:
+    # with 2 members a lone rejection only disputes; the vetoer, elected next, resubmits the same
+    # hash and the first aggregator approves it: the first author is paid as aggregator, the
+    # vetoer (who rejected what the round accepted) forfeits the round.
+    r = fed.open_and_commit([0, 1])
+    close_commits(fed)
+    first = elected(fed, r)
+    vetoer = 1 - first
+    same = sha("the one correct aggregate")
+    both = [fed.addr(0), fed.addr(1)]
+    fed.m[first].submit_aggregate(r, same, CID, both)
+    fed.m[vetoer].vote(r, False)
+    failed = fed.admin.finalize(r).first(AttemptFailed)
+    assert isinstance(failed, AttemptFailed) and failed.reason == "disputed"
+    assert elected(fed, r) == vetoer
+    fed.m[vetoer].submit_aggregate(r, same, CID, both)
+    fed.m[first].vote(r, True)
+    fin = fed.admin.finalize(r)
+    paid = {(e.to, e.role) for e in fin.events if isinstance(e, RewardPaid)}
+    assert paid == {(fed.addr(first), role) for role in ("contributor", "aggregator", "verifier")}
     expected = [0, 0, 0, 0]
-    expected[a2] = C + A + V  # contributor, aggregator, and the rejecter of attempt 1
+    expected[first] = C + A + V
+    assert fed.balances() == expected
+
+
+def test_blind_approver_of_a_rejected_aggregate_forfeits_the_round(fed: Fed) -> None:
+    # issue 12 B7: 4 members; the aggregator tampers, one verifier approves without checking,
+    # two reject. The aggregator and the blind approver are paid nothing for the round.
+    r = fed.open_and_commit([0, 1, 2, 3])
+    close_commits(fed)
+    bad = elected(fed, r)
+    v = [i for i in range(4) if i != bad]
+    blind, honest = v[0], v[1:]
+    all4 = [fed.addr(i) for i in range(4)]
+    fed.m[bad].submit_aggregate(r, sha("tampered"), CID, all4)
+    fed.m[blind].vote(r, True)
+    for i in honest:
+        fed.m[i].vote(r, False)
+    failed = fed.admin.finalize(r).first(AttemptFailed)
+    assert isinstance(failed, AttemptFailed) and failed.reason == "rejected"
+    nxt = elected(fed, r)
+    fed.m[nxt].submit_aggregate(r, sha("correct"), CID, all4)
+    for i in range(4):
+        if i != nxt:
+            fed.m[i].vote(r, True)
+    fed.admin.finalize(r)
+    got = fed.balances()
+    assert got[bad] == 0 and got[blind] == 0
+    for i in honest:
+        assert got[i] == C + V + (A if i == nxt else V)
+
+
+def test_forfeit_ends_with_the_round(fed: Fed) -> None:
+    # attempt 0 is rejected by both verifiers; attempt 1 is accepted
+    r = fed.open_and_commit([0, 1, 2])
+    close_commits(fed)
+    a0 = elected(fed, r)
+    all3 = [fed.addr(i) for i in range(3)]
+    fed.m[a0].submit_aggregate(r, sha("bad"), CID, all3)
+    for i in range(3):
+        if i != a0:
+            fed.m[i].vote(r, False)
+    fed.admin.finalize(r)
+    a1 = elected(fed, r)
+    fed.m[a1].submit_aggregate(r, sha("good"), CID, all3)
+    for i in range(3):
+        if i != a1:
+            fed.m[i].vote(r, True)
+    fed.admin.finalize(r)
+    expected = [0, 0, 0, 0]
+    for i in range(3):
+        if i != a0:
+            expected[i] = C + V + (A if i == a1 else V)
     assert fed.balances() == expected
     # the next round pays everyone again: the forfeits belonged to round r only
     agg, paid = happy_round(fed, [0, 1, 2])
@@ -161,7 +240,8 @@ def test_aggregator_timeout_reassigns_to_next_committer(fed: Fed) -> None:
     failed = res.first(AttemptFailed)
     assert isinstance(failed, AttemptFailed) and failed.reason == "aggregator timeout"
     elected1 = res.first(AggregatorElected)
-    assert isinstance(elected1, AggregatorElected) and elected1.aggregator == fed.addr((r + 1) % 3)
+    first = fed.m.index(fed.by_address(elected0.aggregator))
+    assert isinstance(elected1, AggregatorElected) and elected1.aggregator == fed.addr((first + 1) % 3)
     # the timed-out aggregator may no longer submit
     late = fed.by_address(elected0.aggregator)
     with pytest.raises(ContractRevert, match="not the elected aggregator"):
@@ -185,12 +265,13 @@ def test_attempts_exhausted_fails_round_pays_nothing_keeps_global(fed: Fed) -> N
     r = fed.open_and_commit([0, 1, 2])
     close_commits(fed)
     reasons = []
+    first = elected(fed, r)
     for attempt in range(PARAMS.max_attempts):
         agg = fed.by_address(fed.view.aggregator_of(r))
-        assert fed.m.index(agg) == (r + attempt) % 3
+        assert fed.m.index(agg) == (first + attempt) % 3
         agg.submit_aggregate(r, sha(f"bad {attempt}"), CID, [fed.addr(0)])
-        voter = next(c for c in fed.m[:3] if c is not agg)
-        voter.vote(r, False)
+        for voter in (c for c in fed.m[:3] if c is not agg):
+            voter.vote(r, False)
         res = fed.admin.finalize(r)
         reasons += [e for e in res.events if isinstance(e, AttemptFailed | RoundFailed)]
     failed = reasons[-1]
@@ -257,28 +338,32 @@ def test_verify_deadline_decides_on_votes_cast(fed: Fed) -> None:
     assert fed.balances() == expected
 
 
-def test_verify_deadline_without_votes_rejects(fed: Fed) -> None:
+def test_verify_deadline_without_votes_disputes(fed: Fed) -> None:
+    # no vote at all blames nobody (issue 12): the attempt fails as disputed, the next one goes on
     r = fed.open_and_commit([0, 1, 2])
     close_commits(fed)
     agg = fed.by_address(fed.view.aggregator_of(r))
     agg.submit_aggregate(r, sha("agg"), CID, [fed.addr(0)])
     fed.warp_past(fed.info().verify_deadline)
     failed = fed.admin.advance(r).first(AttemptFailed)
-    assert isinstance(failed, AttemptFailed) and failed.reason == "rejected"
+    assert isinstance(failed, AttemptFailed) and failed.reason == "disputed"
     assert fed.info().attempt == 1
 
 
-def test_excluded_committer_earns_no_contributor_reward(fed: Fed) -> None:
+def test_excluded_committer_earns_no_contributor_reward_and_is_recorded(fed: Fed) -> None:
     r = fed.open_and_commit([0, 1, 2])
     close_commits(fed)
-    agg_idx = r % 3
-    included = [fed.addr(i) for i in range(3) if i != (agg_idx + 1) % 3]
+    agg_idx = elected(fed, r)
+    left_out = (agg_idx + 1) % 3
+    included = [fed.addr(i) for i in range(3) if i != left_out]
     fed.m[agg_idx].submit_aggregate(r, sha("agg"), CID, included)
     assert fed.view.included_members() == sorted(included, key=lambda a: int(a, 16))
     for i in range(3):
         if i != agg_idx:
             fed.m[i].vote(r, True)
-    fed.admin.finalize(r)
+    fin = fed.admin.finalize(r)
+    excluded = [e for e in fin.events if isinstance(e, UpdateExcluded)]
+    assert [(e.member, e.aggregator) for e in excluded] == [(fed.addr(left_out), fed.addr(agg_idx))]
     expected = [0, 0, 0, 0]
     for i in range(3):
         expected[i] += (C if fed.addr(i) in included else 0) + (A if i == agg_idx else V)
@@ -299,3 +384,28 @@ def test_metrics_only_after_finalize_and_once_per_round(fed: Fed) -> None:
     assert res.events[0].name == "MetricsReported"
     with pytest.raises(ContractRevert, match="already reported"):
         other.report_metrics(r, sha("eval"), 1, 1)
+
+
+def test_disputed_aggregate_over_the_accepted_inputs_with_another_hash_forfeits(fed: Fed) -> None:
+    # 3 members, one verifier silent: a lone rejection of a tampered aggregate only disputes it.
+    # The next aggregate over the same updates has another hash and is approved: same inputs,
+    # other bytes, so the disputed one was wrong: its author forfeits, its rejecter is credited.
+    r = fed.open_and_commit([0, 1, 2])
+    close_commits(fed)
+    bad = elected(fed, r)
+    rejecter = (bad + 1) % 3  # also the next aggregator
+    all3 = [fed.addr(i) for i in range(3)]
+    fed.m[bad].submit_aggregate(r, sha("tampered"), CID, all3)
+    fed.m[rejecter].vote(r, False)
+    fed.warp_past(fed.info().verify_deadline)
+    failed = fed.admin.advance(r).first(AttemptFailed)
+    assert isinstance(failed, AttemptFailed) and failed.reason == "disputed"
+    assert elected(fed, r) == rejecter
+    fed.m[rejecter].submit_aggregate(r, sha("correct"), CID, all3)
+    fed.m[bad].vote(r, True)
+    fed.warp_past(fed.info().verify_deadline)
+    fed.admin.advance(r)
+    expected = [0, 0, 0, 0]
+    expected[rejecter] = C + A + V
+    expected[3 - bad - rejecter] = C  # silent: contributor only
+    assert fed.balances() == expected

@@ -47,9 +47,7 @@ def history(fed: F.Federation) -> History:
 
 def expected_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dict[str, int]:
     """What the contract rules pay, derived from submissions and votes (not from RewardPaid):
-    contributors of the accepted aggregate, its aggregator, and every verifier who voted with the
-    outcome of its attempt (approvers of the accepted one, rejecters of rejected ones), in rounds
-    that finalized; the author of a rejected aggregate is paid nothing for that round."""
+    see `expected_round_rewards`."""
     total: dict[str, int] = defaultdict(int)
     for (_, a), amount in expected_round_rewards(h, rewards).items():
         total[a] += amount
@@ -57,20 +55,49 @@ def expected_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dic
 
 
 def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dict[tuple[int, str], int]:
-    """`expected_rewards` per (round, lowercase address), zero amounts left out."""
+    """The contract's settlement (docs/contract.md, Rewards) per (round, lowercase address), zero
+    amounts left out, in rounds that finalized. The accepted hash is the truth: an earlier attempt
+    with the same hash pays its aggregator and its approvers, and its rejecters forfeit; an earlier
+    attempt with another hash that was "rejected", or that included the same updates, makes its
+    aggregator and approvers forfeit and credits its rejecters; a "disputed" one with another hash
+    over other inputs counts for nobody; rejecters of the accepted aggregate forfeit. A forfeit is
+    the whole round."""
     contributor, aggregator, verifier = rewards
     pay: dict[tuple[int, str], int] = defaultdict(int)
     for f in h.of(ev.RoundFinalized):
         r = f.round
         sub = h.submission(r, f.attempt)
-        rejected = {a.attempt for a in h.of(ev.AttemptFailed, r) if a.reason == "rejected"}
-        forfeit = {h.submission(r, a).aggregator.lower() for a in rejected}
+        accepted = bytes(sub.sha256)
+        votes = h.of(ev.VoteCast, r)
+
+        def voters(attempt: int, approve: bool, votes: list[ev.VoteCast] = votes) -> set[str]:
+            return {v.voter.lower() for v in votes if v.attempt == attempt and v.approve == approve}
+
+        forfeit = voters(f.attempt, False)
+        agg_paid = {sub.aggregator.lower()}
+        credits: dict[str, int] = defaultdict(int)
+        for a in voters(f.attempt, True):
+            credits[a] += 1
+        for failed in h.of(ev.AttemptFailed, r):
+            if failed.reason not in ("rejected", "disputed"):
+                continue
+            k = failed.attempt
+            earlier = h.submission(r, k)
+            if bytes(earlier.sha256) == accepted:
+                agg_paid.add(earlier.aggregator.lower())
+                forfeit |= voters(k, False)
+                for a in voters(k, True):
+                    credits[a] += 1
+            elif failed.reason == "rejected" or set(earlier.included) == set(sub.included):
+                forfeit |= {earlier.aggregator.lower()} | voters(k, True)
+                for a in voters(k, False):
+                    credits[a] += 1
         for member in sub.included:
             pay[r, member.lower()] += contributor
-        pay[r, sub.aggregator.lower()] += aggregator
-        for v in h.of(ev.VoteCast, r):
-            if (v.attempt == f.attempt and v.approve) or (v.attempt in rejected and not v.approve):
-                pay[r, v.voter.lower()] += verifier
+        for a in agg_paid:
+            pay[r, a] += aggregator
+        for a, n in credits.items():
+            pay[r, a] += n * verifier
         for a in forfeit:
             pay.pop((r, a), None)
     return dict(pay)

@@ -7,8 +7,9 @@ real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of
    the restarted node did not commit twice, the hostile bytes were rejected;
 2. three nodes, two rounds with `exact` aggregation, where in round 1 the first elected aggregator
    dies and the second submits a tampered aggregate: the third attempt's honest aggregator
-   completes the round, the tampered aggregate is voted down and its author is paid nothing for
-   round 1 (no contributor, verifier or aggregator reward); round 2 finalizes with the two live
+   completes the round, the tampered aggregate is voted down (disputed: one live verifier) and,
+   since the accepted aggregate over the same inputs has another hash, its author is paid nothing
+   for round 1 (no contributor, verifier or aggregator reward); round 2 finalizes with the two live
    nodes, each having merged round 1's delta.
 """
 
@@ -64,9 +65,18 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         assert paid(h) == expected
         for a in members:
             assert client.token_balance(a) == expected.get(a, 0)
-        for f in h.of(ev.RoundFinalized):  # every member contributed to every round
-            assert sorted(a.lower() for a in h.submission(f.round, f.attempt).included) == sorted(members)
-        assert sum(expected.values()) == 2 * (3 * REWARDS[0] + REWARDS[1] + 2 * REWARDS[2])
+        # every honest member contributed to every round. The hostile provider's own update may be
+        # left out: a node it served garbage bans it for a while, and if that node aggregates (the
+        # election is random) it cannot fetch the hostile's update; that exclusion is on-chain
+        for f in h.of(ev.RoundFinalized):
+            included = {a.lower() for a in h.submission(f.round, f.attempt).included}
+            assert set(members[:2]) <= included
+            excluded = {e.member.lower() for e in h.of(ev.UpdateExcluded, f.round)}
+            assert excluded == set(members) - included
+        assert sum(expected.values()) == sum(
+            len(h.submission(f.round, f.attempt).included) * REWARDS[0] + REWARDS[1] + 2 * REWARDS[2]
+            for f in h.of(ev.RoundFinalized)
+        )
 
         # summary.json: the stable interface for scripts
         summary = write_summary(fed)
@@ -121,7 +131,11 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         assert "TEST FAULT serve-wrong-bytes" in log_text(fed, 2)
         # (10 penalty points = a transfer whose bytes did not hash to what was asked)
         penalised = [i for i in (0, 1) if f"penalised {hostile_peer} by 10" in log_text(fed, i)]
-        assert penalised, "no honest node ever tried the hostile provider"
+        # an honest aggregator asks announcers first (a verifier asks the committer, then the
+        # aggregator): with an honest aggregator in some round, the hostile offer was tried
+        aggregators = {h.submission(f.round, f.attempt).aggregator.lower() for f in h.of(ev.RoundFinalized)}
+        if aggregators - {members[2]}:
+            assert penalised, "no honest node ever tried the hostile provider"
     finally:
         from localnet.federation import down
 
@@ -148,7 +162,9 @@ def test_dead_aggregator_then_tampered_aggregate_then_honest_round_with_exact_ag
         h = history(fed)
         client = fed.client()
         failed = [(a.attempt, a.reason) for a in h.of(ev.AttemptFailed, 1)]
-        assert failed == [(0, "aggregator timeout"), (1, "rejected")]
+        # one live verifier besides the tamperer: its lone rejection disputes (issue 12: one vote
+        # never blames); the accepted aggregate over the same inputs then proves the tampering
+        assert failed == [(0, "aggregator timeout"), (1, "disputed")]
         final = h.final(1)
         assert final.attempt == 2
 

@@ -84,6 +84,8 @@ def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> N
         commit_deadlines={1: now - 1, 2: now + 30},
         commits_closed=set(),
         now=lambda: now,
+        faults=Faults(Path("/nonexistent"), ""),
+        elected={},
     )
     may = _may_serve(node)
     assert may("0xAA", "u1")  # round 1's commit deadline has passed
@@ -107,3 +109,27 @@ def test_published_addresses_end_with_the_peer_id(tmp_path: Path) -> None:
     p.write_text(text.replace("announce = []", 'announce = ["/dns4/site.example/tcp/4001"]'))
     cfg = load_config(p)
     assert published_addrs(cfg, listening, "16UiuX") == ["/dns4/site.example/tcp/4001/p2p/16UiuX"]
+
+
+def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
+    now = 1000.0
+    node: Any = SimpleNamespace(
+        members=frozenset({"0xaa", "0xbb"}),
+        served={"u1": ("update", 1), "g": ("global", 1)},
+        commit_deadlines={1: now - 1},
+        now=lambda: now,
+        faults=Faults(Path("/nonexistent"), "withhold-from-aggregator"),
+        elected={1: "0xaa"},
+    )
+    may = _may_serve(node)
+    assert not may("0xAA", "u1") and may("0xbb", "u1") and may("0xaa", "g")
+
+
+def test_decidable_early_follows_the_contract_rules() -> None:
+    from node.round import decidable_early
+
+    assert decidable_early(1, 0, 0)  # a lone committer
+    assert not decidable_early(2, 0, 0) and decidable_early(2, 0, 1)  # 2: the one vote disputes
+    assert not decidable_early(3, 0, 1)  # 3: one rejection alone decides nothing early
+    assert decidable_early(3, 1, 1) and decidable_early(3, 0, 2) and decidable_early(3, 2, 0)
+    assert not decidable_early(5, 1, 1) and decidable_early(5, 0, 2) and decidable_early(5, 3, 0)
