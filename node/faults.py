@@ -14,6 +14,8 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``tamper-aggregate``: as aggregator, submit an aggregate with one value altered.
 - ``serve-wrong-bytes``: act as a hostile provider: announce every other member's committed
   update and serve random bytes for it.
+- ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
+  (hostile member B1; skips the node's own check of its update, as a modified node would).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.
 """
@@ -33,9 +35,11 @@ KNOWN = frozenset(
         "crash-as-aggregator",
         "tamper-aggregate",
         "serve-wrong-bytes",
+        "pad-update",
     }
 )
 CRASH_EXIT_CODE = 17
+PAD_BYTES = 40 << 20  # pad-update: trailing bytes appended to a valid update (under max_adapter_mb)
 log = logging.getLogger("medfed.faults")
 
 

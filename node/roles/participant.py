@@ -84,6 +84,10 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         node.store.mark_committed(round, None)
         await publish(node, rec.sha256, "update", round)
         return
+    if node.faults.active("pad-update", round):
+        from node.hostile import pad_update  # TEST-ONLY hostile member
+
+        rec = await trio.to_thread.run_sync(pad_update, node, round, rec)
     weights = node.artifacts.weights(rec.sha256)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)

@@ -1,0 +1,60 @@
+"""End to end: one dishonest member in a live federation (separate `medfed-node start` processes,
+real anvil chain, real libp2p, tiny model) commits a hostile update; the others hold.
+
+- B1 `pad-update`: valid tensors followed by 40 MiB of trailing bytes (under the 512 MiB size
+  limit). Honest nodes must refuse it early (the transfer stops at the size an update of this
+  federation can have), leave it out with the reason, pay its author no contributor reward, and
+  the next round must finalize with everyone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e_kit import expected_rewards, history, log_text, paid, run
+
+from chain import types as ev
+from localnet.federation import down
+
+pytestmark = pytest.mark.slow
+
+
+def _contributors(h, round: int) -> set[str]:  # type: ignore[no-untyped-def]
+    return {p.to.lower() for p in h.of(ev.RewardPaid, round) if p.role == "contributor"}
+
+
+def test_update_with_trailing_bytes_is_refused_early_and_unpaid(tmp_path: Path) -> None:
+    fed, done = run(tmp_path / "fed", 3, 2, {2: "pad-update@1"}, restart_crashed=False, timeout_s=240)
+    try:
+        assert done == {1: "finalized", 2: "finalized"}
+        h = history(fed)
+        client = fed.client()
+        members = [a.lower() for a in fed.devnet.addresses]
+        hostile, honest = members[2], members[:2]
+        (bad,) = [c for c in h.of(ev.UpdateCommitted, 1) if c.member.lower() == hostile]
+        bad_sha = bytes(bad.sha256).hex()
+        assert "TEST FAULT pad-update" in log_text(fed, 2)
+
+        # round 1: the padded update is left out and its author earns no contributor reward
+        final1 = h.final(1)
+        included1 = sorted(a.lower() for a in h.submission(1, final1.attempt).included)
+        assert included1 == sorted(honest)
+        assert _contributors(h, 1) == set(honest)
+        # ... for the right reason, and without downloading the 40 MiB
+        for i in (0, 1):
+            text = log_text(fed, i)
+            assert f"holding update {bad_sha[:12]}" not in text
+            assert "too_large" in text or "trailing" in text
+        # rewards follow the rules exactly (chain events == token balances)
+        expected = expected_rewards(h)
+        assert paid(h) == expected
+        for a in members:
+            assert client.token_balance(a) == expected.get(a, 0)
+
+        # the federation goes on: round 2 finalizes with every member's (now honest) update
+        final2 = h.final(2)
+        assert sorted(a.lower() for a in h.submission(2, final2.attempt).included) == sorted(members)
+        assert _contributors(h, 2) == set(members)
+    finally:
+        down(fed.dir)
