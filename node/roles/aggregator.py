@@ -18,8 +18,9 @@ from node.context import Node
 from node.errors import ArtifactError
 from node.state import Commit
 from node.transfer import cid_of, fetch_adapter, publish
-from training.adapter_io import read_adapter
+from training.adapter_io import read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
+from training.errors import TrainingError
 
 log = logging.getLogger("medfed.aggregator")
 
@@ -42,8 +43,10 @@ async def collect_updates(node: Node, round: int, commits: list[Commit], deadlin
     async def one(c: Commit) -> None:
         try:
             path = await fetch_adapter(node, c.sha256, "update", round, [c.member], give_up, cid=c.cid)
+            # held files too (our own update, one fetched earlier): every update passes the same checks
+            await trio.to_thread.run_sync(check_update, node, path)
             results[c.member] = Collected(c, path, "")
-        except ArtifactError as exc:
+        except (ArtifactError, TrainingError) as exc:
             log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
             results[c.member] = Collected(c, None, str(exc))
 
@@ -51,6 +54,12 @@ async def collect_updates(node: Node, round: int, commits: list[Commit], deadlin
         for c in commits:
             nursery.start_soon(one, c)
     return [results[c.member] for c in commits]
+
+
+def check_update(node: Node, path: str) -> None:
+    """Raise TrainingError (AdapterInvalid) unless ``path`` is a valid update of this federation:
+    the checks every member applies to every update, its own included."""
+    validate_adapter(path, node.spec, node.cfg.model.max_adapter_mb << 20)
 
 
 def compute_aggregate(node: Node, usable: list[Collected]) -> dict[str, np.ndarray]:
