@@ -268,3 +268,22 @@ def test_status_reports_membership_round_and_balance(
     stranger = "0x" + "ab" * 20
     assert main(["status", "--config", str(cfg), "--address", stranger]) == 0
     assert "NO (ask the admin to add it)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0xnope", "0x1234", "ab" * 20, "0x" + "g" * 40, "0x" + "ab" * 20 + "\n"])
+def test_status_with_a_bad_address_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    cfg = _config(tmp_path, "http://127.0.0.1:9", "0x" + "11" * 20)  # never contacted
+    assert main(["status", "--config", str(cfg), "--address", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medfed-node: error: --address") and "40 hex digits" in err[0]
+
+
+def test_status_accepts_an_address_in_any_letter_case(
+    devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator)
+    member = devnet.addresses[0]
+    assert main(["status", "--config", str(cfg), "--address", member.upper().replace("0X", "0x")]) == 0
+    assert f"member {member}: yes" in capsys.readouterr().out
