@@ -267,13 +267,15 @@ def _kill_group(pid: int, sig: int) -> None:
 
 
 def build_initial_adapter(
-    model_spec: str, rank: int, alpha: int, out_dir: Path
+    model_spec: str, rank: int, alpha: int, out_dir: Path, strategy: str = "fedavg"
 ) -> tuple[str, str, str, bytes]:
     """The federation's initial adapter (seeded A, B = 0) written canonically.
 
-    Returns (sha256 hex, CID, base model id, LoRA config hash)."""
+    Returns (sha256 hex, CID, base model id, config hash of the LoRA settings and the federation
+    rules: ``strategy`` with the default bounds, which the node configs leave at their defaults)."""
     from p2p.cid import cid_of_file
     from training.adapter_io import WEIGHTS_NAME, write_canonical_adapter
+    from training.bounds import FederationRules, federation_config_hash
     from training.lora import LoraSettings, initial_adapter_state
     from training.models import base_model_id, load_base_model
 
@@ -282,7 +284,8 @@ def build_initial_adapter(
     state = initial_adapter_state(model, settings, INITIAL_SEED)
     base = base_model_id(model_spec)
     sha = write_canonical_adapter(state, settings, base, out_dir)
-    return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(settings.config_hash())
+    config_hash = federation_config_hash(settings, FederationRules(strategy=strategy))
+    return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(config_hash)
 
 
 def _toml_list(items: tuple[dict[str, str], ...]) -> str:
@@ -383,7 +386,9 @@ def launch(
     (root / "logs").mkdir(exist_ok=True)
     print(f"building the initial adapter for model {model!r} ...", flush=True)
     initial_dir = root / "initial"
-    sha, cid, base, lora_hash = build_initial_adapter(model, sizing.lora_rank, sizing.lora_alpha, initial_dir)
+    sha, cid, base, lora_hash = build_initial_adapter(
+        model, sizing.lora_rank, sizing.lora_alpha, initial_dir, strategy
+    )
     c, a, v = rewards or (
         DEVNET_PARAMS.contributor_reward,
         DEVNET_PARAMS.aggregator_reward,

@@ -16,6 +16,7 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
   update and serve random bytes for it.
 - ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
   (hostile member B1; skips the node's own check of its update, as a modified node would).
+- ``huge-update``: commit an update whose LoRA B values are all ``HUGE_VALUE`` (finite, B2).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.
 """
@@ -36,9 +37,11 @@ KNOWN = frozenset(
         "tamper-aggregate",
         "serve-wrong-bytes",
         "pad-update",
+        "huge-update",
     }
 )
 CRASH_EXIT_CODE = 17
+HUGE_VALUE = 1e30  # huge-update: every LoRA B value of the committed update
 PAD_BYTES = 40 << 20  # pad-update: trailing bytes appended to a valid update (under max_adapter_mb)
 log = logging.getLogger("medfed.faults")
 

@@ -10,9 +10,9 @@ import logging
 import uuid
 
 from node.context import Node
-from node.faults import PAD_BYTES
+from node.faults import HUGE_VALUE, PAD_BYTES
 from node.state import UpdateRecord
-from training.adapter_io import sha256_file
+from training.adapter_io import read_adapter, sha256_file
 
 log = logging.getLogger("medfed.faults")
 
@@ -39,6 +39,30 @@ def pad_update(node: Node, round: int, rec: UpdateRecord) -> UpdateRecord:
         sha[:12],
         rec.sha256[:12],
         PAD_BYTES,
+    )
+    out_rec = node.store.update(round)
+    assert out_rec is not None
+    return out_rec
+
+
+def huge_update(node: Node, round: int, rec: UpdateRecord) -> UpdateRecord:
+    """huge-update: the update with every LoRA B value set to HUGE_VALUE (finite; B2)."""
+    import numpy as np
+
+    done = node.store.get_meta(f"fault-huge-update-{round}")
+    if done == rec.sha256:
+        return rec
+    weights = node.artifacts.weights(rec.sha256)
+    assert weights is not None
+    state = read_adapter(weights)
+    for key in state:
+        if "lora_B" in key:
+            state[key] = np.full(state[key].shape, HUGE_VALUE, dtype=np.float32)
+    sha = node.artifacts.put_state(state, "update", round)
+    node.store.record_update(round, sha, rec.num_samples, rec.train_seconds)
+    node.store.set_meta(f"fault-huge-update-{round}", sha)
+    log.warning(
+        "TEST FAULT huge-update: committing %s = update %s with B = %g", sha[:12], rec.sha256[:12], HUGE_VALUE
     )
     out_rec = node.store.update(round)
     assert out_rec is not None

@@ -22,11 +22,13 @@ from chain.errors import ContractRevert
 from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
+from node.recovery import effective_base
 from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
 from node.roles.verifier import verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, pin, publish
+from training.errors import TrainingError
 
 log = logging.getLogger("medfed.round")
 
@@ -203,8 +205,27 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     rec = node.store.update(r)
     if rec is not None and rec.committed:
         return
-    base = _hex((await node.chain(node.client.global_adapter)).sha256)
-    rec = await train_update(node, r, base, deadline)
+    if r in _training_failed:
+        return
+    base = on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
+    if not node.learner.exact:
+        base = effective_base(node, r)
+        if base != on_chain and r not in _fallback_said:
+            _fallback_said.add(r)
+            log.warning(
+                "round %d: training from the last healthy global adapter %s, not the chain's %s: "
+                "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
+                r,
+                base[:12],
+                on_chain[:12],
+                node.cfg.model.fallback_after,
+            )
+    try:
+        rec = await train_update(node, r, base, deadline)
+    except TrainingError as exc:  # said once; the round goes on without our update
+        _training_failed.add(r)
+        log.error("round %d: not committing an update this round: %s", r, exc)
+        return
     if node.now() >= deadline - 1.0:
         log.warning(
             "round %d: update ready %.0f s after the commit deadline; not committing "
@@ -214,6 +235,10 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         )
         return
     await commit(node, r, rec)
+
+
+_training_failed: set[int] = set()
+_fallback_said: set[int] = set()
 
 
 def _aggregator_of(node: Node, r: int, attempt: int, committers: list[str]) -> str:

@@ -90,7 +90,7 @@ async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
     try:
         if weights is None:
             raise TrainingError(f"update {rec.sha256[:12]} is not in the adapter store")
-        await trio.to_thread.run_sync(check_update, node, str(weights))
+        await trio.to_thread.run_sync(check_update, node, round, str(weights))
     except TrainingError as exc:
         _refused_own.add((round, rec.sha256))
         log.error(
@@ -118,6 +118,10 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         from node.hostile import pad_update  # TEST-ONLY hostile member
 
         rec = await trio.to_thread.run_sync(pad_update, node, round, rec)
+    if node.faults.active("huge-update", round):
+        from node.hostile import huge_update  # TEST-ONLY hostile member
+
+        rec = await trio.to_thread.run_sync(huge_update, node, round, rec)
     weights = node.artifacts.weights(rec.sha256)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)

@@ -5,6 +5,9 @@ real anvil chain, real libp2p, tiny model) commits a hostile update; the others 
   limit). Honest nodes must refuse it early (the transfer stops at the size an update of this
   federation can have), leave it out with the reason, pay its author no contributor reward, and
   the next round must finalize with everyone.
+- B2 `huge-update`: finite but huge values (every LoRA B value 1e30). Honest nodes must leave it
+  out by the federation's bounds (fixed in its on-chain config hash), pay it nothing as a
+  contributor, keep the global adapter healthy, and the next round must finalize with everyone.
 """
 
 from __future__ import annotations
@@ -56,5 +59,35 @@ def test_update_with_trailing_bytes_is_refused_early_and_unpaid(tmp_path: Path) 
         final2 = h.final(2)
         assert sorted(a.lower() for a in h.submission(2, final2.attempt).included) == sorted(members)
         assert _contributors(h, 2) == set(members)
+    finally:
+        down(fed.dir)
+
+
+def test_update_with_huge_values_is_left_out_and_the_federation_goes_on(tmp_path: Path) -> None:
+    fed, done = run(tmp_path / "fed", 3, 2, {2: "huge-update@1"}, restart_crashed=False, timeout_s=240)
+    try:
+        h = history(fed)
+        assert "TEST FAULT huge-update" in log_text(fed, 2)
+        assert done == {1: "finalized", 2: "finalized"}, [(f.round, f.reason) for f in h.of(ev.RoundFailed)]
+        client = fed.client()
+        members = [a.lower() for a in fed.devnet.addresses]
+        honest = members[:2]  # members[2] is the hostile one
+
+        final1 = h.final(1)
+        assert sorted(a.lower() for a in h.submission(1, final1.attempt).included) == sorted(honest)
+        assert _contributors(h, 1) == set(honest)
+        for i in (0, 1):
+            assert "exceeds the federation's bound" in log_text(fed, i)
+        expected = expected_rewards(h)
+        assert paid(h) == expected
+        for a in members:
+            assert client.token_balance(a) == expected.get(a, 0)
+
+        # the global adapter stayed healthy: every member trained on it and round 2 took everyone
+        final2 = h.final(2)
+        assert sorted(a.lower() for a in h.submission(2, final2.attempt).included) == sorted(members)
+        assert _contributors(h, 2) == set(members)
+        for i in range(3):
+            assert "diverged" not in log_text(fed, i)
     finally:
         down(fed.dir)

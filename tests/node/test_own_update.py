@@ -21,6 +21,13 @@ from node.state import Commit
 from training.lora import initial_adapter_state
 
 
+def _with_initial(node: Any) -> Any:
+    """Hold the federation's initial adapter: round 1's reference for the bounds."""
+    sha = node.artifacts.put_state(initial_adapter_state(node._model, SETTINGS, 0), "global", 0)
+    node.store.set_meta("initial_sha256", sha)
+    return node
+
+
 def _store_update(node: Any, tmp_path: Path, poison: float | None) -> Any:
     state = initial_adapter_state(node._model, SETTINGS, 3)
     if poison is not None:
@@ -32,23 +39,23 @@ def _store_update(node: Any, tmp_path: Path, poison: float | None) -> Any:
     return node.store.update(1)
 
 
-@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+@pytest.mark.parametrize(("poison", "reason"), [(float("nan"), "NaN or Inf"), (1e30, "max_abs")])
 def test_bad_own_update_is_not_committed_and_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, poison: float
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, poison: float, reason: str
 ) -> None:
-    node: Any = _node(tmp_path, "", bytes(Account.create().key))
+    node: Any = _with_initial(_node(tmp_path, "", bytes(Account.create().key)))
     rec = _store_update(node, tmp_path, poison)
     with caplog.at_level(logging.INFO):
         assert trio.run(_own_update_valid, node, 1, rec) is False
         assert trio.run(_own_update_valid, node, 1, rec) is False  # the next tick: silent
     lines = [r.getMessage() for r in caplog.records if "NOT committing" in r.getMessage()]
-    assert len(lines) == 1 and "NaN or Inf" in lines[0], lines
+    assert len(lines) == 1 and reason in lines[0], lines
     assert not any(r.exc_info for r in caplog.records)
     node.store.close()
 
 
 def test_good_own_update_passes_and_a_bad_one_is_left_out_by_its_own_aggregator(tmp_path: Path) -> None:
-    node: Any = _node(tmp_path, "", bytes(Account.create().key))
+    node: Any = _with_initial(_node(tmp_path, "", bytes(Account.create().key)))
     rec = _store_update(node, tmp_path, None)
     assert trio.run(_own_update_valid, node, 1, rec) is True
 
