@@ -15,7 +15,9 @@ healthy federation sends each of them about once.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from pathlib import Path
 
 from chain import types as ev
 from chain.errors import ContractRevert
@@ -406,6 +408,9 @@ async def _evaluate(node: Node, weights: str, history: list[str] | None = None) 
     acc, n = await trio.to_thread.run_sync(
         node.learner.evaluate, weights, list(node.data.eval), history or []
     )
+    if not math.isfinite(acc):  # a broken (poisoned) global scores nothing, it does not stop reports
+        log.warning("held-out accuracy of %s is %s; reporting 0", Path(weights).parent.name[:12], acc)
+        acc = 0.0
     return float(acc), int(n)
 
 

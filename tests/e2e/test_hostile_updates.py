@@ -91,3 +91,43 @@ def test_update_with_huge_values_is_left_out_and_the_federation_goes_on(tmp_path
             assert "diverged" not in log_text(fed, i)
     finally:
         down(fed.dir)
+
+
+def test_a_poisoned_global_that_got_through_is_abandoned_and_the_federation_recovers(
+    tmp_path: Path,
+) -> None:
+    """The way back: a federation deployed with its bounds switched off lets the 1e30 update in;
+    nobody can train on that global (round 2 fails, each member naming the poisoned global, not
+    the learning rate), and with fallback_after = 1 round 3 starts again from the last healthy
+    global (here the initial adapter) and finalizes with everyone, without any contract change."""
+    import numpy as np
+
+    from training.adapter_io import read_adapter
+    from training.bounds import NO_BOUNDS, FederationRules
+
+    rules = FederationRules(bounds=NO_BOUNDS, fallback_after=1)
+    fed, done = run(
+        tmp_path / "fed", 3, 3, {2: "huge-update@1"}, restart_crashed=False, timeout_s=300, rules=rules
+    )
+    try:
+        assert done == {1: "finalized", 2: "failed", 3: "finalized"}
+        h = history(fed)
+        members = [a.lower() for a in fed.devnet.addresses]
+        # without bounds the poison got in (this is what the bounds of the other tests prevent)
+        assert members[2] in [a.lower() for a in h.submission(1, h.final(1).attempt).included]
+        (failed,) = h.of(ev.RoundFailed, 2)
+        assert failed.reason == "too few commits"
+        for i in range(3):
+            text = log_text(fed, i)
+            assert "the global adapter it started from is likely poisoned" in text
+            assert "training from the last healthy global adapter" in text
+        # round 3 was built on the healthy initial adapter and is healthy itself
+        final3 = h.final(3)
+        assert sorted(a.lower() for a in h.submission(3, final3.attempt).included) == sorted(members)
+        g3 = bytes(final3.global_sha256).hex()
+        state = read_adapter(fed.state_dirs[0] / "adapters" / g3)
+        assert max(float(np.max(np.abs(v))) for v in state.values()) < 10.0
+        assert bytes(fed.client().global_adapter().sha256).hex() == g3
+        assert paid(h) == expected_rewards(h)
+    finally:
+        down(fed.dir)
