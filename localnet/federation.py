@@ -285,13 +285,15 @@ def _kill_group(pid: int, sig: int) -> None:
 
 
 def build_initial_adapter(
-    model_spec: str, rank: int, alpha: int, out_dir: Path
+    model_spec: str, rank: int, alpha: int, out_dir: Path, strategy: str = "fedavg", rules: Any = None
 ) -> tuple[str, str, str, bytes]:
     """The federation's initial adapter (seeded A, B = 0) written canonically.
 
-    Returns (sha256 hex, CID, base model id, LoRA config hash)."""
+    Returns (sha256 hex, CID, base model id, config hash of the LoRA settings and the federation
+    rules: ``rules`` (a ``FederationRules``), else ``strategy`` with the default bounds)."""
     from p2p.cid import cid_of_file
     from training.adapter_io import WEIGHTS_NAME, write_canonical_adapter
+    from training.bounds import FederationRules, federation_config_hash
     from training.lora import LoraSettings, initial_adapter_state
     from training.models import base_model_id, load_base_model
 
@@ -300,7 +302,8 @@ def build_initial_adapter(
     state = initial_adapter_state(model, settings, INITIAL_SEED)
     base = base_model_id(model_spec)
     sha = write_canonical_adapter(state, settings, base, out_dir)
-    return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(settings.config_hash())
+    config_hash = federation_config_hash(settings, rules or FederationRules(strategy=strategy))
+    return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(config_hash)
 
 
 def _toml_list(items: tuple[dict[str, str], ...]) -> str:
@@ -317,8 +320,15 @@ def node_config_text(
     last_round: int,
     threads: int,
     strategy: str = "fedavg",
+    rules: Any = None,
 ) -> str:
-    """medfed.toml for one local institution."""
+    """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
+    full into [aggregation]; None = the defaults)."""
+    extra = ""
+    if rules is not None:
+        strategy = rules.strategy
+        extra = "".join(f"{k} = {v!r}\n" for k, v in sorted(rules.bounds.canonical().items()))
+        extra += f"fallback_after = {rules.fallback_after}\n"
     return f"""\
 # medfed.toml written by `medfed-localnet up` for institution {site.name}
 state_dir = "state"
@@ -356,7 +366,7 @@ threads = {threads}
 
 [aggregation]
 strategy = "{strategy}"
-
+{extra}
 [rounds]
 auto_open = true
 open_first_round = false
@@ -380,6 +390,7 @@ def launch(
     strategy: str = "fedavg",
     chain: str = "anvil",
     genesis: str = "istanbul",
+    rules: Any = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
@@ -416,7 +427,9 @@ def launch(
     (root / "logs").mkdir(exist_ok=True)
     print(f"building the initial adapter for model {model!r} ...", flush=True)
     initial_dir = root / "initial"
-    sha, cid, base, lora_hash = build_initial_adapter(model, sizing.lora_rank, sizing.lora_alpha, initial_dir)
+    sha, cid, base, lora_hash = build_initial_adapter(
+        model, sizing.lora_rank, sizing.lora_alpha, initial_dir, strategy, rules
+    )
     c, a, v = rewards or (
         DEVNET_PARAMS.contributor_reward,
         DEVNET_PARAMS.aggregator_reward,
@@ -468,6 +481,7 @@ def launch(
                 rounds,
                 threads,
                 strategy,
+                rules,
             )
         )
         configs.append(cfg)

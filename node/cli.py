@@ -98,8 +98,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.status import node_status
 
-    cfg = load_config(args.config)
     address = args.address
+    if address is not None:
+        import re
+
+        from eth_utils import to_checksum_address
+
+        from node.errors import ConfigError
+
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
+            raise ConfigError(
+                f"--address {address[:60]!r} is not an address: give 0x followed by 40 hex digits"
+            )
+        address = to_checksum_address(address.lower())  # any letter case, checksum or not
+    cfg = load_config(args.config)
     if args.key:
         from chain.wallet import load_wallet
 

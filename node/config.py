@@ -95,6 +95,13 @@ class ModelSection:
     threads: int = 0  # torch threads; 0 = torch's default
     strategy: str = "fedavg"
     max_adapter_mb: int = 512
+    # bounds on updates (training/bounds.py); with strategy, part of the on-chain config hash
+    max_abs: float = 100.0
+    max_update_norm: float = 0.0
+    clip_factor: float = 3.0
+    max_samples: int = 0
+    samples_factor: float = 4.0
+    fallback_after: int = 2
 
 
 @dataclass(frozen=True)
@@ -198,8 +205,24 @@ threads = 0
 [aggregation]
 # "fedavg" or "exact"; every member must use the same strategy (verifiers recompute bit for bit).
 strategy = "fedavg"
-# Largest adapter accepted from a peer, in MiB.
+# Largest adapter accepted from a peer, in MiB (a local limit; a valid adapter of the federation's
+# shape is never larger than header + tensors anyway).
 max_adapter_mb = 512
+# Bounds on every member's update, checked by every verifier. These and strategy are part of the
+# federation's on-chain config hash: copy them from the federation, do not tune them locally.
+# Largest |value| in any tensor of an update (0 = no limit); beyond it the update is left out.
+max_abs = 100.0
+# Largest L2 distance of an update from the round's starting adapter (0 = no absolute limit).
+max_update_norm = 0.0
+# Clip each update's distance to clip_factor x the round's (lower) median distance (0 = off).
+clip_factor = 3.0
+# Cap on the self-reported numSamples used as a weight (0 = none), and on it relative to the
+# round's (lower) median count (0 = none).
+max_samples = 0
+samples_factor = 4.0
+# After this many failed rounds in a row, members train from the global adapter before the last
+# one again (the way back from a poisoned global; 0 = never).
+fallback_after = 2
 
 [rounds]
 # Open the next round when the previous one is final.
@@ -377,7 +400,18 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     t = top.sub("training", required=False)
     t.unknown({"max_steps", "batch_size", "grad_accum", "learning_rate", "max_length", "seed", "threads"})
     a = top.sub("aggregation", required=False)
-    a.unknown({"strategy", "max_adapter_mb"})
+    a.unknown(
+        {
+            "strategy",
+            "max_adapter_mb",
+            "max_abs",
+            "max_update_norm",
+            "clip_factor",
+            "max_samples",
+            "samples_factor",
+            "fallback_after",
+        }
+    )
     strategy = a.str_("strategy", "fedavg")
     if strategy not in STRATEGIES:
         raise a.fail("strategy", f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -403,6 +437,12 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         threads=t.int_("threads", 0),
         strategy=strategy,
         max_adapter_mb=a.int_("max_adapter_mb", 512, 1),
+        max_abs=a.float_("max_abs", 100.0),
+        max_update_norm=a.float_("max_update_norm", 0.0),
+        clip_factor=a.float_("clip_factor", 3.0),
+        max_samples=a.int_("max_samples", 0),
+        samples_factor=a.float_("samples_factor", 4.0),
+        fallback_after=a.int_("fallback_after", 2),
     )
 
     r = top.sub("rounds", required=False)

@@ -30,7 +30,7 @@ from node.context import Node
 from node.data import load_site_data
 from node.errors import NodeError, StartupError
 from node.faults import Faults
-from node.learning import Learner, lora_settings
+from node.learning import Learner, federation_hash, lora_settings
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
 
@@ -67,12 +67,13 @@ def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
     """Refuse to run with a LoRA config or base model other than the one recorded on-chain."""
     from training.models import base_model_id
 
-    ours = lora_settings(cfg).config_hash()
+    ours = federation_hash(cfg)
     theirs = client.lora_config_hash().hex()
     if ours != theirs:
         raise StartupError(
-            f"{cfg.path.name}: [lora] rank/alpha/dropout/targets hash to {ours[:12]}, the federation "
-            f"records {theirs[:12]}: copy the [lora] section the federation published"
+            f"{cfg.path.name}: [lora] and [aggregation] settings (rank, alpha, dropout, targets, "
+            f"strategy, bounds, fallback_after) hash to {ours[:12]}, the federation records "
+            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published"
         )
     want = client.base_model()
     have = base_model_id(cfg.model.base)

@@ -21,6 +21,9 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``always-reject``: as verifier, vote reject whatever the recomputation says (issue 12, B3).
 - ``withhold-from-aggregator``: serve our update to every member except the elected aggregator
   (selective serving, issue 12, B4).
+- ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
+  (hostile member B1; skips the node's own check of its update, as a modified node would).
+- ``huge-update``: commit an update whose LoRA B values are all ``HUGE_VALUE`` (finite, B2).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.
 """
@@ -44,9 +47,13 @@ KNOWN = frozenset(
         "slow-commit",
         "always-reject",
         "withhold-from-aggregator",
+        "pad-update",
+        "huge-update",
     }
 )
 CRASH_EXIT_CODE = 17
+HUGE_VALUE = 1e30  # huge-update: every LoRA B value of the committed update
+PAD_BYTES = 40 << 20  # pad-update: trailing bytes appended to a valid update (under max_adapter_mb)
 log = logging.getLogger("medfed.faults")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from node.config import NodeConfig
 from node.errors import StartupError
+from training.bounds import FederationRules, UpdateBounds, federation_config_hash
 from training.data import Question
 from training.lora import LoraSettings
 
@@ -25,6 +26,24 @@ def lora_settings(cfg: NodeConfig) -> LoraSettings:
     return LoraSettings(
         rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout, target_modules=m.lora_targets
     )
+
+
+def federation_rules(cfg: NodeConfig) -> FederationRules:
+    """Strategy, update bounds and fallback as configured (in the on-chain config hash too)."""
+    m = cfg.model
+    bounds = UpdateBounds(
+        max_abs=m.max_abs,
+        max_update_norm=m.max_update_norm,
+        clip_factor=m.clip_factor,
+        max_samples=m.max_samples,
+        samples_factor=m.samples_factor,
+    )
+    return FederationRules(strategy=m.strategy, bounds=bounds, fallback_after=m.fallback_after)
+
+
+def federation_hash(cfg: NodeConfig) -> str:
+    """The config hash this node expects on-chain: LoRA settings + federation rules."""
+    return federation_config_hash(lora_settings(cfg), federation_rules(cfg))
 
 
 class Learner:

@@ -15,18 +15,22 @@ healthy federation sends each of them about once.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from pathlib import Path
 
 from chain import types as ev
 from chain.errors import ContractRevert
 from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
+from node.recovery import effective_base
 from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
 from node.roles.verifier import prefetch_updates, verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, pin, publish
+from training.errors import TrainingError
 
 log = logging.getLogger("medfed.round")
 
@@ -241,8 +245,27 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     rec = node.store.update(r)
     if rec is not None and rec.committed:
         return
-    base = _hex((await node.chain(node.client.global_adapter)).sha256)
-    rec = await train_update(node, r, base, deadline)
+    if r in _training_failed:
+        return
+    base = on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
+    if not node.learner.exact:
+        base = effective_base(node, r)
+        if base != on_chain and r not in _fallback_said:
+            _fallback_said.add(r)
+            log.warning(
+                "round %d: training from the last healthy global adapter %s, not the chain's %s: "
+                "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
+                r,
+                base[:12],
+                on_chain[:12],
+                node.cfg.model.fallback_after,
+            )
+    try:
+        rec = await train_update(node, r, base, deadline)
+    except TrainingError as exc:  # said once; the round goes on without our update
+        _training_failed.add(r)
+        log.error("round %d: not committing an update this round: %s", r, exc)
+        return
     if node.now() >= deadline - 1.0:
         log.warning(
             "round %d: update ready %.0f s after the commit deadline; not committing "
@@ -252,6 +275,10 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         )
         return
     await commit(node, r, rec)
+
+
+_training_failed: set[int] = set()
+_fallback_said: set[int] = set()
 
 
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
@@ -432,6 +459,9 @@ async def _evaluate(node: Node, weights: str, history: list[str] | None = None) 
     acc, n = await trio.to_thread.run_sync(
         node.learner.evaluate, weights, list(node.data.eval), history or []
     )
+    if not math.isfinite(acc):  # a broken (poisoned) global scores nothing, it does not stop reports
+        log.warning("held-out accuracy of %s is %s; reporting 0", Path(weights).parent.name[:12], acc)
+        acc = 0.0
     return float(acc), int(n)
 
 

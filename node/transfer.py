@@ -14,7 +14,7 @@ import trio
 
 from node.context import Node
 from node.errors import ArtifactError
-from p2p.errors import P2PError
+from p2p.errors import FileTooLarge, P2PError
 from p2p.messages import Announcement
 from training.adapter_io import AdapterSpec, validate_adapter
 from training.errors import TrainingError
@@ -139,7 +139,9 @@ async def fetch_adapter(
     if held is not None:
         return str(held)
     assert node.host is not None
-    max_bytes = node.cfg.model.max_adapter_mb << 20
+    spec = adapter_spec_for(node, kind, n_inputs)
+    # never accept (or keep reading) more than a valid adapter of this federation can be
+    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())
     last = "no provider known yet"
     while True:
         left = deadline - node.now()
@@ -158,6 +160,8 @@ async def fetch_adapter(
                     )
                     break
                 last = "timed out"
+            except FileTooLarge as exc:  # final: a sha256 names one file; it will not shrink
+                raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is too large: {exc}") from None
             except P2PError as exc:
                 last = str(exc)
         from_ipfs = await ipfs_fetch(node, cid, sha256, max_bytes)
@@ -167,9 +171,7 @@ async def fetch_adapter(
         await trio.sleep(min(1.0, max(0.0, deadline - node.now())))
     weights = await trio.to_thread.run_sync(node.artifacts.import_file, sha256, path, kind, round)
     try:
-        await trio.to_thread.run_sync(
-            validate_adapter, weights, adapter_spec_for(node, kind, n_inputs), max_bytes
-        )
+        await trio.to_thread.run_sync(validate_adapter, weights, spec, max_bytes)
     except TrainingError as exc:
         weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None

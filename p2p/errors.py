@@ -37,3 +37,8 @@ class CidError(P2PError):
 
 class IpfsError(P2PError):
     """The Kubo RPC endpoint failed or answered something unexpected."""
+
+
+class FileTooLarge(TransferError):
+    """Every provider asked said the file is larger than the limit (answered ``too_large`` or
+    announced an oversize body): final for this sha256, not worth retrying."""

@@ -35,6 +35,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2p.errors import (
     ConnectError,
+    FileTooLarge,
     IdentityError,
     IpfsError,
     MessageError,
@@ -45,7 +46,14 @@ from p2p.errors import (
 from p2p.identity import address_from_peer_id, key_pair_from_private_key
 from p2p.ipfs import KuboClient
 from p2p.messages import Announcement
-from p2p.transfer import PROTOCOL_ID, Oversize, WrongHash, fetch_from_stream, serve_request
+from p2p.transfer import (
+    PROTOCOL_ID,
+    Oversize,
+    TooLarge,
+    WrongHash,
+    fetch_from_stream,
+    serve_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +310,7 @@ class MedfedHost:
         candidates = self._order_providers(providers)
         failures: list[str] = []
         refusals = 0
+        too_large = 0
         for pid, addrs in candidates:
             name = pid.to_base58()
             try:
@@ -309,6 +318,10 @@ class MedfedHost:
                 if 0 < self._penalty.get(name, 0.0) < PENALTY_HOSTILE:
                     self._penalty[name] = 0.0  # it delivered: forget earlier outages
                 return path
+            except TooLarge as exc:
+                too_large += 1
+                failures.append(f"{name}: {exc}")
+                log.info("%s", exc)
             except TransferRefused as exc:
                 refusals += 1
                 failures.append(f"{name}: {exc}")
@@ -316,6 +329,7 @@ class MedfedHost:
             except (WrongHash, Oversize) as exc:
                 failures.append(f"{name}: {exc}")
                 self._penalise(name, PENALTY_HOSTILE, str(exc))
+                too_large += isinstance(exc, Oversize)
             except trio.TooSlowError:
                 failures.append(f"{name}: no progress for {wait:.0f} s")
                 self._penalise(name, PENALTY_FAILED, "transfer timed out")
@@ -327,6 +341,8 @@ class MedfedHost:
                 return await self._fetch_ipfs(sha, cid, dest_dir, limit)
             except (IpfsError, TransferError) as exc:
                 failures.append(f"ipfs: {exc}")
+        if failures and too_large == len(failures):
+            raise FileTooLarge(f"{sha[:12]} is larger than the {limit} bytes allowed: " + "; ".join(failures))
         if not failures:
             raise NoProviderError(f"no provider known for {sha[:12]}; wait for announcements or pass peers")
         if refusals == len(failures):

@@ -41,6 +41,12 @@ class Oversize(TransferError):
     """The peer announced or sent more bytes than allowed (the peer is penalised)."""
 
 
+class TooLarge(TransferRefused):
+    """The provider answered ``too_large``: the file is bigger than the limit we asked with.
+
+    A sha256 names one byte string, so this is final: asking again cannot make it smaller."""
+
+
 async def serve_request(
     stream: ByteStream,
     peer_address: str,
@@ -67,10 +73,7 @@ async def serve_request(
     ):
         await _reply(stream, "bad_request", f"expected v={VERSION}, 64-hex sha256 and max_bytes >= 0")
         return "bad_request"
-    path = lookup(sha)
-    if path is None or not path.is_file():
-        await _reply(stream, "not_found", f"this peer does not serve {sha[:12]}")
-        return "not_found"
+    # access first: a peer that may not fetch learns nothing, not even whether we hold the file
     try:
         allowed = bool(may_serve(peer_address, sha))
     except Exception:
@@ -79,6 +82,10 @@ async def serve_request(
     if not allowed:
         await _reply(stream, "refused", f"{peer_address} may not fetch {sha[:12]} (yet)")
         return "refused"
+    path = lookup(sha)
+    if path is None or not path.is_file():
+        await _reply(stream, "not_found", f"this peer does not serve {sha[:12]}")
+        return "not_found"
     size = path.stat().st_size
     if size > max_bytes:
         await _reply(stream, "too_large", f"file is {size} bytes, client accepts {max_bytes}")
@@ -119,6 +126,8 @@ async def fetch_from_stream(
     status = head.get("status")
     if status != "ok":
         reason = str(head.get("reason", ""))[:300]
+        if status == "too_large":
+            raise TooLarge(f"peer refused {sha256_hex[:12]}: too_large: {reason}")
         if status in REFUSED_STATUSES:
             raise TransferRefused(f"peer refused {sha256_hex[:12]}: {status}: {reason}")
         raise TransferError(f"peer answered {status!r} for {sha256_hex[:12]}: {reason}")

@@ -29,6 +29,9 @@ CONFIG_NAME = "adapter_config.json"
 WIRE_DTYPE = "F32"
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None, "I64": np.int64}
 MAX_HEADER = 100 * 1024 * 1024
+# Room for metadata beyond the canonical header of an adapter's tensors (e.g. author and round
+# bound into ``__metadata__``): the largest file of a spec is its canonical size plus this.
+HEADER_SLACK = 16 * 1024
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -261,11 +264,53 @@ class AdapterSpec:
     def num_params(self) -> int:
         return sum(int(np.prod(s)) for _, s in self.shapes)
 
+    def max_file_bytes(self) -> int:
+        """The largest file a valid adapter of this spec can be: 8 + its canonical header (plus
+        ``HEADER_SLACK`` for metadata) + 4 bytes per value. Transfers stop beyond it."""
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape in self.shapes:
+            n = int(np.prod(shape, dtype=np.int64)) * 4
+            header[name] = {"dtype": WIRE_DTYPE, "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"))
+        return 8 + len(text) + 8 + HEADER_SLACK + offset
+
+
+def _check_layout(path: Path, header: Mapping[str, Any], base: int) -> None:
+    """The file is exactly 8 + header + tensor bytes: the tensors' byte ranges are contiguous,
+    do not overlap and cover the whole data section, with nothing after the last one (B1: valid
+    tensors followed by megabytes of trailing bytes would otherwise pass, and be paid)."""
+    size = path.stat().st_size
+    spans = sorted((tuple(e["data_offsets"]), name) for name, e in header.items())
+    at = 0
+    for (start, end), name in spans:
+        if start != at:
+            what = (
+                "overlaps the previous tensor"
+                if start < at
+                else f"leaves {start - at} bytes unused before it"
+            )
+            raise AdapterInvalid(f"{path}: tensor {name!r} at data offset {start} {what}")
+        at = end
+    if base + at != size:
+        raise AdapterInvalid(
+            f"{path}: {size - base - at} trailing bytes after the tensor data (file is {size} bytes, "
+            f"header and tensors take {base + at}); not a canonical adapter"
+        )
+
 
 def validate_adapter(path: str | os.PathLike[str], spec: AdapterSpec, max_bytes: int) -> None:
     """Raise :class:`AdapterInvalid` with the reason unless ``path`` (dir or file) is a safetensors
-    adapter with exactly ``spec``'s keys and shapes, float32, all values finite, at most ``max_bytes``."""
+    adapter with exactly ``spec``'s keys and shapes, float32, all values finite, at most ``max_bytes``
+    and exactly as long as its header and tensors (no gaps, overlaps or trailing bytes)."""
     p = _weights_path(path)
+    largest = spec.max_file_bytes()
+    if p.is_file() and p.stat().st_size > largest and largest <= max_bytes:
+        raise AdapterInvalid(
+            f"{p}: {p.stat().st_size} bytes, more than an adapter of this federation can be "
+            f"({largest} bytes at most)"
+        )
     header, base = _read_header(p, max_bytes)
     expected = dict(spec.shapes)
     missing = sorted(set(expected) - set(header))
@@ -282,6 +327,7 @@ def validate_adapter(path: str | os.PathLike[str], spec: AdapterSpec, max_bytes:
             raise AdapterInvalid(
                 f"{p}: tensor {name!r} has shape {tuple(entry['shape'])}, expected {expected[name]}"
             )
+    _check_layout(p, header, base)
     with p.open("rb") as fh:
         for name in sorted(expected):
             start, end = header[name]["data_offsets"]

@@ -105,6 +105,31 @@ def answer_loss(
     return loss, int(mask.sum())
 
 
+# A LoRA factor this large is not something local training produces from a sane start: a start
+# adapter beyond it is the likely cause of a divergence (a poisoned global), not the learning rate.
+SUSPECT_START_ABS = 1e3
+
+
+def divergence_message(start_adapter: str | Path, lr: float) -> str:
+    """Why training diverged, naming the likely cause: a poisoned start adapter or the learning rate."""
+    try:
+        start = read_adapter(start_adapter)
+        peak = max((float(np.max(np.abs(v))) for v in start.values() if v.size), default=0.0)
+    except TrainingError:
+        peak = float("nan")
+    if not math.isfinite(peak) or peak > SUSPECT_START_ABS:
+        return (
+            f"training diverged (NaN/Inf): the global adapter it started from is likely poisoned "
+            f"(largest |value| {peak:.3g}, far beyond what training produces); not the learning rate. "
+            "The federation's bounds should have kept it out; members fall back to the last healthy "
+            "global after [aggregation] fallback_after failed rounds (docs/troubleshooting.md)"
+        )
+    return (
+        f"training diverged (NaN/Inf) from a healthy-looking start adapter (largest |value| {peak:.3g}): "
+        f"lower [training] learning_rate (now {lr:g})"
+    )
+
+
 def train_local(
     model: Any,
     tokenizer: Any,
@@ -187,8 +212,8 @@ def train_local(
         finally:
             peft_model.unload()
             model.eval()
-    if not all(np.isfinite(v).all() for v in state.values()):
-        raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")
+    if not all(np.isfinite(v).all() for v in state.values()) or not all(map(math.isfinite, losses)):
+        raise TrainingError(divergence_message(start_adapter, config.lr))
     sha = write_canonical_adapter(
         state, settings, base_model or _base_model_name(start_adapter), out_dir, metadata
     )

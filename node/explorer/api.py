@@ -24,27 +24,28 @@ from node.explorer.errors import ApiError, BadRequest, NotFound
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _SHA256 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _ROUND = re.compile(r"^[0-9]{1,18}$")
+_LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", int() does not
 
 Json = dict[str, Any]
 
 
 def parse_address(text: str) -> str:
     """Validate a 0x-prefixed 20-byte hex address; return it lower-case."""
-    if not _ADDRESS.match(text):
+    if not _ADDRESS.fullmatch(text):
         raise BadRequest(f"bad address {text[:80]!r}: expected 0x followed by 40 hex characters")
     return text.lower()
 
 
 def parse_sha256(text: str) -> str:
     """Validate a sha256 in hex (64 characters, optional 0x); return it lower-case without 0x."""
-    if not _SHA256.match(text):
+    if not _SHA256.fullmatch(text):
         raise BadRequest(f"bad sha256 {text[:80]!r}: expected 64 hex characters")
     return text.lower().removeprefix("0x")
 
 
 def parse_round(text: str) -> int:
     """Validate a round number (a non-negative decimal integer)."""
-    if not _ROUND.match(text):
+    if not _ROUND.fullmatch(text):
         raise BadRequest(f"bad round {text[:80]!r}: expected a round number such as 1")
     return int(text)
 
@@ -486,7 +487,7 @@ def route(api: Api, path: str, query: dict[str, list[str]]) -> tuple[int, Json]:
         return 200, simple[rest[0]]()
     if len(rest) == 1 and rest[0] == "events":
         raw = (query.get("limit") or ["50"])[0]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= 1000:
             raise BadRequest(f"bad limit {raw[:20]!r}: expected an integer from 1 to 1000")
         return 200, api.events(int(raw))
     if len(rest) == 2 and rest[0] == "rounds":

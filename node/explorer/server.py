@@ -12,6 +12,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ log = logging.getLogger("medfed.explorer")
 
 STATIC_DIR = Path(__file__).with_name("static")
 URL_LINE_PREFIX = "EXPLORER_URL "
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 # Everything the page loads comes from this server: no CDN, no external fetch.
 _CSP = (
@@ -77,10 +79,46 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self._json(500, {"error": "internal error; see the explorer's log", "status": 500})
 
+    def do_POST(self) -> None:
+        self._not_allowed()
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_POST
+
+    def _not_allowed(self) -> None:
+        self.send_error(405, f"method {str(self.command)[:20]} not allowed; the explorer is read-only (GET)")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error answer is JSON (http.server's default is an HTML page), and what the base
+        class answers 501/505 for (an unknown method or HTTP version) is the client's error: 4xx."""
+        if code == 501:
+            code, message = 405, f"method {str(self.command)[:20]!r} not allowed; use GET"
+        elif code == 505:  # an HTTP version we do not speak is the client's error too
+            code = 400
+        if self.request_version == "HTTP/0.9":  # unparsed request line: still answer with headers
+            self.request_version = "HTTP/1.1"
+        short = self.responses.get(code, ("error", ""))[0]
+        text = (message or short)[:200]
+        self.log_error("code %d, message %s", code, text)
+        body = json.dumps({"error": text, "status": code}, separators=(",", ":")).encode()
+        self.send_response(code, short)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", _CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if code == 405:
+            self.send_header("Allow", "GET, HEAD")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
     def _static(self, path: str) -> None:
         name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
-        # Only plain file names inside static/: no directories, no traversal.
-        if "/" in name or name.startswith(".") or not (STATIC_DIR / name).is_file():
+        # Only plain, short file names inside static/: no directories, no traversal, no names the
+        # file system refuses (too long, NUL): those would raise instead of answering 404.
+        if not _STATIC_NAME.fullmatch(name) or not (STATIC_DIR / name).is_file():
             self._json(404, {"error": f"no such page {path[:120]!r}", "status": 404})
             return
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -16,11 +16,14 @@ import trio
 from chain.errors import ContractRevert
 from node.context import Node
 from node.errors import ArtifactError
+from node.learning import federation_rules
+from node.recovery import reference_sha
 from node.state import Commit
 from node.transfer import cid_of, fetch_adapter, publish
-from training.adapter_io import check_update_binding, read_adapter
+from training.adapter_io import check_update_binding, read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
-from training.errors import AdapterInvalid
+from training.bounds import bounded_inputs, check_update_bounds
+from training.errors import AdapterInvalid, TrainingError
 
 log = logging.getLogger("medfed.aggregator")
 # Transfers in flight at once when collecting a round's updates: enough to overlap the per-stream
@@ -56,6 +59,7 @@ async def collect_updates(
     results: dict[str, Collected] = {}
     give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
     limiter = trio.CapacityLimiter(max(1, parallel))
+    await ensure_reference(node, round, deadline)
 
     async def one(c: Commit) -> None:
         owners = [c.member, *(a for a in also_from if a != c.member)]
@@ -63,9 +67,11 @@ async def collect_updates(
             try:
                 path = await fetch_adapter(node, c.sha256, "update", round, owners, give_up, cid=c.cid)
                 check_update_binding(path, c.member, round, node.federation_id)
+                # held files too (our own update, one fetched earlier): every update passes the same checks
+                await trio.to_thread.run_sync(check_update, node, round, path)
                 results[c.member] = Collected(c, path, "")
-            except AdapterInvalid as exc:
-                log.warning("round %d: update of %s is not its own: %s", round, c.member, exc)
+            except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
+                log.warning("round %d: update of %s is invalid: %s", round, c.member, exc)
                 results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
             except ArtifactError as exc:
                 log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
@@ -77,13 +83,46 @@ async def collect_updates(
     return [results[c.member] for c in commits]
 
 
-def compute_aggregate(node: Node, usable: list[Collected]) -> dict[str, np.ndarray]:
-    """Deterministic aggregate of the usable updates, weighted by their on-chain sample counts."""
+async def ensure_reference(node: Node, round: int, deadline: float) -> str:
+    """Hold the adapter the round's updates are measured against (fetched if need be)."""
+    sha = reference_sha(node, round)
+    path = node.artifacts.weights(sha)
+    if path is not None:
+        return str(path)
+    return await fetch_adapter(node, sha, "global", round - 1, [], deadline)
+
+
+def reference_state(node: Node, round: int) -> dict[str, np.ndarray]:
+    """The tensors of the round's reference adapter (see node/recovery.py); must be held."""
+    sha = reference_sha(node, round)
+    path = node.artifacts.weights(sha)
+    if path is None:
+        raise ArtifactError(f"round {round}: the reference adapter {sha[:12]} is not held yet")
+    return read_adapter(path)
+
+
+def check_update(node: Node, round: int, path: str) -> None:
+    """Raise TrainingError (AdapterInvalid) unless ``path`` is a valid update of this federation
+    for ``round``: shape and layout, finite, and within the federation's bounds (training/bounds.py).
+    The checks every member applies to every update, its own included."""
+    validate_adapter(path, node.spec, node.cfg.model.max_adapter_mb << 20)
+    rules = federation_rules(node.cfg)
+    try:
+        check_update_bounds(read_adapter(path), reference_state(node, round), rules.bounds)
+    except TrainingError as exc:
+        raise AdapterInvalid(f"{path}: {exc}") from None
+
+
+def compute_aggregate(node: Node, round: int, usable: list[Collected]) -> dict[str, np.ndarray]:
+    """Deterministic aggregate of the usable updates: sample counts capped and each update
+    clipped against the round's median distance (training/bounds.py), then the strategy."""
     assert all(u.path is not None for u in usable)
     inputs = [
         AggregationInput(u.commit.member, u.commit.num_samples, read_adapter(u.path))  # type: ignore[arg-type]
         for u in usable
     ]
+    rules = federation_rules(node.cfg)
+    inputs = bounded_inputs(inputs, reference_state(node, round), rules.bounds)
     return aggregate(node.cfg.model.strategy, inputs)
 
 
@@ -123,7 +162,7 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
             log.error("round %d attempt %d: no usable update; cannot aggregate", round, attempt)
             return
         t0 = time.monotonic()
-        state = await trio.to_thread.run_sync(compute_aggregate, node, usable)
+        state = await trio.to_thread.run_sync(compute_aggregate, node, round, usable)
         if node.faults.active("tamper-aggregate", round, attempt):
             log.warning("TEST FAULT tamper-aggregate: altering the aggregate of round %d", round)
             state = _tamper(state)

@@ -17,6 +17,7 @@ from node.context import Node
 from node.state import UpdateRecord
 from node.transfer import cid_of, fetch_adapter, publish
 from training.adapter_io import update_metadata
+from training.errors import TrainingError
 
 log = logging.getLogger("medfed.participant")
 
@@ -84,6 +85,33 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     return rec
 
 
+_refused_own: set[tuple[int, str]] = set()
+
+
+async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
+    """Our update passes the checks we apply to everyone's; a bad one is never committed (and
+    this says so once, not at every tick)."""
+    from node.roles.aggregator import check_update
+
+    if (round, rec.sha256) in _refused_own:
+        return False
+    weights = node.artifacts.weights(rec.sha256)
+    try:
+        if weights is None:
+            raise TrainingError(f"update {rec.sha256[:12]} is not in the adapter store")
+        await trio.to_thread.run_sync(check_update, node, round, str(weights))
+    except TrainingError as exc:
+        _refused_own.add((round, rec.sha256))
+        log.error(
+            "round %d: NOT committing our update %s: it fails the federation's checks: %s",
+            round,
+            rec.sha256[:12],
+            exc,
+        )
+        return False
+    return True
+
+
 async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
     """Commit the update's sha256 on-chain, exactly once per round, then announce it.
 
@@ -96,6 +124,16 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         node.store.mark_committed(round, None)
         await publish(node, rec.sha256, "update", round)
         return
+    if not await _own_update_valid(node, round, rec):
+        return
+    if node.faults.active("pad-update", round):
+        from node.hostile import pad_update  # TEST-ONLY hostile member
+
+        rec = await trio.to_thread.run_sync(pad_update, node, round, rec)
+    if node.faults.active("huge-update", round):
+        from node.hostile import huge_update  # TEST-ONLY hostile member
+
+        rec = await trio.to_thread.run_sync(huge_update, node, round, rec)
     weights = node.artifacts.weights(rec.sha256)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)

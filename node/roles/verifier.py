@@ -43,7 +43,7 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     if not collected:
         return False, "the aggregate includes no committed update"
     t0 = time.monotonic()
-    state = await trio.to_thread.run_sync(compute_aggregate, node, collected)
+    state = await trio.to_thread.run_sync(compute_aggregate, node, sub.round, collected)
     sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", sub.round)
     node.store.add_timing(sub.round, "verify", time.monotonic() - t0)
     if sha != sub.sha256:

@@ -132,6 +132,7 @@ def run(
     chain: str = "anvil",
     genesis: str = "istanbul",
     fetch_patience_s: float | None = None,
+    rules: Any = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -155,6 +156,7 @@ def run(
         strategy=strategy,
         chain=chain,
         genesis=genesis,
+        rules=rules,
     )
     try:
         F.wait_ready(fed, 180)

@@ -280,3 +280,67 @@ def test_rounds_and_members_lists(explorer: ExplorerHandle, federation: Scenario
             a for r in federation.rounds for to, a, _ in r.rewards if to == m["address"]
         )
         assert m["multiaddrs"] and m["multiaddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
+
+
+def _raw_http(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw request bytes (anything urllib refuses to send); return status, headers, body."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_malformed_requests_get_a_json_4xx_never_a_500(tmp_path: Path) -> None:
+    """B8: Unicode or 4,301-digit limits, over-long or odd page names, unknown methods, broken
+    request lines: each answers a 4xx with a JSON body, never a 500 or an HTML page."""
+    import json
+
+    db = Database(tmp_path / "index.sqlite")
+    httpd, url = serve(db, "127.0.0.1", 0)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        for path, needle in [
+            ("api/events?limit=\u00b2", "bad limit"),
+            ("api/events?limit=%C2%B2", "bad limit"),
+            ("api/events?limit=" + "9" * 4301, "bad limit"),
+            ("api/events?limit=1%0A", "bad limit"),
+            ("api/rounds/" + "1" * 4301, "bad round"),
+            ("api/rounds/1%0A", "bad round"),
+            ("a" * 256, "no such page"),
+            ("a" * 5000 + ".js", "no such page"),
+            ("x%00y", "no such page"),
+            ("%F0%9F%92%A5", "no such page"),
+        ]:
+            target = url + path.replace("\u00b2", "%C2%B2")
+            status, body, headers = get_json(target)
+            assert 400 <= status < 500, (path[:40], status, body)
+            assert headers["Content-Type"].startswith("application/json")
+            assert needle in body["error"] and body["status"] == status
+        for request, want in [
+            (b"POST /api/status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+            (b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+            (b"BREW /api HTTP/1.1\r\nHost: x\r\n\r\n", 405),  # http.server's 501
+            (b"GET /api HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+            (b"garbage\r\n\r\n", 400),
+            (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+        ]:
+            status, headers, raw = _raw_http(url, request)
+            assert status == want, (request[:30], status, raw[:200])
+            assert headers["Content-Type"].startswith("application/json"), raw[:200]
+            assert json.loads(raw)["status"] == status
+            if status == 405:
+                assert headers["Allow"] == "GET, HEAD"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        db.close()

@@ -22,6 +22,7 @@ from localnet.chain import Devnet, start_devnet, stop_devnet
 from node.cli import main
 from node.config import TEMPLATE
 from p2p.identity import address_from_peer_id
+from training.bounds import FederationRules, federation_config_hash
 from training.lora import LoraSettings
 from training.models import base_model_id
 
@@ -38,7 +39,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         1,
         DeployParams(commit_duration_s=30, aggregate_duration_s=30, verify_duration_s=30),
         base_model=base_model_id("tiny"),
-        lora_config_hash=bytes.fromhex(TINY_LORA.config_hash()),
+        lora_config_hash=bytes.fromhex(federation_config_hash(TINY_LORA, FederationRules())),
         block_time_s=None,
     )
     yield net
@@ -207,6 +208,12 @@ def test_start_refuses_non_member_wrong_password_wrong_lora_and_bad_data(
 
     cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator, **{"alpha = 8": "alpha = 16"})
     assert "[lora]" in _start_fails(capsys, member, cfg, pwfile)
+    # the aggregation strategy and the update bounds are part of the federation's config too:
+    # a member with other settings fails at start, in one line, not at the first vote
+    for edit in ({'strategy = "fedavg"': 'strategy = "exact"'}, {"max_abs = 100.0": "max_abs = 1000.0"}):
+        cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator, **edit)
+        line = _start_fails(capsys, member, cfg, pwfile)
+        assert "[aggregation]" in line and "the federation records" in line
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "options": {"A": "a", "B": "b"}, "answer_idx": "A"}\n{broken\n')
@@ -268,3 +275,22 @@ def test_status_reports_membership_round_and_balance(
     stranger = "0x" + "ab" * 20
     assert main(["status", "--config", str(cfg), "--address", stranger]) == 0
     assert "NO (ask the admin to add it)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0xnope", "0x1234", "ab" * 20, "0x" + "g" * 40, "0x" + "ab" * 20 + "\n"])
+def test_status_with_a_bad_address_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    cfg = _config(tmp_path, "http://127.0.0.1:9", "0x" + "11" * 20)  # never contacted
+    assert main(["status", "--config", str(cfg), "--address", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medfed-node: error: --address") and "40 hex digits" in err[0]
+
+
+def test_status_accepts_an_address_in_any_letter_case(
+    devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator)
+    member = devnet.addresses[0]
+    assert main(["status", "--config", str(cfg), "--address", member.upper().replace("0X", "0x")]) == 0
+    assert f"member {member}: yes" in capsys.readouterr().out

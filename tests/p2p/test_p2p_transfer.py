@@ -16,7 +16,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from p2p_hosts import address_of, new_key, running_hosts, write_random
 
-from p2p.errors import NoProviderError, TransferRefused
+from p2p.errors import FileTooLarge, NoProviderError, TransferRefused
 from p2p.framing import FramedReader, encode_frame
 from p2p.identity import peer_id_from_private_key
 from p2p.transfer import PROTOCOL_ID
@@ -79,9 +79,11 @@ def test_oversize_file_is_refused_before_any_byte_lands(tmp_path: Path) -> None:
         async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
             await b.connect(a.listen_multiaddrs())
             a.serve(sha, src)
-            with pytest.raises(TransferRefused, match="too_large"):
+            # final, not a refusal to retry: a sha256 names one file, it cannot shrink
+            with pytest.raises(FileTooLarge, match="too_large"):
                 await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=1_000_000, timeout=10)
             assert store_files(tmp_path / "dl") == []
+            assert b.penalty(a.peer_id) == 0
 
     trio.run(main)
 
@@ -104,11 +106,14 @@ def test_refused_request_fails_cleanly_on_both_sides(
             a.serve(sha, src)
             with pytest.raises(TransferRefused, match="refused"):
                 await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
-            with pytest.raises(TransferRefused, match="not_found"):
+            # access is checked first: a peer that may not fetch cannot tell held from unknown hashes
+            with pytest.raises(TransferRefused, match=": refused: "):
                 await b.fetch("ab" * 32, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
             assert b.penalty(a.peer_id) == 0  # refusing is not misbehaving
             # both hosts still work afterwards
             a.may_serve = lambda addr, s: True
+            with pytest.raises(TransferRefused, match="not_found"):
+                await b.fetch("ab" * 32, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
             out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", max_bytes=10_000_000, timeout=10)
             assert out.read_bytes() == src.read_bytes()
 
@@ -117,7 +122,10 @@ def test_refused_request_fails_cleanly_on_both_sides(
     assert asked[0] == (address_of(kb), sha)  # the callback saw the requester's wallet address
     served = [r.getMessage() for r in caplog.records if r.getMessage().startswith("served request")]
     assert (
-        served[0].endswith(": refused") and served[1].endswith(": not_found") and served[2].endswith(": ok")
+        served[0].endswith(": refused")
+        and served[1].endswith(": refused")
+        and served[2].endswith(": not_found")
+        and served[3].endswith(": ok")
     )
 
 

@@ -220,3 +220,53 @@ def test_validator_rejects_truncated_file(good: Any, tmp_path: Path) -> None:
     (tmp_path / "cut.safetensors").write_bytes(data[:-16])
     with pytest.raises(AdapterInvalid, match="outside the file"):
         validate_adapter(tmp_path / "cut.safetensors", spec, max_bytes=10**7)
+
+
+def _raw(header: dict[str, Any], data: bytes) -> bytes:
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def test_validator_rejects_trailing_bytes_gaps_and_overlaps(good: Any, tmp_path: Path) -> None:
+    """B1: valid tensors followed by extra bytes (or with holes between them) are not an adapter."""
+    state, spec = good
+    data = (tmp_path / "good" / "adapter_model.safetensors").read_bytes()
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(data + bytes(4096))
+    with pytest.raises(AdapterInvalid, match="4096 trailing bytes after the tensor data"):
+        validate_adapter(padded, spec, max_bytes=10**7)
+    # far beyond what any adapter of the spec can be: refused on its size alone
+    padded.write_bytes(data + bytes(spec.max_file_bytes()))
+    with pytest.raises(AdapterInvalid, match="more than an adapter of this federation can be"):
+        validate_adapter(padded, spec, max_bytes=10**9)
+
+    names = sorted(state)
+    blobs = [state[k].astype("<f4").tobytes() for k in names]
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    at = 0
+    for k, b in zip(names, blobs, strict=True):  # a 4-byte hole before every tensor
+        header[k] = {"dtype": "F32", "shape": list(state[k].shape), "data_offsets": [at + 4, at + 4 + len(b)]}
+        at += 4 + len(b)
+    gap = tmp_path / "gap.safetensors"
+    gap.write_bytes(_raw(header, b"".join(bytes(4) + b for b in blobs)))
+    with pytest.raises(AdapterInvalid, match="leaves 4 bytes unused"):
+        validate_adapter(gap, spec, max_bytes=10**7)
+
+    header = {"__metadata__": {"format": "pt"}}
+    at = 0
+    for k, b in zip(names, blobs, strict=True):  # every tensor shares the first tensor's bytes
+        header[k] = {"dtype": "F32", "shape": list(state[k].shape), "data_offsets": [0, len(b)]}
+        at = max(at, len(b))
+    overlap = tmp_path / "overlap.safetensors"
+    overlap.write_bytes(_raw(header, bytes(at)))
+    with pytest.raises(AdapterInvalid, match="overlaps the previous tensor"):
+        validate_adapter(overlap, spec, max_bytes=10**7)
+
+
+def test_max_file_bytes_is_the_canonical_size_plus_header_slack(good: Any, tmp_path: Path) -> None:
+    from training.adapter_io import HEADER_SLACK
+
+    _, spec = good
+    size = (tmp_path / "good" / "adapter_model.safetensors").stat().st_size
+    assert size <= spec.max_file_bytes() <= size + HEADER_SLACK + 8

@@ -1,0 +1,191 @@
+"""Bounds on member updates that every verifier checks the same way, and the robust weighting.
+
+An update that is finite can still poison the federation (B2: every value 1e30). These rules are
+part of the federation's config hash (:func:`federation_config_hash`), so every member applies the
+same ones, and they are byte-deterministic, so verifiers recompute the aggregate bit for bit:
+
+- **validity** (an update outside them is left out, with the reason, and its author is not paid
+  as a contributor): every value ``|x| <= max_abs``; the update's distance from the round's
+  reference adapter ``||u - ref||_2 <= max_update_norm`` (0 = no absolute limit);
+- **norm clipping against the round's median** (``clip_factor`` c, 0 = off): with
+  ``d_i = ||u_i - ref||_2`` and ``m`` the lower median of the included updates' ``d_i``, each
+  update becomes ``ref + s_i (u_i - ref)`` with ``s_i = min(1, c m / d_i)``: no single member moves
+  the global adapter further than c times what the median member does;
+- **sample counts** (the self-reported ``numSamples`` weights): capped at ``max_samples``
+  (0 = no cap) and at ``samples_factor`` times the lower median of the round's counts (0 = off).
+
+Norms are sums of float64 squares added with ``math.fsum`` (correctly rounded, so independent of
+the machine's SIMD width or summation order); scaling is elementwise float64 with separate
+subtract, multiply and add, cast once to float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from training.aggregation.base import AggregationInput
+from training.errors import AdapterInvalid, TrainingError
+from training.lora import LoraSettings
+
+
+@dataclass(frozen=True)
+class UpdateBounds:
+    """The federation's limits on one member's update (see the module docstring)."""
+
+    max_abs: float = 100.0
+    max_update_norm: float = 0.0
+    clip_factor: float = 3.0
+    max_samples: int = 0
+    samples_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_abs >= 0 and self.max_update_norm >= 0 and self.clip_factor >= 0):
+            raise TrainingError(f"invalid update bounds {self}: limits must be >= 0 (0 = off)")
+        if self.max_samples < 0 or self.samples_factor < 0:
+            raise TrainingError(f"invalid update bounds {self}: sample caps must be >= 0 (0 = off)")
+
+    def canonical(self) -> dict[str, Any]:
+        """The bounds as plain numbers (what the federation config hash covers)."""
+        return {
+            "clip_factor": float(self.clip_factor),
+            "max_abs": float(self.max_abs),
+            "max_samples": int(self.max_samples),
+            "max_update_norm": float(self.max_update_norm),
+            "samples_factor": float(self.samples_factor),
+        }
+
+
+NO_BOUNDS = UpdateBounds(max_abs=0.0, max_update_norm=0.0, clip_factor=0.0, max_samples=0, samples_factor=0.0)
+
+
+@dataclass(frozen=True)
+class FederationRules:
+    """Everything members must agree on besides the LoRA shape: how updates are combined and
+    bounded, and after how many failed rounds in a row a global adapter is abandoned."""
+
+    strategy: str = "fedavg"
+    bounds: UpdateBounds = UpdateBounds()
+    fallback_after: int = 2
+
+    def canonical(self) -> dict[str, Any]:
+        """The rules as plain values (what the federation config hash covers)."""
+        return {
+            "bounds": self.bounds.canonical(),
+            "fallback_after": int(self.fallback_after),
+            "strategy": self.strategy,
+        }
+
+    def with_bounds(self, **changes: Any) -> FederationRules:
+        """The same rules with some bounds changed."""
+        return replace(self, bounds=replace(self.bounds, **changes))
+
+
+def federation_config_hash(settings: LoraSettings, rules: FederationRules) -> str:
+    """sha256 hex of the canonical JSON of the LoRA settings and the federation rules: the value
+    deployers record on-chain as ``loraConfigHash`` and every node checks at start."""
+    doc = {"lora": settings.canonical(), "rules": rules.canonical()}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sq_sum(delta: np.ndarray) -> float:
+    sq = np.multiply(delta, delta)  # elementwise float64, IEEE exact per element
+    return math.fsum(sq.ravel().tolist())
+
+
+def delta_norm(state: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
+    """``||state - reference||_2`` over every tensor, in float64, machine independent."""
+    total = 0.0
+    parts = []
+    for key in sorted(state):
+        u = np.asarray(state[key], dtype=np.float64)
+        r = np.asarray(reference[key], dtype=np.float64) if key in reference else np.zeros_like(u)
+        if r.shape != u.shape:
+            raise AdapterInvalid(f"tensor {key!r} has shape {u.shape}, the reference has {r.shape}")
+        parts.append(_sq_sum(np.subtract(u, r)))
+    total = math.fsum(parts)
+    return math.sqrt(total)
+
+
+def check_update_bounds(
+    state: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], bounds: UpdateBounds
+) -> float:
+    """Raise AdapterInvalid naming the bound an update breaks; return its distance from ``reference``."""
+    if bounds.max_abs:
+        for key in sorted(state):
+            arr = np.asarray(state[key])
+            if arr.size == 0:
+                continue
+            peak = float(np.max(np.abs(arr)))
+            if not peak <= bounds.max_abs:  # also catches NaN
+                raise AdapterInvalid(
+                    f"tensor {key!r} has |value| {peak:.3g}, which exceeds the federation's bound "
+                    f"max_abs = {bounds.max_abs:g}"
+                )
+    norm = delta_norm(state, reference)
+    if not math.isfinite(norm) or (bounds.max_update_norm and norm > bounds.max_update_norm):
+        raise AdapterInvalid(
+            f"update is {norm:.3g} away from the round's reference adapter, which exceeds the "
+            f"federation's bound max_update_norm = {bounds.max_update_norm:g}"
+        )
+    return norm
+
+
+def lower_median(values: Sequence[float]) -> float:
+    """The lower median (an element of ``values``): robust to one outlier from 2 members up."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def clip_scales(norms: Sequence[float], clip_factor: float) -> list[float]:
+    """``s_i = min(1, c * m / d_i)`` with m the lower median of ``norms`` (1.0 when clipping is off)."""
+    if not clip_factor or not norms:
+        return [1.0] * len(norms)
+    limit = clip_factor * lower_median(norms)
+    return [1.0 if d <= limit else limit / d for d in norms]
+
+
+def capped_samples(counts: Sequence[int], bounds: UpdateBounds) -> list[int]:
+    """Sample counts used as weights: at most ``max_samples`` and ``samples_factor`` x the lower
+    median of the counts (each at least 1). Integers, so the weights stay exact to compute."""
+    out = [int(c) for c in counts]
+    if bounds.max_samples:
+        out = [min(c, bounds.max_samples) for c in out]
+    if bounds.samples_factor and out:
+        cap = max(1, math.floor(bounds.samples_factor * lower_median(out)))
+        out = [min(c, cap) for c in out]
+    return [max(1, c) for c in out]
+
+
+def bounded_inputs(
+    inputs: Sequence[AggregationInput], reference: Mapping[str, np.ndarray], bounds: UpdateBounds
+) -> list[AggregationInput]:
+    """The inputs with sample counts capped and each update clipped towards ``reference``.
+
+    Deterministic: depends only on the set of inputs (order by member), never on machine or order.
+    An input that needs no clipping keeps its exact tensors."""
+    items = sorted(inputs, key=lambda i: i.member.lower())
+    norms = [delta_norm(i.state, reference) for i in items]
+    scales = clip_scales(norms, bounds.clip_factor)
+    counts = capped_samples([i.num_samples for i in items], bounds)
+    out = []
+    for item, s, n in zip(items, scales, counts, strict=True):
+        state = item.state
+        if s < 1.0:
+            state = {}
+            for key in sorted(item.state):
+                u = np.asarray(item.state[key], dtype=np.float64)
+                r = np.asarray(reference[key], dtype=np.float64)
+                d = np.subtract(u, r)
+                np.multiply(d, s, out=d)
+                np.add(r, d, out=d)
+                state[key] = d.astype(np.float32)
+        out.append(AggregationInput(item.member, n, state))
+    return out
