@@ -14,13 +14,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SITES = ("CN", "EN", "IN")
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("experiment") / "run"
-    assert main(["--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
-    return out
-
-
 def _check_scores(block: dict) -> None:
     for site in SITES:
         acc = block["accuracy"][site]

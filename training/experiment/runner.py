@@ -361,8 +361,13 @@ class Runner:
         try:
             return self._run()
         finally:
-            self.state.timing.update({f"{self.backend.name}_{k}": v for k, v in self.backend.stats().items()})
+            if self.state.status != "complete":
+                self._backend_stats()
             self.backend.close()
+
+    def _backend_stats(self) -> None:
+        """Task counts and overheads of the backend, into the report's timing (``<backend>_*``)."""
+        self.state.timing.update({f"{self.backend.name}_{k}": v for k, v in self.backend.stats().items()})
 
     def _run(self) -> RunState:
         cfg, s = self.cfg, self.state
@@ -466,6 +471,7 @@ class Runner:
 
     def _finish(self, t0: float) -> RunState:
         self.state.timing["wall_s"] = time.perf_counter() - t0
+        self._backend_stats()
         self.state.status = "complete"
         self.on_update(self.state)
         return self.state

@@ -81,6 +81,7 @@ class SiteWorker:
         return {
             "worker": self.name,
             "pid": os.getpid(),
+            "model_loads": self.holder.loads,
             "device": self.holder.device_name(),
             "model_load_s": self.load_s,
             "torch_threads": torch.get_num_threads(),
@@ -136,6 +137,7 @@ class RayBackend:
         self._task_s = 0.0
         self._driver_s = 0.0
         self._infos: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
 
     def start(self) -> dict[str, Any]:
         ray = self._ray = _import_ray()
@@ -237,13 +239,23 @@ class RayBackend:
                 self._task_s += task_s
                 self._driver_s += time.perf_counter() - submitted
                 results[i] = outcome
+                self._seen.add(outcome.worker)
                 free.append(actor)
         return results
 
     def stats(self) -> dict[str, float]:
-        out = {"tasks": float(self._tasks), "task_s": self._task_s, "task_roundtrip_s": self._driver_s}
+        out = {
+            "tasks": float(self._tasks),
+            "task_s": self._task_s,
+            "task_roundtrip_s": self._driver_s,
+            "worker_processes": float(len(self._seen)),
+        }
         if self._tasks:
-            out["ray_overhead_per_task_s"] = (self._driver_s - self._task_s) / self._tasks
+            out["overhead_per_task_s"] = (self._driver_s - self._task_s) / self._tasks
+        if self.actors:  # model loads of the live actor processes (a restarted actor counts anew)
+            with contextlib.suppress(Exception):
+                infos = self._ray.get([a.info.remote() for a in self.actors], timeout=60)
+                out["model_loads"] = float(sum(i["model_loads"] for i in infos))
         return out
 
     def close(self) -> None:
