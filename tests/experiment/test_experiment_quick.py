@@ -86,3 +86,13 @@ def test_bad_option_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--quick", "--out", str(tmp_path / "x"), "--methods", "fedprox"]) == 2
     err = capsys.readouterr().err
     assert "fedprox" in err and "Traceback" not in err
+
+
+def test_ray_options_without_ray_backend_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--quick", "--out", str(tmp_path / "x"), "--ray-address", "head:6379"]) == 2
+    assert "need --backend ray" in capsys.readouterr().err
+    assert main(["--quick", "--out", str(tmp_path / "y"), "--backend", "ray", "--ray-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-workers 0" in err and "Traceback" not in err

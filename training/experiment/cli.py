@@ -5,6 +5,8 @@ Examples::
     medfed-experiment                      # the defaults (SmolLM2-135M, ~1 h on 2 CPU cores)
     medfed-experiment --quick --out /tmp/q # tiny random model, a handful of rows, < 1 min
     medfed-experiment --calibrate          # measure per-question costs, project the wall time
+    medfed-experiment --quick --backend ray --out /tmp/r   # the same on Ray actors (same bytes)
+    medfed-experiment --backend ray --ray-address auto --sites 12   # join a cluster, 12 institutions
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     from training.experiment.report import write_reports
     from training.experiment.runner import Runner, RunState
 
+    backend = _backend(args, cfg)  # bad backend options fail before anything is written
     out = Path(args.out or f"results/experiment-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +186,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         if state.evaluations:
             plot_results(state, out / "results.png")
 
-    runner = Runner(cfg, out, on_update=on_update, progress=not args.no_progress, backend=_backend(args, cfg))
+    runner = Runner(cfg, out, on_update=on_update, progress=not args.no_progress, backend=backend)
     try:
         state = runner.run()
     except BaseException:
