@@ -69,7 +69,7 @@ def main() -> int:
                 f"ray {wall_r:.1f} s (run {tr['wall_s']:.1f} s, {tr['ray_tasks']:.0f} tasks on "
                 f"{res_r['backend']['workers']} actors, Ray start {res_r['backend']['ray_init_s']:.1f} s, "
                 f"actors + model {tr['model_load_s']:.1f} s); "
-                f"Ray overhead {1000 * tr['ray_overhead_per_task_s']:.1f} ms per task; "
+                f"Ray overhead {tr['ray_overhead_per_task_ms']:.1f} ms per task; "
                 f"adapters {'byte-identical' if same else 'DIFFER'}; "
                 f"load average {os.getloadavg()[0]:.1f}"
             )

@@ -251,7 +251,7 @@ class RayBackend:
             "worker_processes": float(len(self._seen)),
         }
         if self._tasks:
-            out["overhead_per_task_s"] = (self._driver_s - self._task_s) / self._tasks
+            out["overhead_per_task_ms"] = 1000 * (self._driver_s - self._task_s) / self._tasks
         if self.actors:  # model loads of the live actor processes (a restarted actor counts anew)
             with contextlib.suppress(Exception):
                 infos = self._ray.get([a.info.remote() for a in self.actors], timeout=60)
