@@ -68,7 +68,7 @@ def main() -> int:
                 f"sites {n}: local {wall_l:.1f} s (run {tl['wall_s']:.1f} s, {tl['local_tasks']:.0f} tasks); "
                 f"ray {wall_r:.1f} s (run {tr['wall_s']:.1f} s, {tr['ray_tasks']:.0f} tasks on "
                 f"{res_r['backend']['workers']} actors, Ray start {res_r['backend']['ray_init_s']:.1f} s, "
-                f"actors + model {tr['model_load_s']:.1f} s); "
+                f"actors + model {res_r['backend']['model_load_s']:.1f} s); "
                 f"Ray overhead {tr['ray_overhead_per_task_ms']:.1f} ms per task; "
                 f"adapters {'byte-identical' if same else 'DIFFER'}; "
                 f"load average {os.getloadavg()[0]:.1f}"
