@@ -149,6 +149,8 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=True)
             else:
                 log.info("starting a local Ray instance (%d CPUs)", os.cpu_count() or 1)
+                # A private instance reports nothing home unless the user opted in.
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 ray.init(include_dashboard=False, log_to_driver=True)
             self._started_ray = True
         ray_init_s = time.perf_counter() - t
