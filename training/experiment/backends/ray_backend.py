@@ -160,6 +160,14 @@ class RayBackend:
         use_gpu = gpus > 0 and not (self.device or "").startswith("cpu")
         fit = gpus if use_gpu else max(1, int(cpus // self.cpus_per_worker))
         n = self.workers or max(1, min(fit, self.max_parallel))
+        if n > fit:  # Ray would wait forever for resources that are not there
+            self.close()
+            need = f"{n} GPUs" if use_gpu else f"{n} x {self.cpus_per_worker:g} CPUs"
+            have = f"{gpus} GPUs" if use_gpu else f"{cpus:g} CPUs"
+            raise ExperimentError(
+                f"--ray-workers {n} needs {need}; the Ray cluster has {have}: lower --ray-workers "
+                "or --ray-cpus-per-worker, or add machines"
+            )
         options: dict[str, Any] = {
             "num_cpus": self.cpus_per_worker,
             "num_gpus": 1 if use_gpu else 0,
