@@ -210,6 +210,7 @@ class Runner:
         """
         insts = self._ordered_institutions()
         shared: AdapterFiles | None = read_adapter_files(start) if isinstance(start, Path) else None
+        chain = tuple(merges)  # one object for all jobs: a backend may ship it once
         jobs = []
         for i, inst in enumerate(insts):
             log.info(
@@ -226,7 +227,7 @@ class Runner:
                     settings=self.settings,
                     config=self._train_config(i, round_no),
                     base_model=self.model_name,
-                    merges=tuple(merges),
+                    merges=chain,
                 )
             )
         t = time.perf_counter()
@@ -293,18 +294,11 @@ class Runner:
     ) -> list[Evaluation]:
         """Score several models on every test set: one evaluation pass per (model, test set)."""
         tests = self.state.sites
-        jobs = [
-            EvalJob(
-                label=label,
-                test_set=s.name,
-                questions=s.test,
-                adapter=read_adapter_files(adapter) if adapter is not None else None,
-                max_length=self.cfg.max_length,
-                merges=tuple(merges),
-            )
-            for adapter, label, _, _, _, merges in specs
-            for s in tests
-        ]
+        jobs = []
+        for adapter, label, _, _, _, merges in specs:
+            files = read_adapter_files(adapter) if adapter is not None else None
+            chain = tuple(merges)  # one object per model: a backend may ship it once
+            jobs += [EvalJob(label, s.name, s.test, files, self.cfg.max_length, chain) for s in tests]
         t = time.perf_counter()
         results = self.backend.evaluate(jobs)
         self.state.timing["eval_wall_s"] = self.state.timing.get("eval_wall_s", 0.0) + (

@@ -17,6 +17,7 @@ when it starts and wait while ``DIR/hold`` exists, so a test can kill the actor 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -90,14 +91,18 @@ class SiteWorker:
     def initial_adapter(self, settings: LoraSettings, seed: int, base_model: str) -> AdapterFiles:
         return initial_adapter(self.holder, settings, seed, base_model)
 
-    def train(self, job: TrainJob) -> tuple[TrainOutcome, float]:
+    def train(self, job: TrainJob, shared: dict[str, Any]) -> tuple[TrainOutcome, float]:
+        """One site-round; ``shared`` holds the job's fields that travel once per batch (see _split)."""
         started = time.perf_counter()
+        job = dataclasses.replace(job, **shared)
         if self.test_hook:
             self._test_hold(job)
         return run_train(self.holder, job, worker=self.name), time.perf_counter() - started
 
-    def evaluate(self, job: EvalJob) -> tuple[EvalOutcome, float]:
+    def evaluate(self, job: EvalJob, shared: dict[str, Any]) -> tuple[EvalOutcome, float]:
+        """One evaluation pass; ``shared`` as for :meth:`train`."""
         started = time.perf_counter()
+        job = dataclasses.replace(job, **shared)
         return run_eval(self.holder, job, worker=self.name), time.perf_counter() - started
 
     def _test_hold(self, job: TrainJob) -> None:
@@ -223,6 +228,21 @@ class RayBackend:
     def evaluate(self, jobs: Sequence[EvalJob]) -> list[EvalOutcome]:
         return self._map("evaluate", jobs)
 
+    def _split(self, job: Any, refs: dict[tuple[int, ...], Any]) -> tuple[Any, Any]:
+        """(job without its shared fields, one object-store ref to them).
+
+        The start adapter of a round and the ``exact`` merge chain are the same objects in every
+        job of a batch: they are put into the object store once and reach each machine once,
+        instead of travelling with every task. A site's questions stay in its own job.
+        """
+        names = [f for f in ("start", "adapter", "merges") if hasattr(job, f)]
+        shared = {f: getattr(job, f) for f in names}
+        key = tuple(id(v) for v in shared.values())  # the same objects in every job of a batch
+        if key not in refs:
+            refs[key] = self._ray.put(shared)
+        blank: dict[str, Any] = {f: ({} if f == "start" else None if f == "adapter" else ()) for f in names}
+        return dataclasses.replace(job, **blank), refs[key]
+
     def _map(self, method: str, jobs: Sequence[Any]) -> list[Any]:
         """Run ``jobs`` on the actors, one in flight per actor; results in job order."""
         ray = self._ray
@@ -230,11 +250,13 @@ class RayBackend:
         free = list(self.actors)
         pending: dict[Any, tuple[int, Any, float]] = {}
         queue = list(enumerate(jobs))
+        refs: dict[tuple[int, ...], Any] = {}  # shared fields put once per batch (kept alive until it ends)
         while queue or pending:
             while queue and free:
                 i, job = queue.pop(0)
                 actor = free.pop(0)
-                pending[getattr(actor, method).remote(job)] = (i, actor, time.perf_counter())
+                light, shared = self._split(job, refs)
+                pending[getattr(actor, method).remote(light, shared)] = (i, actor, time.perf_counter())
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 i, actor, submitted = pending.pop(ref)
