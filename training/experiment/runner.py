@@ -1,9 +1,11 @@
-"""Run every method of the study in one process: base, single-site LoRA, federated fedavg and exact.
+"""Run every method of the study: base, single-site LoRA, federated fedavg and exact.
 
 Federated rounds are simulated: each site trains locally with :func:`training.train.train_local`
-from the round's starting adapter, then :func:`training.aggregation.aggregate` combines the three
-updates (weights = training-set sizes). Round 1 starts every method from the same seeded adapter
-with the same seeds, so its three local updates are computed once and shared by all methods.
+from the round's starting adapter, then :func:`training.aggregation.aggregate` combines the
+updates (weights = training-set sizes) on this driver. Local training and evaluation are jobs
+(:mod:`training.experiment.tasks`) that a backend runs in this process or on Ray actors.
+Round 1 starts every method from the same seeded adapter with the same seeds, so its local
+updates are computed once and shared by all methods.
 
 Stage order puts the headline comparison first (base, fedavg, single) and writes a partial
 report after every evaluation, so an interrupted run still leaves usable, labelled numbers.
