@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,13 @@ def test_ray_options_without_ray_backend_are_one_line_errors(
     assert main(["--quick", "--out", str(tmp_path / "y"), "--backend", "ray", "--ray-workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "--ray-workers 0" in err and "Traceback" not in err
+
+
+def test_ray_backend_without_ray_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
+    assert main(["--quick", "--out", str(tmp_path / "x"), "--backend", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'medfed[ray]'" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
