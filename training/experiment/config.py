@@ -73,6 +73,7 @@ class ExperimentConfig:
     methods: tuple[str, ...] = METHODS
     data_dir: str | None = None
     quick: bool = False
+    sites: int = 3  # simulated institutions; more than 3 split each dataset into hash shards
 
     def __post_init__(self) -> None:
         if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):
@@ -88,6 +89,11 @@ class ExperimentConfig:
             raise ExperimentError("--lr must be > 0, --batch-size and --grad-accum >= 1")
         if self.bootstrap < 10:
             raise ExperimentError(f"--bootstrap {self.bootstrap}: use at least 10 resamples (1000 is usual)")
+        if self.sites < len(SITES):
+            raise ExperimentError(
+                f"--sites {self.sites}: give at least {len(SITES)} (one institution per dataset; more "
+                "split each dataset between several institutions)"
+            )
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ExperimentError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -179,5 +185,11 @@ def deviations(cfg: ExperimentConfig, eval_counts: dict[str, int]) -> list[str]:
     )
     if cfg.rounds != 3 or cfg.local_epochs != 1:
         out.append(f"Rounds {cfg.rounds} x local epochs {cfg.local_epochs} (study: 3 x 1).")
-    out.append("Hardware: CPU float32 (CUDA bf16 when present) instead of A100/Metax GPUs; no Ray.")
+    if cfg.sites != len(SITES):
+        out.append(
+            f"{cfg.sites} simulated institutions instead of 3: each dataset is split between several "
+            "institutions (hash shards of its training split, as medfed-localnet does for more nodes); "
+            "the three test sets are the same as with 3 sites."
+        )
+    out.append("Hardware: CPU float32 (CUDA bf16 when present) instead of A100/Metax GPUs.")
     return out

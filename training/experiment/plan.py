@@ -38,7 +38,7 @@ def passes(cfg: ExperimentConfig) -> tuple[int, int]:
     if any(x in m for x in ("single", "fedavg", "exact")):
         train_rounds = 1 + (r - 1) * sum(1 for x in ("single", "fedavg", "exact") if x in m)
     evals = (1 if "base" in m else 0) + (r if "fedavg" in m else 0) + (r if "exact" in m else 0)
-    evals += len(SITE_NAMES) if "single" in m else 0
+    evals += cfg.sites if "single" in m else 0
     return train_rounds, evals
 
 

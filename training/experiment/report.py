@@ -125,6 +125,12 @@ def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]
             }
             for s in state.sites
         },
+        "institutions": {
+            inst.name: {"dataset": inst.site, "source": inst.source, "train": len(inst.train)}
+            for s in state.sites
+            for inst in s.institutions
+        },
+        "backend": state.backend,
         "leakage_check": state.leakage,
         "evaluations": [_ev_dict(e) for e in state.evaluations],
         "accuracy_table": [_ev_dict(e) for e in rows],
@@ -263,6 +269,11 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
             f"| {s.name} | {s.source} | {len(s.train)} / {s.train_pool} | {len(s.test)} / {s.test_pool} "
             f"| {s.excluded_overlap} |"
         )
+    insts = [i for s in state.sites for i in s.institutions]
+    if len(insts) != len(state.sites):
+        lines += ["", f"{len(insts)} simulated institutions (hash shards of each training split):", ""]
+        lines += ["| Institution | Dataset | Train |", "|---|---|---|"]
+        lines += [f"| {i.name} | {i.source} | {len(i.train)} |" for i in insts]
     if state.leakage:
         lines += ["", f"Leakage check passed: {state.leakage.get('checked', '')}."]
     lines.append("")
@@ -272,6 +283,9 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
         lines.append(f"- {k}: {v:.1f}")
     for k, v in state.machine.items():
         lines.append(f"- {k}: {v}")
+    for k, v in state.backend.items():
+        if k != "ray":
+            lines.append(f"- backend {k}: {v:.1f}" if isinstance(v, float) else f"- backend {k}: {v}")
     lines.append("")
 
     lines += ["## Deviations from the study", ""]

@@ -1,9 +1,11 @@
-"""Run every method of the study in one process: base, single-site LoRA, federated fedavg and exact.
+"""Run every method of the study: base, single-site LoRA, federated fedavg and exact.
 
 Federated rounds are simulated: each site trains locally with :func:`training.train.train_local`
-from the round's starting adapter, then :func:`training.aggregation.aggregate` combines the three
-updates (weights = training-set sizes). Round 1 starts every method from the same seeded adapter
-with the same seeds, so its three local updates are computed once and shared by all methods.
+from the round's starting adapter, then :func:`training.aggregation.aggregate` combines the
+updates (weights = training-set sizes) on this driver. Local training and evaluation are jobs
+(:mod:`training.experiment.tasks`) that a backend runs in this process or on Ray actors.
+Round 1 starts every method from the same seeded adapter with the same seeds, so its local
+updates are computed once and shared by all methods.
 
 Stage order puts the headline comparison first (base, fedavg, single) and writes a partial
 report after every evaluation, so an interrupted run still leaves usable, labelled numbers.
@@ -25,14 +27,30 @@ import numpy as np
 import torch
 
 from training.adapter_io import read_adapter, write_canonical_adapter
-from training.aggregation import AggregationInput, aggregate, merge_exact_delta
-from training.experiment import scoring
-from training.experiment.config import SITE_NAMES, ExperimentConfig, deviations
-from training.experiment.dataset import SiteData, assert_no_leakage, select
+from training.aggregation import AggregationInput, aggregate
+from training.experiment.backends import Backend
+from training.experiment.backends.local import LocalBackend
+from training.experiment.config import ExperimentConfig, deviations
+from training.experiment.dataset import (
+    Institution,
+    SiteData,
+    assert_no_leakage,
+    institution_order,
+    select,
+    train_seed,
+)
 from training.experiment.metrics import Scores, score
-from training.lora import LoraSettings, initial_adapter_state
-from training.models import base_model_id, load_base_model
-from training.train import TrainConfig, train_local
+from training.experiment.tasks import (
+    AdapterFiles,
+    EvalJob,
+    Merge,
+    TrainJob,
+    read_adapter_files,
+    write_adapter_files,
+)
+from training.lora import LoraSettings
+from training.models import base_model_id
+from training.train import TrainConfig
 
 log = logging.getLogger("medfed.experiment")
 
@@ -66,6 +84,7 @@ class LocalUpdate:
     final_loss: float
     seconds: float
     tokens_per_s: float
+    worker: str = ""
 
 
 @dataclass
@@ -81,6 +100,7 @@ class RunState:
     machine: dict[str, Any] = field(default_factory=dict)
     leakage: dict[str, Any] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)
+    backend: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     status: str = "running"
     stages_done: int = 0
@@ -111,7 +131,11 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 class Runner:
-    """Executes the experiment; ``on_update`` is called with the state after every stage."""
+    """Executes the experiment; ``on_update`` is called with the state after every stage.
+
+    Local training and evaluation go through ``backend`` (in-process by default, or Ray actors);
+    data selection, aggregation, the ``exact`` merge chain and the report stay on this driver.
+    """
 
     def __init__(
         self,
@@ -119,6 +143,7 @@ class Runner:
         out_dir: str | os.PathLike[str],
         on_update: Callable[[RunState], None] | None = None,
         progress: bool = True,
+        backend: Backend | None = None,
     ) -> None:
         self.cfg = config
         self.out = Path(out_dir)
@@ -127,8 +152,7 @@ class Runner:
         self.progress = progress
         self.settings = LoraSettings(rank=config.rank, alpha=config.alpha, dropout=config.dropout)
         self.state = RunState(config=config)
-        self.model: Any = None
-        self.tokenizer: Any = None
+        self.backend: Backend = backend or LocalBackend(config.model, config.device, progress=progress)
         self.model_name = base_model_id(config.model)
 
     # ------------------------------------------------------------------ plan
@@ -159,6 +183,14 @@ class Runner:
 
     # ------------------------------------------------------------------ pieces
 
+    @property
+    def institutions(self) -> list[Institution]:
+        return [inst for s in self.state.sites for inst in s.institutions]
+
+    def _ordered_institutions(self) -> list[Institution]:
+        """Institutions in training order (CN, EN, IN, CN-2, EN-2, ...): index = seed offset."""
+        return institution_order(self.state.sites)
+
     def _train_config(self, site_index: int, round_no: int) -> TrainConfig:
         # Same seed for a (site, round) in every method: round 1 is then shared exactly.
         return TrainConfig(
@@ -167,51 +199,69 @@ class Runner:
             grad_accum=self.cfg.grad_accum,
             epochs=self.cfg.local_epochs,
             max_length=self.cfg.max_length,
-            seed=self.cfg.seed * 1000 + round_no * 10 + site_index,
+            seed=train_seed(self.cfg.seed, round_no, site_index, len(self._ordered_institutions())),
             device=self.cfg.device,
         )
 
     def _train(
-        self, model: Any, start: Path | dict[str, Path], method: str, round_no: int
+        self, start: Path | dict[str, Path], method: str, round_no: int, merges: Sequence[Merge] = ()
     ) -> list[LocalUpdate]:
-        """Train every site one local round from ``start`` (one adapter, or one per site)."""
-        out: list[LocalUpdate] = []
-        for i, site in enumerate(self.state.sites):
-            dest = self.work / method / f"round{round_no}" / site.name
+        """Train every site one local round from ``start`` (one adapter, or one per site).
+
+        ``merges``: the ``exact`` aggregates merged into the base weights before training.
+        """
+        insts = self._ordered_institutions()
+        shared: AdapterFiles | None = read_adapter_files(start) if isinstance(start, Path) else None
+        chain = tuple(merges)  # one object for all jobs: a backend may ship it once
+        jobs = []
+        for i, inst in enumerate(insts):
             log.info(
-                "%s round %d: site %s trains on %d questions", method, round_no, site.name, len(site.train)
+                "%s round %d: site %s trains on %d questions", method, round_no, inst.name, len(inst.train)
             )
-            res = train_local(
-                model,
-                self.tokenizer,
-                start[site.name] if isinstance(start, dict) else start,
-                list(site.train),
-                self.settings,
-                self._train_config(i, round_no),
-                dest,
-                progress=self.progress,
-                base_model=self.model_name,
+            files = shared if shared is not None else read_adapter_files(start[inst.name])  # type: ignore[index]
+            jobs.append(
+                TrainJob(
+                    site=inst.name,
+                    round=round_no,
+                    method=method,
+                    start=files,
+                    questions=inst.train,
+                    settings=self.settings,
+                    config=self._train_config(i, round_no),
+                    base_model=self.model_name,
+                    merges=chain,
+                )
             )
+        t = time.perf_counter()
+        results = self.backend.train(jobs)
+        self.state.timing["train_wall_s"] = self.state.timing.get("train_wall_s", 0.0) + (
+            time.perf_counter() - t
+        )
+        out: list[LocalUpdate] = []
+        for inst, res in zip(insts, results, strict=True):
+            dest = write_adapter_files(res.files, self.work / method / f"round{round_no}" / inst.name)
             upd = LocalUpdate(
-                site=site.name,
+                site=inst.name,
                 round=round_no,
                 method=method,
                 adapter=dest,
                 sha256=res.sha256,
                 num_samples=res.num_samples,
                 steps=res.steps,
-                mean_loss=float(np.mean(res.losses)) if res.losses else float("nan"),
+                mean_loss=res.mean_loss,
                 final_loss=res.final_loss,
                 seconds=res.seconds,
                 tokens_per_s=res.tokens_per_s,
+                worker=res.worker,
             )
             log.info(
-                "  site %s: %d steps, mean loss %.4f, %.0f s, %.0f tok/s",
-                site.name,
+                "  site %s: %d steps, mean loss %.4f, %.0f s, %.0f tok/s%s",
+                inst.name,
                 upd.steps,
                 upd.mean_loss,
                 upd.seconds,
                 upd.tokens_per_s,
+                f" (worker {res.worker})" if res.worker != "local" else "",
             )
             self.state.updates.append(upd)
             self.state.timing["train_s"] = self.state.timing.get("train_s", 0.0) + res.seconds
@@ -231,41 +281,53 @@ class Runner:
 
     def _evaluate(
         self,
-        model: Any,
         adapter: Path | None,
         label: str,
         method: str,
         site: str | None,
         round_no: int | None,
+        merges: Sequence[Merge] = (),
     ) -> Evaluation:
-        started = time.perf_counter()
-        correct: dict[str, np.ndarray] = {}
-        predictions: dict[str, np.ndarray] = {}
-        for s in self.state.sites:
-            correct[s.name], predictions[s.name] = scoring.correctness(
-                model,
-                self.tokenizer,
-                list(s.test),
-                adapter,
-                max_length=self.cfg.max_length,
-                desc=f"{label} on {s.name}",
-            )
-        seconds = time.perf_counter() - started
-        scores = score(correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
-        ev = Evaluation(label, method, site, round_no, correct, scores, seconds, predictions)
-        self.state.evaluations.append(ev)
-        self.state.timing["eval_s"] = self.state.timing.get("eval_s", 0.0) + seconds
-        acc = " ".join(f"{k} {v.value:.1f}" for k, v in scores.accuracy.items())
-        log.info(
-            "%s: %s | Macro %.1f Min %.1f H-mean %.1f (%.0f s)",
-            label,
-            acc,
-            scores.macro.value,
-            scores.min.value,
-            scores.hmean.value,
-            seconds,
+        return self._evaluate_many([(adapter, label, method, site, round_no, merges)])[0]
+
+    def _evaluate_many(
+        self,
+        specs: Sequence[tuple[Path | None, str, str, str | None, int | None, Sequence[Merge]]],
+    ) -> list[Evaluation]:
+        """Score several models on every test set: one evaluation pass per (model, test set)."""
+        tests = self.state.sites
+        jobs = []
+        for adapter, label, _, _, _, merges in specs:
+            files = read_adapter_files(adapter) if adapter is not None else None
+            chain = tuple(merges)  # one object per model: a backend may ship it once
+            jobs += [EvalJob(label, s.name, s.test, files, self.cfg.max_length, chain) for s in tests]
+        t = time.perf_counter()
+        results = self.backend.evaluate(jobs)
+        self.state.timing["eval_wall_s"] = self.state.timing.get("eval_wall_s", 0.0) + (
+            time.perf_counter() - t
         )
-        return ev
+        out: list[Evaluation] = []
+        for k, (_, label, method, site, round_no, _) in enumerate(specs):
+            part = results[k * len(tests) : (k + 1) * len(tests)]
+            correct = {s.name: r.correct for s, r in zip(tests, part, strict=True)}
+            predictions = {s.name: r.predictions for s, r in zip(tests, part, strict=True)}
+            seconds = sum(r.seconds for r in part)
+            scores = score(correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
+            ev = Evaluation(label, method, site, round_no, correct, scores, seconds, predictions)
+            self.state.evaluations.append(ev)
+            self.state.timing["eval_s"] = self.state.timing.get("eval_s", 0.0) + seconds
+            acc = " ".join(f"{k} {v.value:.1f}" for k, v in scores.accuracy.items())
+            log.info(
+                "%s: %s | Macro %.1f Min %.1f H-mean %.1f (%.0f s)",
+                label,
+                acc,
+                scores.macro.value,
+                scores.min.value,
+                scores.hmean.value,
+                seconds,
+            )
+            out.append(ev)
+        return out
 
     def _round_record(
         self, method: str, round_no: int, ev: Evaluation, updates: Sequence[LocalUpdate], sha: str
@@ -292,6 +354,18 @@ class Runner:
 
     def run(self) -> RunState:
         """Run all configured methods; returns the final state (also passed to ``on_update``)."""
+        try:
+            return self._run()
+        finally:
+            if self.state.status != "complete":
+                self._backend_stats()
+            self.backend.close()
+
+    def _backend_stats(self) -> None:
+        """Task counts and overheads of the backend, into the report's timing (``<backend>_*``)."""
+        self.state.timing.update({f"{self.backend.name}_{k}": v for k, v in self.backend.stats().items()})
+
+    def _run(self) -> RunState:
         cfg, s = self.cfg, self.state
         t0 = time.perf_counter()
         if self.out.exists() and any(self.out.iterdir()):
@@ -312,29 +386,32 @@ class Runner:
                 for x in s.sites
             ),
         )
+        if len(self.institutions) != len(s.sites):
+            log.info(
+                "%d institutions: %s",
+                len(self.institutions),
+                ", ".join(f"{i.name} ({len(i.train)})" for i in self._ordered_institutions()),
+            )
         t = time.perf_counter()
-        self.model, self.tokenizer = load_base_model(cfg.model, cfg.device)
-        device = str(next(self.model.parameters()).device)
+        facts = self.backend.start()
+        device = str(facts["device"])
         s.machine = machine_info(device)
+        s.backend = {"name": self.backend.name, **{k: v for k, v in facts.items() if k != "device"}}
         s.timing["model_load_s"] = time.perf_counter() - t
         log.info("model %s loaded on %s in %.1f s", cfg.model, device, s.timing["model_load_s"])
 
-        init_dir = self.work / "initial"
-        write_canonical_adapter(
-            initial_adapter_state(self.model, self.settings, cfg.seed),
-            self.settings,
-            self.model_name,
-            init_dir,
+        init_dir = write_adapter_files(
+            self.backend.initial_adapter(self.settings, cfg.seed, self.model_name), self.work / "initial"
         )
 
         if "base" in cfg.methods:
-            self._evaluate(self.model, None, "Base model", "base", None, None)
+            self._evaluate(None, "Base model", "base", None, None)
             self._tick("base model evaluation")
 
         methods = cfg.methods
         if not any(m in methods for m in ("single", "fedavg", "exact")):
             return self._finish(t0)
-        round1 = self._train(self.model, init_dir, "round1", 1)
+        round1 = self._train(init_dir, "round1", 1)
         self._tick("round 1 local training (shared by all methods)")
 
         if "fedavg" in methods:
@@ -349,45 +426,48 @@ class Runner:
         updates = round1
         for r in range(1, self.cfg.rounds + 1):
             if r > 1:
-                updates = self._train(self.model, self.work / "fedavg" / f"global{r - 1}", "fedavg", r)
+                updates = self._train(self.work / "fedavg" / f"global{r - 1}", "fedavg", r)
             dest = self.work / "fedavg" / f"global{r}"
             self._aggregate("fedavg", updates, dest)
-            ev = self._evaluate(self.model, dest, f"FedAvg round {r}", "fedavg", None, r)
+            ev = self._evaluate(dest, f"FedAvg round {r}", "fedavg", None, r)
             self._round_record("fedavg", r, ev, updates, _sha(dest))
             self._tick(f"fedavg round {r}")
 
     def _run_single(self, round1: list[LocalUpdate]) -> None:
+        names = [i.name for i in self._ordered_institutions()]
         for u in round1:
             shutil.copytree(u.adapter, self.work / "single" / u.site, dirs_exist_ok=True)
         for r in range(2, self.cfg.rounds + 1):
-            own = {name: self.work / "single" / name for name in SITE_NAMES}
-            ups = self._train(self.model, own, "single", r)
+            own = {name: self.work / "single" / name for name in names}
+            ups = self._train(own, "single", r)
             for u in ups:
                 shutil.copytree(u.adapter, self.work / "single" / u.site, dirs_exist_ok=True)
             self._tick(f"single-site round {r}")
-        for name in SITE_NAMES:
-            adapter = self.work / "single" / name
-            self._evaluate(self.model, adapter, f"LoRA (site {name} only)", "single", name, self.cfg.rounds)
+        self._evaluate_many(
+            [
+                (self.work / "single" / name, f"LoRA (site {name} only)", "single", name, self.cfg.rounds, ())
+                for name in names
+            ]
+        )
         self._tick("single-site evaluation")
 
     def _run_exact(self, round1: list[LocalUpdate], init_dir: Path) -> None:
         # Sites merge each round's exact delta into their base weights, then train a fresh LoRA.
-        merged = None
+        merges: list[Merge] = []
         updates = round1
         for r in range(1, self.cfg.rounds + 1):
             if r > 1:
-                updates = self._train(merged, init_dir, "exact", r)
+                updates = self._train(init_dir, "exact", r, merges)
             dest = self.work / "exact" / f"global{r}"
             agg = self._aggregate("exact", updates, dest)
-            merged = merge_exact_delta(
-                merged if merged is not None else self.model, agg, self.settings, in_place=merged is not None
-            )
-            ev = self._evaluate(merged, None, f"Exact round {r}", "exact", None, r)
+            merges.append(Merge(f"exact/global{r}:{_sha(dest)}", agg, self.settings))
+            ev = self._evaluate(None, f"Exact round {r}", "exact", None, r, merges)
             self._round_record("exact", r, ev, updates, _sha(dest))
             self._tick(f"exact round {r}")
 
     def _finish(self, t0: float) -> RunState:
         self.state.timing["wall_s"] = time.perf_counter() - t0
+        self._backend_stats()
         self.state.status = "complete"
         self.on_update(self.state)
         return self.state
