@@ -83,17 +83,28 @@ class Node:
 
 
 def write_metrics_file(state_dir: Path, store: StateStore) -> None:
-    """metrics.json: every evaluation this node made ({round: {...}}; round 0 = initial adapter)."""
-    out = {
-        str(m.round): {
+    """metrics.json: every evaluation this node made ({round: {...}}; round 0 = initial adapter).
+
+    ``accuracy`` is the figure reportMetrics sends (accuracy, or 1/perplexity for chat data);
+    ``metric`` says what it is (see node.metric_report), with ``loss``/``nll`` where they apply."""
+    from node.metric_report import decode_report
+
+    out = {}
+    for m in store.all_metrics():
+        what = decode_report(m.eval_set_hash, round(m.accuracy * 1_000_000))
+        row: dict[str, Any] = {
             "accuracy": m.accuracy,
             "n": m.n,
             "global_sha256": m.global_sha256,
             "eval_set_hash": m.eval_set_hash,
             "reported": m.reported,
+            "metric": what["kind"],
         }
-        for m in store.all_metrics()
-    }
+        if what["kind"] == "sft":
+            row.update(loss=what["value"], perplexity=what["aux"])
+        elif what["kind"] == "mc":
+            row.update(nll=what["aux"])
+        out[str(m.round)] = row
     tmp = state_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(out, sort_keys=True, indent=1))
     os.replace(tmp, state_dir / "metrics.json")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from node.config import NodeConfig
 from node.errors import StartupError
-from training.data import Question
+from node.metric_report import Figures
+from training.data import Record
 from training.lora import LoraSettings
 
 log = logging.getLogger("medfed.learner")
@@ -72,7 +73,7 @@ class Learner:
             self.merged.append(path)
 
     def train(
-        self, start_adapter: str, questions: Sequence[Question], round: int, history: Sequence[str] = ()
+        self, start_adapter: str, questions: Sequence[Record], round: int, history: Sequence[str] = ()
     ) -> tuple[str, int, Path]:
         """Train from ``start_adapter`` on ``questions``; return (sha256, samples used, adapter folder).
 
@@ -113,15 +114,15 @@ class Learner:
         )
         return result.sha256, max(1, used), out
 
-    def evaluate(
-        self, adapter: str, questions: Sequence[Question], history: Sequence[str] = ()
-    ) -> tuple[float, int]:
-        """Zero-shot accuracy of the global model on ``questions``: (accuracy, n).
+    def evaluate(self, adapter: str, questions: Sequence[Record], history: Sequence[str] = ()) -> Figures:
+        """The global model on the held-out ``questions``: accuracy and mean NLL of the correct option
+        (multiple choice), or held-out loss and perplexity (chat data).
 
         fedavg: base + ``adapter``. exact: base + the deltas of ``history`` (the globals before this
         one) + ``adapter``; if ``adapter`` is already merged (training of the next round came first),
         it is not applied twice."""
-        from training.evaluate import evaluate
+        from training.data import Conversation, Question
+        from training.evaluate import evaluate, evaluate_sft
 
         folder: Path | None = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
         with self._lock:
@@ -130,7 +131,11 @@ class Learner:
                     folder = None
                 else:
                     self.merge_history(history)
-            result = evaluate(
-                self.model, self.tokenizer, folder, list(questions), max_length=self.cfg.model.max_length
-            )
-        return float(result.accuracy), int(result.n)
+            limit = self.cfg.model.max_length
+            mcq = [q for q in questions if isinstance(q, Question)]
+            if len(mcq) == len(questions):
+                mc = evaluate(self.model, self.tokenizer, folder, mcq, max_length=limit)
+                return Figures("mc", int(mc.n), accuracy=float(mc.accuracy), nll=float(mc.nll))
+            chats = [c for c in questions if isinstance(c, Conversation)]
+            sft = evaluate_sft(self.model, self.tokenizer, folder, chats, max_length=limit)
+        return Figures("sft", int(sft.n), loss=float(sft.loss))

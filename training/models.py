@@ -16,6 +16,12 @@ from training.errors import ModelError
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TINY_MODEL_ID = "medfed/tiny-llama"
+# The tiny model's chat template (ChatML-like on its own special tokens): turns append, so chat examples
+# and multiple-choice prompts render the same way as with a real instruct model's template.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
 _cache: dict[tuple[str, str], tuple[Any, Any]] = {}
 _lock = threading.Lock()
 
@@ -37,7 +43,7 @@ def base_model_id(spec: str) -> str:
 
 
 def build_tiny_tokenizer() -> Any:
-    """A byte-level tokenizer (256 byte tokens + specials) built in code; works offline."""
+    """A byte-level tokenizer (256 byte tokens + specials, a chat template) built in code; works offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,9 +53,11 @@ def build_tiny_tokenizer() -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", model_max_length=2048
     )
+    out.chat_template = TINY_CHAT_TEMPLATE
+    return out
 
 
 def build_tiny_model(seed: int = 0, hidden_size: int = 64, layers: int = 2) -> tuple[Any, Any]:

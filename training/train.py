@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from training.adapter_io import CONFIG_NAME, _state_rank, read_adapter, write_canonical_adapter
-from training.data import Question
+from training.data import Record
 from training.errors import AdapterInvalid, TrainingError
 from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
-from training.prompts import IGNORE_INDEX, Example, encode_example
+from training.prompts import IGNORE_INDEX, Example, encode_record
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,15 @@ def train_local(
     model: Any,
     tokenizer: Any,
     start_adapter: str | Path,
-    questions: Sequence[Question],
+    questions: Sequence[Record],
     settings: LoraSettings,
     config: TrainConfig,
     out_dir: str | Path,
     progress: bool = True,
     base_model: str | None = None,
 ) -> TrainResult:
-    """Train a LoRA on ``questions`` starting from ``start_adapter`` and write it canonically to ``out_dir``.
+    """Train a LoRA on ``questions`` (multiple-choice questions or chat conversations) from
+    ``start_adapter`` and write it canonically to ``out_dir``.
 
     The base model is left as it was (the adapter is attached to a fresh PeftModel and unloaded
     afterwards), so one loaded base model can serve many calls; calls on the same model from
@@ -127,11 +128,11 @@ def train_local(
     from tqdm import tqdm
 
     if not questions:
-        raise TrainingError("no training questions: the site's training split is empty")
+        raise TrainingError("no training examples: the site's training split is empty")
     device = torch.device(config.device) if config.device else next(model.parameters()).device
     model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples = [encode_example(q, tokenizer, config.max_length) for q in questions]
+    examples = [encode_record(q, tokenizer, config.max_length) for q in questions]
     rng = random.Random(config.seed)
     order: list[int] = []
     for _ in range(config.epochs):
