@@ -138,11 +138,11 @@ def _answer(value: Any, options: tuple[str, ...], base: int, where: str) -> int:
 
 def _row_id(row: Mapping[str, Any], id_col: str, p: Path, i: int, where: str) -> str:
     if not id_col:
-        return f"{p.stem}/{i + 1}"
+        return f"{p.name}/{i + 1}"
     value = row.get(id_col)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: id column {id_col!r} is empty")
-    return f"{p.stem}/{value}"
+    return f"{p.name}/{value}"
 
 
 def _messages(value: Any, where: str, what: str) -> list[tuple[str, str]]:
