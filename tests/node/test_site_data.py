@@ -222,7 +222,8 @@ def test_sft_loss_is_on_the_replies_only_with_the_models_chat_template() -> None
         (
             _rows_mc(3),
             _rows_mc(2, 1),
-            '{ path = "t.jsonl", format = "mc", columns = { question = "q", options = "choices", answer = "label" } }',
+            '{ path = "t.jsonl", format = "mc", '
+            'columns = { question = "q", options = "choices", answer = "label" } }',
             r"eval repeats the text of 2 training row\(s\)",
         ),
         (
