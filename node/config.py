@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chain.peer_record import check_name
 from node.errors import ConfigError
 
 PROFILES = ("devnet", "cypherium")
@@ -20,7 +21,6 @@ SOURCES = ("medqa-us", "medqa-mainland", "medmcqa")
 FORMATS = ("medqa", "medmcqa", "mc", "chat", "prompt-completion")
 TABLE_FORMATS = ("mc", "chat", "prompt-completion")  # read with HF datasets: .jsonl/.json/.csv/.parquet
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-NAME_MAX = 64  # characters of [node] name (published on-chain)
 PARTS = ("all", "train", "eval")
 STRATEGIES = ("fedavg", "exact")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -404,12 +404,10 @@ def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
 
 def _display_name(sec: _Section) -> str:
     name = sec.str_("name", "")
-    if name != name.strip() or len(name) > NAME_MAX or any(not ch.isprintable() for ch in name):
-        raise sec.fail(
-            "name",
-            f"must be at most {NAME_MAX} printable characters without surrounding spaces, got {name!r}",
-        )
-    return name
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise sec.fail("name", f"{exc}; got {name!r}") from None
 
 
 def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:

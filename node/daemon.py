@@ -228,11 +228,17 @@ def node_key(node: Node) -> bytes:
 async def _publish_peer(node: Node) -> None:
     assert node.host is not None
     addrs = published_addrs(node.cfg, node.host.listen_multiaddrs(), node.peer_id)
+    name = node.cfg.node.name
     rec = await node.chain(node.client.member_peer, node.address)
-    if rec is not None and rec.peer_id == node.peer_id and list(rec.multiaddrs) == addrs:
+    if (
+        rec is not None
+        and rec.peer_id == node.peer_id
+        and list(rec.multiaddrs) == addrs
+        and rec.display_name == name
+    ):
         return
-    await node.chain(node.client.publish_peer, node.peer_id, addrs)
-    log.info("published peer %s at %s", node.peer_id, ", ".join(addrs))
+    await node.chain(node.client.publish_peer, node.peer_id, addrs, name)
+    log.info("published peer %s at %s%s", node.peer_id, ", ".join(addrs), f" as {name!r}" if name else "")
 
 
 async def _dial_members(node: Node) -> None:
