@@ -47,6 +47,7 @@ class Node:
     commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds
     status: dict[str, Any] = field(default_factory=dict)
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
+    monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -57,7 +58,14 @@ class Node:
     async def chain(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking chain call in a worker thread, one at a time (one nonce sequence)."""
         async with self._chain_lock:
-            return await trio.to_thread.run_sync(fn, *args)
+            try:
+                return await trio.to_thread.run_sync(fn, *args)
+            except Exception as exc:
+                if self.monitor is not None:
+                    from chain.errors import ContractRevert
+
+                    self.monitor.chain_failed(isinstance(exc, ContractRevert))
+                raise
 
     def to_unix(self, chain_time: int) -> float:
         """A chain timestamp (seconds or milliseconds) as unix seconds."""
@@ -76,6 +84,8 @@ class Node:
     def set_status(self, **kv: Any) -> None:
         """Update status.json in the state dir (read by `medfed-localnet` and operators)."""
         self.status.update(kv, updated=time.time())
+        if self.monitor is not None:
+            self.monitor.status(kv)
         path = self.cfg.state_dir / "status.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status, sort_keys=True, indent=1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node.config import NodeConfig
@@ -52,6 +52,8 @@ class Learner:
         self._lock = threading.Lock()
         # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order
         self.merged: list[str] = []
+        # called with (seconds, tokens/s) after each local training (monitoring)
+        self.observer: Callable[[float, float], None] | None = None
 
     @property
     def exact(self) -> bool:
@@ -106,6 +108,8 @@ class Learner:
                 base_model=self.base_model,
             )
         used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
+        if self.observer is not None:
+            self.observer(result.seconds, result.tokens_per_s)
         log.info(
             "trained %d steps, final loss %.4f, %.0f tokens/s",
             result.steps,
