@@ -516,6 +516,10 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     base = m.str_("base", "default")
     if not base:
         raise m.fail("base", 'must be "default", "tiny", a Hugging Face id or a local folder')
+    if m.bool_("load_in_4bit", False) and strategy == "exact":
+        raise m.fail(
+            "load_in_4bit", '`exact` aggregation merges deltas into the base weights; use strategy = "fedavg"'
+        )
     model = ModelSection(
         base=base,
         initial_adapter=m.str_("initial_adapter", ""),

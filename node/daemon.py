@@ -271,7 +271,9 @@ async def _dial_members(node: Node) -> None:
 async def _drain_gossip(node: Node) -> None:
     assert node.host is not None
     async for ann, address in node.host.announcements():
-        log.debug("gossip: %s can serve %s %s of round %d", address, ann.kind, ann.sha256[:12], ann.round)
+        # the whole announcement as it came over the wire (typed fields only: kind, round, sha256,
+        # size, peer id, time): operators and tests can see everything members say to each other
+        log.info("gossip: from %s %s", address, ann.encode().decode())
 
 
 async def _refresh_balances(node: Node) -> None:

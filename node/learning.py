@@ -42,9 +42,16 @@ class Learner:
         self.settings = settings
         self.scratch = scratch
         self.base_model = base_model_id(cfg.model.base)
-        log.info("loading base model %s", cfg.model.base)
+        log.info(
+            "loading base model %s (device %s, dtype %s%s)",
+            cfg.model.base,
+            cfg.model.device or "auto",
+            cfg.model.dtype,
+            ", 4-bit" if cfg.model.load_in_4bit else "",
+        )
         try:
-            self.model, self.tokenizer = load_base_model(cfg.model.base)
+            m = cfg.model
+            self.model, self.tokenizer = load_base_model(m.base, m.device or None, m.dtype, m.load_in_4bit)
         except Exception as exc:
             raise StartupError(
                 f"{cfg.path.name}: [model] base = {cfg.model.base!r} cannot be loaded: {exc}"
@@ -91,6 +98,7 @@ class Learner:
             max_steps=m.max_steps,
             max_length=m.max_length,
             seed=m.seed * 1_000_003 + round,
+            gradient_checkpointing=m.gradient_checkpointing,
         )
         out = self.scratch / f"train-{round}-{uuid.uuid4().hex[:8]}"
         with self._lock:

@@ -37,6 +37,7 @@ class TrainConfig:
     device: str | None = None
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def train_local(
     if not questions:
         raise TrainingError("no training examples: the site's training split is empty")
     device = torch.device(config.device) if config.device else next(model.parameters()).device
-    model.to(device)
+    if not getattr(model, "is_loaded_in_4bit", False):
+        model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples = [encode_record(q, tokenizer, config.max_length) for q in questions]
     rng = random.Random(config.seed)
@@ -148,6 +150,8 @@ def train_local(
     with model_lock(model):
         torch.manual_seed(config.seed)
         peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -185,6 +189,8 @@ def train_local(
             state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in raw.items()}
         finally:
             peft_model.unload()
+            if config.gradient_checkpointing:
+                model.gradient_checkpointing_disable()
             model.eval()
     if not all(np.isfinite(v).all() for v in state.values()):
         raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")

@@ -101,6 +101,8 @@ def run(
     timeout_s: float,
     commit_s: int | None = None,
     strategy: str = "fedavg",
+    data: Path | None = None,
+    monitoring: bool = False,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes."""
     sizing = E2E_SIZING if commit_s is None else dataclasses.replace(E2E_SIZING, commit_s=commit_s)
@@ -115,6 +117,8 @@ def run(
         explorer=False,
         rewards=REWARDS,
         strategy=strategy,
+        data=data,
+        monitoring=monitoring,
     )
     try:
         F.wait_ready(fed, 180)
