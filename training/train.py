@@ -82,6 +82,19 @@ def _base_model_name(start_adapter: str | Path) -> str:
         return "unknown"
 
 
+def _checkpointing(model: Any, on: bool) -> None:
+    """Gradient (activation) checkpointing on or off, under the name this transformers uses."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        if on:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def _autocast(device: torch.device) -> Any:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -151,7 +164,7 @@ def train_local(
         torch.manual_seed(config.seed)
         peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _checkpointing(model, True)
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -190,7 +203,7 @@ def train_local(
         finally:
             peft_model.unload()
             if config.gradient_checkpointing:
-                model.gradient_checkpointing_disable()
+                _checkpointing(model, False)
             model.eval()
     if not all(np.isfinite(v).all() for v in state.values()):
         raise TrainingError("training diverged (NaN/Inf in the adapter); lower the learning rate")
