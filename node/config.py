@@ -161,6 +161,11 @@ TEMPLATE = """\
 # Local state (SQLite store, adapters, logs of what this node did). Back it up with wallet.json.
 state_dir = "medfed-state"
 
+[node]
+# Display name of your institution, published on-chain with your peer record; the explorer shows
+# it beside your address. At most 64 printable characters; "" = publish none.
+name = ""
+
 [chain]
 # JSON-RPC endpoint of the chain and the federation's Coordinator address (from the deployer).
 rpc_url = "http://127.0.0.1:8545"
@@ -187,10 +192,19 @@ ipfs_api = ""
 # Label of this site's data in metrics and reports.
 name = "medqa-us"
 # Training data: a known source split ({ source, split }) or your own file
-# ({ path, format = "medqa" | "medmcqa" }). Options: part = "train" | "eval" | "all" splits one file
-# by a hash of each row (eval_fraction), shard = "k/n" keeps one of n disjoint hash shards.
+# ({ path, format }). Files: .jsonl, .json, .csv or .parquet. Formats:
+#   "medqa" | "medmcqa": the MedQA / MedMCQA JSON shapes;
+#   "mc": multiple choice, columns = { question = "...", options = "..." or ["a", "b", ...],
+#         answer = "...", id = "..." } (answer: a letter, the option's text, or an index counted
+#         from answer_base = 0 | 1); language = "en" | "zh" for the prompt;
+#   "chat": a "messages" column of [{role, content}, ...] (loss on the assistant turns);
+#   "prompt-completion": "prompt" and "completion" columns (strings or message lists; loss on
+#         the completion). Chat data is rendered with the base model's own chat template.
+# Options: part = "train" | "eval" | "all" splits one file by a hash of each row (eval_fraction),
+# shard = "k/n" keeps one of n disjoint hash shards. Train and eval must be of one kind.
 train = [{ source = "medqa-us", split = "dev" }]
-# Held-out evaluation data: never the rows you train on.
+# Held-out evaluation data: never the rows you train on (checked by id and by text). Multiple
+# choice reports accuracy and the mean NLL of the correct option; chat data the held-out loss.
 eval = [{ source = "medqa-us", split = "test" }]
 # Questions used per round (a rotating window over the training data); 0 = all of them.
 train_per_round = 64
@@ -203,6 +217,11 @@ base = "default"
 # Optional local copy of the federation's initial adapter (adapter_model.safetensors); when empty
 # it is rebuilt from the seed or fetched from peers, and checked against its on-chain sha256.
 initial_adapter = ""
+# Base weights dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
+# Adapters are float32 files whatever this is, so aggregation stays bit-exact on any machine.
+dtype = "auto"
+# QLoRA: load the base weights in 4-bit NF4 (CUDA + `pip install 'medfed[gpu]'`; fedavg only).
+load_in_4bit = false
 
 [lora]
 # Must equal the federation's LoRA config (its hash is on-chain; the node refuses to start otherwise).
@@ -220,6 +239,10 @@ max_length = 256
 seed = 0
 # CPU threads for torch; 0 = torch's default (all cores).
 threads = 0
+# "cpu", "cuda", "cuda:1", "mps"; "" = cuda when torch sees a GPU, else cpu.
+device = ""
+# Recompute activations in the backward pass: less GPU memory for long sequences, ~30% slower.
+gradient_checkpointing = false
 
 [aggregation]
 # "fedavg" or "exact"; every member must use the same strategy (verifiers recompute bit for bit).
@@ -241,6 +264,12 @@ fetch_patience_s = 120.0
 # Housekeeping transactions (advance, finalize, openRound) wait rank * stagger_s seconds after
 # they become due, so members do not all send the same transaction.
 stagger_s = 2.0
+
+[monitoring]
+# Prometheus metrics on http://<listen>/metrics and a health check on /healthz (docs/operations.md).
+enabled = false
+# Keep it on loopback or a management network: it is not authenticated.
+listen = "127.0.0.1:9464"
 """
 
 
