@@ -181,9 +181,10 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
         if kind == "update" and node.now() < node.commit_deadlines.get(rnd, math.inf):
             return False  # nobody may copy an update before committing their own
-        if node.monitor is not None:  # bytes offered to a peer (the transfer follows)
+        monitor = getattr(node, "monitor", None)
+        if monitor is not None:  # bytes offered to a peer (the transfer follows)
             path = node.artifacts.weights(sha256.lower())
-            node.monitor.transferred("out", path.stat().st_size if path is not None else 0)
+            monitor.transferred("out", path.stat().st_size if path is not None else 0)
         return True
 
     return may_serve

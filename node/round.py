@@ -54,8 +54,8 @@ async def sync_events(node: Node) -> None:
 async def apply_event(node: Node, e: ev.ChainEvent) -> None:
     """Fold one chain event into the local view (and log it in words)."""
     s = node.store
-    if node.monitor is not None:
-        node.monitor.event(e, node.me)
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.event(e, node.me)
     if isinstance(e, ev.RoundOpened):
         node.commit_deadlines[e.round] = node.to_unix(e.commit_deadline)
         log.info("chain: round %d opened from global %s", e.round, _hex(e.base_sha256)[:12])
@@ -389,8 +389,8 @@ async def _evaluate(node: Node, weights: str, history: list[str] | None = None) 
 def _record(node: Node, r: int, sha: str, fig: Figures) -> None:
     """Store an evaluation in the form reportMetrics sends (see node.metric_report)."""
     eval_hash, ppm = report_values(fig, node.data.eval_set_hash)
-    if node.monitor is not None:
-        node.monitor.evaluated(fig.kind, fig.accuracy if fig.kind == "mc" else fig.loss)
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.evaluated(fig.kind, fig.accuracy if fig.kind == "mc" else fig.loss)
     node.store.record_metrics(r, sha, ppm / 1_000_000, fig.n, eval_hash)
     write_metrics_file(node.cfg.state_dir, node.store)
 

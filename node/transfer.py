@@ -170,7 +170,7 @@ async def fetch_adapter(
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
     await publish(node, sha256, kind, round)
     size = weights.stat().st_size
-    if node.monitor is not None:
-        node.monitor.transferred("in", size)
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.transferred("in", size)
     log.info("holding %s %s of round %d (%d bytes)", kind, sha256[:12], round, size)
     return str(weights)
