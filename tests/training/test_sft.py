@@ -57,3 +57,32 @@ def test_multiple_choice_reports_the_correct_options_nll(tiny: Any, start: Path,
     model, tok = tiny
     result = evaluate(model, tok, start, make_questions(6))
     assert 0 < result.nll < 20 and math.isfinite(result.nll)
+
+
+def test_the_default_models_own_chat_template_trains_on_the_replies_only() -> None:
+    """SmolLM2-Instruct's real template (with its default system turn) renders turn by turn."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from training.models import DEFAULT_GGUF, smollm2_dir
+    from training.prompts import IGNORE_INDEX, encode_conversation
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tok = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=DEFAULT_GGUF)
+    c = Conversation(
+        "x/1",
+        "x",
+        (
+            ("user", "Dose for a child?"),
+            ("assistant", "Ask a pharmacist."),
+            ("user", "Adults?"),
+            ("assistant", "Two."),
+        ),
+    )
+    ex = encode_conversation(c, tok, 512)
+    trained = tok.decode(
+        [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE_INDEX]
+    )
+    assert trained == "Ask a pharmacist.<|im_end|>\nTwo.<|im_end|>\n"
+    assert "<|im_start|>system" in tok.decode(list(ex.input_ids))
