@@ -740,21 +740,24 @@ def print_table(summary: Mapping[str, Any]) -> None:
     names = sorted(summary["base"]["accuracy"]) or sorted(
         {k for r in summary["rounds"] for k in r["accuracy"]}
     )
-    head = f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in names) + f"{'Macro':>8}{'Min':>8}{'H-mean':>8}"
-    print(head)
-    print("-" * len(head))
 
     def row(label: str, r: Mapping[str, Any]) -> str:
         cells = "".join(f"{r['accuracy'].get(n, float('nan')):>17.3f}" for n in names)
         return f"{label:<8}{cells}{r['macro_acc']:>8.3f}{r['min_acc']:>8.3f}{r['hmean']:>8.3f}"
 
-    print(row("base", summary["base"]))
-    for r in summary["rounds"]:
-        label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
-        print(row(label, r))
+    if names:  # multiple-choice sites (chat sites report a loss, below)
+        head = (
+            f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in names) + f"{'Macro':>8}{'Min':>8}{'H-mean':>8}"
+        )
+        print(head)
+        print("-" * len(head))
+        print(row("base", summary["base"]))
+        for r in summary["rounds"]:
+            label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
+            print(row(label, r))
     loss_names = sorted(summary["base"].get("loss", {}))
     if loss_names:  # chat (SFT) sites: held-out loss, lower is better
-        print("\nheld-out loss (nats per reply token)")
+        print(("\n" if names else "") + "held-out loss (nats per reply token)")
         print(f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in loss_names))
         for label, r in [("base", summary["base"])] + [(f"r{x['round']}", x) for x in summary["rounds"]]:
             print(
