@@ -11,7 +11,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from chain import diagnose
+from chain import diagnose, peer_record
 from chain.artifacts import load_artifact
 from chain.errors import ChainError, ContractRevert
 from chain.events import EventDecoder
@@ -192,11 +192,12 @@ class CoordinatorClient:
     def join(self) -> TxResult:
         return self._transact("join")
 
-    def publish_peer(self, peer_id: str, multiaddrs: Sequence[str]) -> TxResult:
-        """Publish this member's libp2p PeerID and listen multiaddrs (stored comma-separated)."""
+    def publish_peer(self, peer_id: str, multiaddrs: Sequence[str], display_name: str = "") -> TxResult:
+        """Publish this member's libp2p PeerID, listen multiaddrs and optional display name
+        (encoded into the one multiaddrs string by chain.peer_record)."""
         if any("," in a for a in multiaddrs):
             raise ValueError("a multiaddr cannot contain a comma")
-        return self._transact("publishPeer", peer_id, ",".join(multiaddrs))
+        return self._transact("publishPeer", peer_id, peer_record.encode(multiaddrs, display_name))
 
     # ---------------------------------------------------------------- round
 
@@ -284,7 +285,8 @@ class CoordinatorClient:
         peer_id, addrs = self._call("memberPeer", to_checksum_address(address))
         if not peer_id:
             return None
-        return PeerRecord(to_checksum_address(address), peer_id, tuple(a for a in addrs.split(",") if a))
+        multiaddrs, display_name = peer_record.decode(addrs)
+        return PeerRecord(to_checksum_address(address), peer_id, multiaddrs, display_name)
 
     def current_round(self) -> int:
         return int(self._call("currentRound"))

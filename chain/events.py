@@ -13,6 +13,7 @@ from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3.contract import Contract
 
+from chain import peer_record
 from chain.types import EVENT_TYPES, ChainEvent
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class EventDecoder:
                 value = bytes(value)
             fields[field] = value
         if name == "PeerPublished":
-            fields["multiaddrs"] = tuple(a for a in str(fields["multiaddrs"]).split(",") if a)
+            fields["multiaddrs"], fields["display_name"] = peer_record.decode(str(fields["multiaddrs"]))
         tx_hash = data["transactionHash"]
         return EVENT_TYPES[name](
             block_number=int(data["blockNumber"]),

@@ -74,11 +74,12 @@ class GlobalAdapter:
 
 @dataclass(frozen=True)
 class PeerRecord:
-    """What a member published: its libp2p PeerID and multiaddrs."""
+    """What a member published: its libp2p PeerID, multiaddrs and display name (chain.peer_record)."""
 
     member: str
     peer_id: str
     multiaddrs: tuple[str, ...]
+    display_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class PeerPublished(ChainEvent):
     member: str
     peer_id: str
     multiaddrs: tuple[str, ...]
+    display_name: str = ""  # from the record's name= entry (chain.peer_record)
 
 
 @dataclass(frozen=True)

@@ -128,11 +128,47 @@ def sizing_for(model: str, chain: str = "anvil") -> Sizing:
 
 @dataclass(frozen=True)
 class Site:
-    """One institution: its name and its data selection (a [data] section)."""
+    """One institution: its name (also its published display name) and its data ([data] entries)."""
 
     name: str
-    train: tuple[dict[str, str], ...]
-    eval: tuple[dict[str, str], ...]
+    train: tuple[dict[str, Any], ...]
+    eval: tuple[dict[str, Any], ...]
+
+
+def load_site_plan(path: str | Path, n: int) -> list[Site]:
+    """Sites from a TOML file of ``[[site]]`` tables (``name``, ``train``, ``eval``: [data] entries,
+    paths relative to that file), one per node in order: ``medfed-localnet up --data FILE``."""
+    import tomllib
+
+    p = Path(path).resolve()
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FederationError(f"--data {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FederationError(f"--data {path}: not valid TOML ({exc})") from None
+    raw = doc.get("site")
+    if not isinstance(raw, list) or not raw:
+        raise FederationError(
+            f"--data {path}: needs [[site]] tables with name, train and eval (see docs/node.md)"
+        )
+    if len(raw) < n:
+        raise FederationError(
+            f"--data {path}: {len(raw)} [[site]] tables for {n} nodes; add sites or lower --nodes"
+        )
+    sites = []
+    for i, item in enumerate(raw[:n]):
+        if not isinstance(item, dict) or not {"name", "train", "eval"} <= set(item):
+            raise FederationError(f"--data {path}: site {i + 1} needs name, train and eval")
+
+        sites.append(
+            Site(
+                str(item["name"]),
+                _absolute(item["train"], p, i),
+                _absolute(item["eval"], p, i),
+            )
+        )
+    return sites
 
 
 def plan_sites(n: int) -> list[Site]:
@@ -177,6 +213,7 @@ class Federation:
     restarts: dict[int, int] = field(default_factory=dict)  # node -> times restarted after a test crash
     exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
     _last_wake: float = 0.0  # when keep_chain_awake last looked (monotonic)
+    monitoring_ports: dict[int, int] = field(default_factory=dict)  # node -> its /metrics port
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -306,9 +343,39 @@ def build_initial_adapter(
     return sha, str(cid_of_file(out_dir / WEIGHTS_NAME)), base, bytes.fromhex(config_hash)
 
 
-def _toml_list(items: tuple[dict[str, str], ...]) -> str:
-    inner = ", ".join("{ " + ", ".join(f'{k} = "{v}"' for k, v in d.items()) + " }" for d in items)
-    return f"[{inner}]"
+def _absolute(entries: Any, sites_file: Path, i: int) -> tuple[dict[str, Any], ...]:
+    """[data] entries with their paths made absolute (relative to the sites file)."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise FederationError(f"--data {sites_file}: site {i + 1}: train/eval must be lists of tables")
+    return tuple(
+        {**e, **({"path": str(sites_file.parent / e["path"])} if "path" in e else {})} for e in entries
+    )
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML inline value (strings are JSON-escaped, which TOML basic strings accept)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_list(items: tuple[dict[str, Any], ...]) -> str:
+    return _toml_value(list(items))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def node_config_text(
@@ -321,9 +388,10 @@ def node_config_text(
     threads: int,
     strategy: str = "fedavg",
     rules: Any = None,
+    monitoring_port: int = 0,
 ) -> str:
     """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
-    full into [aggregation]; None = the defaults)."""
+    full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given)."""
     extra = ""
     if rules is not None:
         strategy = rules.strategy
@@ -332,6 +400,13 @@ def node_config_text(
     return f"""\
 # medfed.toml written by `medfed-localnet up` for institution {site.name}
 state_dir = "state"
+
+[node]
+name = {_toml_value(site.name)}
+
+[monitoring]
+enabled = {_toml_value(bool(monitoring_port))}
+listen = "127.0.0.1:{monitoring_port or 9464}"
 
 [chain]
 rpc_url = "{devnet.rpc_url}"
@@ -343,7 +418,7 @@ start_block = {devnet.deploy_block}
 listen = ["/ip4/127.0.0.1/tcp/0"]
 
 [data]
-name = "{site.name}"
+name = {_toml_value(site.name)}
 train = {_toml_list(site.train)}
 eval = {_toml_list(site.eval)}
 train_per_round = {sizing.train_per_round}
@@ -391,11 +466,14 @@ def launch(
     chain: str = "anvil",
     genesis: str = "istanbul",
     rules: Any = None,
+    data: str | Path | None = None,
+    monitoring: bool = False,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
-    `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set).
-    """
+    `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set);
+    ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
+    ``monitoring``: each node serves /metrics and /healthz on a free local port."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
@@ -464,13 +542,16 @@ def launch(
         f"devnet {kind} {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}",
         flush=True,
     )
-    sites = plan_sites(nodes)
+    sites = load_site_plan(data, nodes) if data else plan_sites(nodes)
     threads = max(1, (os.cpu_count() or 1) // nodes)
     configs, states = [], []
+    ports: dict[int, int] = {}
     for i, site in enumerate(sites):
         d = root / "nodes" / f"node{i}"
         d.mkdir(parents=True, exist_ok=True)
         cfg = d / "medfed.toml"
+        if monitoring:
+            ports[i] = free_port()
         cfg.write_text(
             node_config_text(
                 devnet,
@@ -482,11 +563,14 @@ def launch(
                 threads,
                 strategy,
                 rules,
+                ports.get(i, 0),
             )
         )
         configs.append(cfg)
         states.append(d / "state")
-    fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}))
+    fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}), monitoring_ports=ports)
+    for i, port in ports.items():
+        print(f"node {i} ({sites[i].name}) metrics on http://127.0.0.1:{port}/metrics", flush=True)
     fed.record()
     try:
         for i in range(nodes):
@@ -664,10 +748,14 @@ def summarize(fed: Federation) -> dict[str, Any]:
     from chain.events import EventReader
 
     names = {a.lower(): s.name for a, s in zip(fed.devnet.addresses, fed.sites, strict=True)}
-    base_acc = {}
+    from node.metric_report import decode_report
+
+    base_acc, base_loss = {}, {}
     for i, site in enumerate(fed.sites):
         m = fed.metrics(i).get("0")
-        if m is not None:
+        if m is not None and m.get("metric") == "sft":
+            base_loss[site.name] = float(m["loss"])
+        elif m is not None:
             base_acc[site.name] = float(m["accuracy"])
     rounds: dict[int, dict[str, Any]] = {}
     submissions: dict[tuple[int, int], str] = {}
@@ -685,6 +773,7 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "aggregator": submissions.get((e.round, e.attempt)),
                 "global_sha256": bytes(e.global_sha256).hex(),
                 "accuracy": {},
+                "loss": {},
                 "rewards": {},
                 "wall_s": _block_time(client, e.block_number) - opened_at.get(e.round, math.nan),
             }
@@ -695,6 +784,7 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "aggregator": None,
                 "global_sha256": None,
                 "accuracy": {},
+                "loss": {},
                 "rewards": {},
                 "wall_s": _block_time(client, e.block_number) - opened_at.get(e.round, math.nan),
             }
@@ -702,7 +792,12 @@ def summarize(fed: Federation) -> dict[str, Any]:
             r = rounds[e.round]["rewards"]
             r[e.to] = r.get(e.to, 0) + int(e.amount)
         elif isinstance(e, ev.MetricsReported) and e.round in rounds:
-            rounds[e.round]["accuracy"][names.get(e.member.lower(), e.member)] = e.accuracy_ppm / 1_000_000
+            who = names.get(e.member.lower(), e.member)
+            what = decode_report(bytes(e.eval_set_hash), e.accuracy_ppm)
+            if what["kind"] == "sft":  # a chat site's held-out loss (node.metric_report)
+                rounds[e.round]["loss"][who] = what["value"]
+            else:
+                rounds[e.round]["accuracy"][who] = e.accuracy_ppm / 1_000_000
     out_rounds = []
     for r in sorted(rounds):
         item = rounds[r]
@@ -714,12 +809,16 @@ def summarize(fed: Federation) -> dict[str, Any]:
                 "global_sha256": item["global_sha256"],
                 "accuracy": dict(sorted(item["accuracy"].items())),
                 **_fair(item["accuracy"]),
+                **({"loss": dict(sorted(item["loss"].items()))} if item["loss"] else {}),
                 "rewards": dict(sorted(item["rewards"].items())),
                 "wall_s": round(item["wall_s"], 1),
                 "slowest_train_s": round(slowest_training(fed, r), 1),
             }
         )
-    return {"base": {"accuracy": dict(sorted(base_acc.items())), **_fair(base_acc)}, "rounds": out_rounds}
+    base: dict[str, Any] = {"accuracy": dict(sorted(base_acc.items())), **_fair(base_acc)}
+    if base_loss:
+        base["loss"] = dict(sorted(base_loss.items()))
+    return {"base": base, "rounds": out_rounds}
 
 
 def _block_time(client: Any, number: int) -> float:
@@ -746,18 +845,30 @@ def print_table(summary: Mapping[str, Any]) -> None:
     names = sorted(summary["base"]["accuracy"]) or sorted(
         {k for r in summary["rounds"] for k in r["accuracy"]}
     )
-    head = f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in names) + f"{'Macro':>8}{'Min':>8}{'H-mean':>8}"
-    print(head)
-    print("-" * len(head))
 
     def row(label: str, r: Mapping[str, Any]) -> str:
         cells = "".join(f"{r['accuracy'].get(n, float('nan')):>17.3f}" for n in names)
         return f"{label:<8}{cells}{r['macro_acc']:>8.3f}{r['min_acc']:>8.3f}{r['hmean']:>8.3f}"
 
-    print(row("base", summary["base"]))
-    for r in summary["rounds"]:
-        label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
-        print(row(label, r))
+    if names:  # multiple-choice sites (chat sites report a loss, below)
+        head = (
+            f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in names) + f"{'Macro':>8}{'Min':>8}{'H-mean':>8}"
+        )
+        print(head)
+        print("-" * len(head))
+        print(row("base", summary["base"]))
+        for r in summary["rounds"]:
+            label = f"r{r['round']}" + ("" if r["global_sha256"] else " FAIL")
+            print(row(label, r))
+    loss_names = sorted(summary["base"].get("loss", {}))
+    if loss_names:  # chat (SFT) sites: held-out loss, lower is better
+        print(("\n" if names else "") + "held-out loss (nats per reply token)")
+        print(f"{'round':<8}" + "".join(f"{n[:16]:>17}" for n in loss_names))
+        for label, r in [("base", summary["base"])] + [(f"r{x['round']}", x) for x in summary["rounds"]]:
+            print(
+                f"{label:<8}"
+                + "".join(f"{r.get('loss', {}).get(n, float('nan')):>17.4f}" for n in loss_names)
+            )
     print()
     for r in summary["rounds"]:
         print(
@@ -833,13 +944,24 @@ def run_up(
     strategy: str = "fedavg",
     chain: str = "anvil",
     genesis: str = "istanbul",
+    data: str | None = None,
+    monitoring: bool = False,
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
     if chain == "cypherium":
         print(f"starting a Cypherium node (genesis {genesis}) from ../shared/cypherium ...", flush=True)
     fed = launch(
-        dir, nodes, rounds, model=model, fresh=fresh, strategy=strategy, chain=chain, genesis=genesis
+        dir,
+        nodes,
+        rounds,
+        model=model,
+        fresh=fresh,
+        strategy=strategy,
+        chain=chain,
+        genesis=genesis,
+        data=data,
+        monitoring=monitoring,
     )
     sizing = sizing_for(model, chain)
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s
@@ -931,6 +1053,14 @@ def add_federation_commands(sub: Any) -> None:
         default="fedavg",
         help="aggregation strategy (default fedavg)",
     )
+    up.add_argument(
+        "--data",
+        default=None,
+        help="sites file: [[site]] tables with name, train, eval ([data] entries) for your own data",
+    )
+    up.add_argument(
+        "--monitoring", action="store_true", help="each node serves /metrics and /healthz on a free port"
+    )
     up.set_defaults(func=_up)
     dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, chain)")
     dn.add_argument("--dir", required=True)
@@ -956,6 +1086,8 @@ def _up(args: Any) -> int:
         args.strategy,
         chain=args.chain,
         genesis=chain_genesis(args),
+        data=args.data,
+        monitoring=args.monitoring,
     )
 
 

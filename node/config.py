@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chain.peer_record import check_name
 from node.errors import ConfigError
 
 PROFILES = ("auto", "devnet", "cypherium")
 SOURCES = ("medqa-us", "medqa-mainland", "medmcqa")
-FORMATS = ("medqa", "medmcqa")
+FORMATS = ("medqa", "medmcqa", "mc", "chat", "prompt-completion")
+TABLE_FORMATS = ("mc", "chat", "prompt-completion")  # read with HF datasets: .jsonl/.json/.csv/.parquet
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 PARTS = ("all", "train", "eval")
 STRATEGIES = ("fedavg", "exact")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -57,6 +60,9 @@ class DataFile:
     part: str = "all"  # "train"/"eval": deterministic hash split of the rows (eval_fraction)
     eval_fraction: float = 0.2
     shard: str = ""  # "k/n": keep the k-th of n hash shards (1-based), for several sites per source
+    columns: tuple[tuple[str, str | tuple[str, ...]], ...] = ()  # mc/chat/prompt-completion column names
+    answer_base: int = 0  # mc: an integer answer counts options from 0 or 1
+    language: str = "en"  # mc: language of the prompt's instructions ("en" or "zh")
 
     def describe(self) -> str:
         """Short label used in logs and in the eval-set hash."""
@@ -93,6 +99,10 @@ class ModelSection:
     max_length: int = 256
     seed: int = 0
     threads: int = 0  # torch threads; 0 = torch's default
+    device: str = ""  # "cpu", "cuda", "cuda:1", ...; "" = cuda when available, else cpu
+    dtype: str = "auto"  # base weights: auto = bfloat16 on CUDA, float32 on CPU
+    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base weights via bitsandbytes (CUDA only)
+    gradient_checkpointing: bool = False  # trade compute for activation memory
     strategy: str = "fedavg"
     max_adapter_mb: int = 512
     # bounds on updates (training/bounds.py); with strategy, part of the on-chain config hash
@@ -117,6 +127,21 @@ class RoundsSection:
 
 
 @dataclass(frozen=True)
+class NodeSection:
+    """How this institution presents itself."""
+
+    name: str = ""  # display name published with the peer record (the explorer shows it); "" = none
+
+
+@dataclass(frozen=True)
+class MonitoringSection:
+    """Prometheus metrics and a health endpoint on a local HTTP port."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9464"  # host:port; keep it on a private interface
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The whole medfed.toml."""
 
@@ -127,6 +152,8 @@ class NodeConfig:
     data: DataSection
     model: ModelSection
     rounds: RoundsSection = field(default_factory=RoundsSection)
+    node: NodeSection = field(default_factory=NodeSection)
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -140,6 +167,11 @@ TEMPLATE = """\
 
 # Local state (SQLite store, adapters, logs of what this node did). Back it up with wallet.json.
 state_dir = "medfed-state"
+
+[node]
+# Display name of your institution, published on-chain with your peer record; the explorer shows
+# it beside your address. At most 64 printable characters; "" = publish none.
+name = ""
 
 [chain]
 # JSON-RPC endpoint of the chain and the federation's Coordinator address (from the deployer).
@@ -168,10 +200,19 @@ ipfs_api = ""
 # Label of this site's data in metrics and reports.
 name = "medqa-us"
 # Training data: a known source split ({ source, split }) or your own file
-# ({ path, format = "medqa" | "medmcqa" }). Options: part = "train" | "eval" | "all" splits one file
-# by a hash of each row (eval_fraction), shard = "k/n" keeps one of n disjoint hash shards.
+# ({ path, format }). Files: .jsonl, .json, .csv or .parquet. Formats:
+#   "medqa" | "medmcqa": the MedQA / MedMCQA JSON shapes;
+#   "mc": multiple choice, columns = { question = "...", options = "..." or ["a", "b", ...],
+#         answer = "...", id = "..." } (answer: a letter, the option's text, or an index counted
+#         from answer_base = 0 | 1); language = "en" | "zh" for the prompt;
+#   "chat": a "messages" column of [{role, content}, ...] (loss on the assistant turns);
+#   "prompt-completion": "prompt" and "completion" columns (strings or message lists; loss on
+#         the completion). Chat data is rendered with the base model's own chat template.
+# Options: part = "train" | "eval" | "all" splits one file by a hash of each row (eval_fraction),
+# shard = "k/n" keeps one of n disjoint hash shards. Train and eval must be of one kind.
 train = [{ source = "medqa-us", split = "dev" }]
-# Held-out evaluation data: never the rows you train on.
+# Held-out evaluation data: never the rows you train on (checked by id and by text). Multiple
+# choice reports accuracy and the mean NLL of the correct option; chat data the held-out loss.
 eval = [{ source = "medqa-us", split = "test" }]
 # Questions used per round (a rotating window over the training data); 0 = all of them.
 train_per_round = 64
@@ -184,6 +225,11 @@ base = "default"
 # Optional local copy of the federation's initial adapter (adapter_model.safetensors); when empty
 # it is rebuilt from the seed or fetched from peers, and checked against its on-chain sha256.
 initial_adapter = ""
+# Base weights dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
+# Adapters are float32 files whatever this is, so aggregation stays bit-exact on any machine.
+dtype = "auto"
+# QLoRA: load the base weights in 4-bit NF4 (CUDA + `pip install 'medfed[gpu]'`; fedavg only).
+load_in_4bit = false
 
 [lora]
 # Must equal the federation's LoRA config (its hash is on-chain; the node refuses to start otherwise).
@@ -201,6 +247,10 @@ max_length = 256
 seed = 0
 # CPU threads for torch; 0 = torch's default (all cores).
 threads = 0
+# "cpu", "cuda", "cuda:1", "mps"; "" = cuda when torch sees a GPU, else cpu.
+device = ""
+# Recompute activations in the backward pass: less GPU memory for long sequences, ~30% slower.
+gradient_checkpointing = false
 
 [aggregation]
 # "fedavg" or "exact"; every member must use the same strategy (verifiers recompute bit for bit).
@@ -238,6 +288,12 @@ fetch_patience_s = 120.0
 # Housekeeping transactions (advance, finalize, openRound) wait rank * stagger_s seconds after
 # they become due, so members do not all send the same transaction.
 stagger_s = 2.0
+
+[monitoring]
+# Prometheus metrics on http://<listen>/metrics and a health check on /healthz (docs/operations.md).
+enabled = false
+# Keep it on loopback or a management network: it is not authenticated.
+listen = "127.0.0.1:9464"
 """
 
 
@@ -310,6 +366,25 @@ class _Section:
         return _Section(self.file, key, v)
 
 
+def _columns(s: _Section, label: str, fmt: str) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    raw = s.table.get("columns", {})
+    if raw and fmt not in TABLE_FORMATS:
+        raise s.fail(f"{label}.columns", f"only for format {', '.join(TABLE_FORMATS)}")
+    if not isinstance(raw, dict):
+        raise s.fail(f"{label}.columns", 'must be a table like { question = "q", answer = "label" }')
+    out: list[tuple[str, str | tuple[str, ...]]] = []
+    for key, value in sorted(raw.items()):
+        if key == "options" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            out.append((key, tuple(value)))
+        elif isinstance(value, str) and value:
+            out.append((key, value))
+        else:
+            raise s.fail(
+                f"{label}.columns.{key}", f"must be a column name (options: a list of names), got {value!r}"
+            )
+    return tuple(out)
+
+
 def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
     raw = sec.table.get(key)
     if not isinstance(raw, list) or not raw:
@@ -320,7 +395,20 @@ def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
             raise sec.fail(f"{key}[{i}]", "must be a table like { source = ..., split = ... }")
         s = _Section(sec.file, sec.name, item)
         label = f"{key}[{i}]"
-        s.unknown({"source", "split", "path", "format", "part", "eval_fraction", "shard"})
+        s.unknown(
+            {
+                "source",
+                "split",
+                "path",
+                "format",
+                "part",
+                "eval_fraction",
+                "shard",
+                "columns",
+                "answer_base",
+                "language",
+            }
+        )
         source, path = s.table.get("source", ""), s.table.get("path", "")
         if bool(source) == bool(path):
             raise sec.fail(label, "give either source (+ split) or path (+ format), not both or neither")
@@ -342,15 +430,68 @@ def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
         m = _SHARD.match(shard) if isinstance(shard, str) else None
         if shard and (m is None or not 1 <= int(m.group(1)) <= int(m.group(2))):
             raise sec.fail(f"{label}.shard", f'must look like "k/n" with 1 <= k <= n, got {shard!r}')
-        out.append(DataFile(str(source), str(split), str(path), str(fmt), str(part), frac, str(shard or "")))
+        base = s.int_("answer_base", 0)
+        if base not in (0, 1):
+            raise sec.fail(
+                f"{label}.answer_base", f"must be 0 or 1 (where integer answers start), got {base}"
+            )
+        language = s.str_("language", "en")
+        if language not in ("en", "zh"):
+            raise sec.fail(f"{label}.language", f'must be "en" or "zh", got {language!r}')
+        out.append(
+            DataFile(
+                str(source),
+                str(split),
+                str(path),
+                str(fmt),
+                str(part),
+                frac,
+                str(shard or ""),
+                _columns(s, label, str(fmt)),
+                base,
+                language,
+            )
+        )
     return tuple(out)
+
+
+def _display_name(sec: _Section) -> str:
+    name = sec.str_("name", "")
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise sec.fail("name", f"{exc}; got {name!r}") from None
 
 
 def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate a parsed medfed.toml document."""
     file = path.name
     top = _Section(file, "", doc)
-    top.unknown({"state_dir", "chain", "p2p", "data", "model", "lora", "training", "aggregation", "rounds"})
+    top.unknown(
+        {
+            "state_dir",
+            "node",
+            "chain",
+            "p2p",
+            "data",
+            "model",
+            "lora",
+            "training",
+            "aggregation",
+            "rounds",
+            "monitoring",
+        }
+    )
+    nd = top.sub("node", required=False)
+    nd.unknown({"name"})
+    node = NodeSection(_display_name(nd))
+    mo = top.sub("monitoring", required=False)
+    mo.unknown({"enabled", "listen"})
+    listen_at = mo.str_("listen", MonitoringSection.listen)
+    host, _, port = listen_at.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise mo.fail("listen", f'must be "host:port" like "127.0.0.1:9464", got {listen_at!r}')
+    monitoring = MonitoringSection(mo.bool_("enabled", False), listen_at)
 
     c = top.sub("chain")
     c.unknown({"rpc_url", "coordinator", "profile", "gas_price_gwei", "start_block"})
@@ -394,11 +535,29 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     )
 
     m = top.sub("model", required=False)
-    m.unknown({"base", "initial_adapter"})
+    m.unknown({"base", "initial_adapter", "dtype", "load_in_4bit"})
+    dtype = m.str_("dtype", "auto")
+    if dtype not in DTYPES:
+        raise m.fail("dtype", f"unknown dtype {dtype!r}; one of {', '.join(DTYPES)}")
     lo = top.sub("lora", required=False)
     lo.unknown({"rank", "alpha", "dropout", "targets"})
     t = top.sub("training", required=False)
-    t.unknown({"max_steps", "batch_size", "grad_accum", "learning_rate", "max_length", "seed", "threads"})
+    t.unknown(
+        {
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "learning_rate",
+            "max_length",
+            "seed",
+            "threads",
+            "device",
+            "gradient_checkpointing",
+        }
+    )
+    device = t.str_("device", "")
+    if device and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+        raise t.fail("device", f'must be "cpu", "cuda", "cuda:N", "mps" or "" (auto), got {device!r}')
     a = top.sub("aggregation", required=False)
     a.unknown(
         {
@@ -421,6 +580,10 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     base = m.str_("base", "default")
     if not base:
         raise m.fail("base", 'must be "default", "tiny", a Hugging Face id or a local folder')
+    if m.bool_("load_in_4bit", False) and strategy == "exact":
+        raise m.fail(
+            "load_in_4bit", '`exact` aggregation merges deltas into the base weights; use strategy = "fedavg"'
+        )
     model = ModelSection(
         base=base,
         initial_adapter=m.str_("initial_adapter", ""),
@@ -435,6 +598,10 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         max_length=t.int_("max_length", 256, 16),
         seed=t.int_("seed", 0),
         threads=t.int_("threads", 0),
+        device=device,
+        dtype=dtype,
+        load_in_4bit=m.bool_("load_in_4bit", False),
+        gradient_checkpointing=t.bool_("gradient_checkpointing", False),
         strategy=strategy,
         max_adapter_mb=a.int_("max_adapter_mb", 512, 1),
         max_abs=a.float_("max_abs", 100.0),
@@ -462,8 +629,8 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     )
 
     state_dir = top.str_("state_dir", "medfed-state")
-    cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds)
-    return NodeConfig(path, cfg.resolve(state_dir), chain, p2p, data, model, rounds)
+    cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds, node, monitoring)
+    return NodeConfig(path, cfg.resolve(state_dir), chain, p2p, data, model, rounds, node, monitoring)
 
 
 def load_config(path: str | Path) -> NodeConfig:

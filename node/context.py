@@ -49,6 +49,7 @@ class Node:
     status: dict[str, Any] = field(default_factory=dict)
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
+    monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -59,7 +60,14 @@ class Node:
     async def chain(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking chain call in a worker thread, one at a time (one nonce sequence)."""
         async with self._chain_lock:
-            return await trio.to_thread.run_sync(fn, *args)
+            try:
+                return await trio.to_thread.run_sync(fn, *args)
+            except Exception as exc:
+                if self.monitor is not None:
+                    from chain.errors import ContractRevert
+
+                    self.monitor.chain_failed(isinstance(exc, ContractRevert))
+                raise
 
     @property
     def federation_id(self) -> str:
@@ -83,6 +91,8 @@ class Node:
     def set_status(self, **kv: Any) -> None:
         """Update status.json in the state dir (read by `medfed-localnet` and operators)."""
         self.status.update(kv, updated=time.time())
+        if self.monitor is not None:
+            self.monitor.status(kv)
         path = self.cfg.state_dir / "status.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status, sort_keys=True, indent=1))
@@ -90,17 +100,28 @@ class Node:
 
 
 def write_metrics_file(state_dir: Path, store: StateStore) -> None:
-    """metrics.json: every evaluation this node made ({round: {...}}; round 0 = initial adapter)."""
-    out = {
-        str(m.round): {
+    """metrics.json: every evaluation this node made ({round: {...}}; round 0 = initial adapter).
+
+    ``accuracy`` is the figure reportMetrics sends (accuracy, or 1/perplexity for chat data);
+    ``metric`` says what it is (see node.metric_report), with ``loss``/``nll`` where they apply."""
+    from node.metric_report import decode_report
+
+    out = {}
+    for m in store.all_metrics():
+        what = decode_report(m.eval_set_hash, round(m.accuracy * 1_000_000))
+        row: dict[str, Any] = {
             "accuracy": m.accuracy,
             "n": m.n,
             "global_sha256": m.global_sha256,
             "eval_set_hash": m.eval_set_hash,
             "reported": m.reported,
+            "metric": what["kind"],
         }
-        for m in store.all_metrics()
-    }
+        if what["kind"] == "sft":
+            row.update(loss=what["value"], perplexity=what["aux"])
+        elif what["kind"] == "mc":
+            row.update(nll=what["aux"])
+        out[str(m.round)] = row
     tmp = state_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(out, sort_keys=True, indent=1))
     os.replace(tmp, state_dir / "metrics.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -34,8 +35,12 @@ from node.learning import Learner, federation_hash, lora_settings
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
 
+if TYPE_CHECKING:
+    from node.monitoring import MonitoringServer
+
 log = logging.getLogger("medfed.node")
 INITIAL_SEED = 0  # the seed `medfed-localnet` and deployers use for the initial adapter's A matrices
+BALANCE_EVERY_S = 15.0  # how often the monitoring balances are read from the chain
 
 
 def connect_chain(cfg: NodeConfig, wallet: Wallet | None) -> CoordinatorClient:
@@ -185,10 +190,16 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         if withhold and node.elected.get(rnd) == address.lower():  # TEST-ONLY selective serving
             log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
             return False
-        if kind == "update":
-            if rnd in node.commits_closed:  # seen on-chain: no commit can be added any more
-                return True
-            return node.now() >= node.commit_deadlines.get(rnd, math.inf)
+        if (
+            kind == "update"
+            and rnd not in node.commits_closed  # seen on-chain: no commit can be added any more
+            and node.now() < node.commit_deadlines.get(rnd, math.inf)
+        ):
+            return False  # nobody may copy an update before committing their own
+        monitor = getattr(node, "monitor", None)
+        if monitor is not None:  # bytes offered to a peer (the transfer follows)
+            path = node.artifacts.weights(sha256.lower())
+            monitor.transferred("out", path.stat().st_size if path is not None else 0)
         return True
 
     return may_serve
@@ -228,8 +239,13 @@ async def serve(node: Node) -> None:
             await rounds.evaluate_initial(node)
             node.set_status(ready=True, address=node.address, peer_id=node.peer_id, activity="idle")
             log.info("node %s ready (peer %s, %d members)", node.address, node.peer_id, len(node.members))
+            next_balance = 0.0
             while True:
-                if not await _safe_tick(node):  # the round moved on: look again at once
+                moved = await _safe_tick(node)
+                if node.monitor is not None and node.now() >= next_balance:
+                    next_balance = node.now() + BALANCE_EVERY_S
+                    await _refresh_balances(node)
+                if not moved:  # the round moved on: look again at once
                     await trio.sleep(node.cfg.rounds.poll_interval_s)
 
 
@@ -241,11 +257,17 @@ def node_key(node: Node) -> bytes:
 async def _publish_peer(node: Node) -> None:
     assert node.host is not None
     addrs = published_addrs(node.cfg, node.host.listen_multiaddrs(), node.peer_id)
+    name = node.cfg.node.name
     rec = await node.chain(node.client.member_peer, node.address)
-    if rec is not None and rec.peer_id == node.peer_id and list(rec.multiaddrs) == addrs:
+    if (
+        rec is not None
+        and rec.peer_id == node.peer_id
+        and list(rec.multiaddrs) == addrs
+        and rec.display_name == name
+    ):
         return
-    await node.chain(node.client.publish_peer, node.peer_id, addrs)
-    log.info("published peer %s at %s", node.peer_id, ", ".join(addrs))
+    await node.chain(node.client.publish_peer, node.peer_id, addrs, name)
+    log.info("published peer %s at %s%s", node.peer_id, ", ".join(addrs), f" as {name!r}" if name else "")
 
 
 async def _dial_members(node: Node) -> None:
@@ -266,32 +288,75 @@ async def _dial_members(node: Node) -> None:
 async def _drain_gossip(node: Node) -> None:
     assert node.host is not None
     async for ann, address in node.host.announcements():
-        log.debug("gossip: %s can serve %s %s of round %d", address, ann.kind, ann.sha256[:12], ann.round)
+        # the whole announcement as it came over the wire (typed fields only: kind, round, sha256,
+        # size, peer id, time): operators and tests can see everything members say to each other
+        log.info("gossip: from %s %s", address, ann.encode().decode())
         if ann.kind == "update" and node.faults.active("front-run", ann.round) and address.lower() != node.me:
             await rounds.front_run(node, ann.round, ann.sha256, "gossip")
 
 
+async def _refresh_balances(node: Node) -> None:
+    try:
+        token = await node.chain(node.client.token_balance, node.address)
+        native = await node.chain(node.client.eth_balance, node.address)
+        node.monitor.balances(token, native)
+    except Exception as exc:  # a metric must not stop the node
+        log.debug("balance refresh failed: %r", exc)
+
+
 async def _safe_tick(node: Node) -> bool:
     try:
-        return await rounds.tick(node)
+        moved = await rounds.tick(node)
+        if node.monitor is not None:
+            node.monitor.ticked()
+        return moved
     except ContractRevert as exc:
         log.warning("the contract refused %s: %s", exc.function, exc.reason)
     except (ChainError, NodeError) as exc:
         log.warning("%s (retrying)", exc)
     except Exception:
         log.exception("unexpected error in the round machine (retrying)")
+    if node.monitor is not None:
+        node.monitor.tick_errors.inc()
     return False
+
+
+def start_monitor(node: Node) -> MonitoringServer | None:
+    """Serve /metrics and /healthz when [monitoring] enabled = true (StartupError if the port is taken)."""
+    mc = node.cfg.monitoring
+    if not mc.enabled:
+        return None
+    from node.monitoring import Monitor, start_monitoring
+
+    monitor = Monitor(stale_after_s=max(120.0, 20 * node.cfg.rounds.poll_interval_s))
+    monitor.info.info(
+        {"address": node.address, "coordinator": node.client.address, "data_kind": node.data.kind}
+    )
+    try:
+        server = start_monitoring(mc.listen, monitor)
+    except OSError as exc:
+        raise StartupError(
+            f"{node.cfg.path.name}: [monitoring] listen = {mc.listen!r} cannot be bound ({exc.strerror}); "
+            "choose a free port"
+        ) from None
+    node.monitor = monitor
+    node.learner.observer = monitor.trained
+    log.info("monitoring on http://%s:%d/metrics and /healthz", server.httpd.server_address[0], server.port)
+    return server
 
 
 def run_daemon(cfg: NodeConfig, wallet: Wallet) -> None:
     """Start-up checks, then the event loop until interrupted."""
     node = prepare(cfg, wallet)
+    server = start_monitor(node)
     try:
         trio.run(serve, node)
     except BaseExceptionGroup as group:
         first = _first_leaf(group)
         raise first from None
     finally:
+        if server is not None:
+            server.stop()
         node.store.close()
 
 

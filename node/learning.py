@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from node.config import NodeConfig
 from node.errors import StartupError
+from node.metric_report import Figures
 from training.bounds import FederationRules, UpdateBounds, federation_config_hash
-from training.data import Question
+from training.data import Question, Record
 from training.lora import LoraSettings
 
 log = logging.getLogger("medfed.learner")
@@ -60,9 +61,16 @@ class Learner:
         self.settings = settings
         self.scratch = scratch
         self.base_model = base_model_id(cfg.model.base)
-        log.info("loading base model %s", cfg.model.base)
+        log.info(
+            "loading base model %s (device %s, dtype %s%s)",
+            cfg.model.base,
+            cfg.model.device or "auto",
+            cfg.model.dtype,
+            ", 4-bit" if cfg.model.load_in_4bit else "",
+        )
         try:
-            self.model, self.tokenizer = load_base_model(cfg.model.base)
+            m = cfg.model
+            self.model, self.tokenizer = load_base_model(m.base, m.device or None, m.dtype, m.load_in_4bit)
         except Exception as exc:
             raise StartupError(
                 f"{cfg.path.name}: [model] base = {cfg.model.base!r} cannot be loaded: {exc}"
@@ -70,6 +78,8 @@ class Learner:
         self._lock = threading.Lock()
         # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order
         self.merged: list[str] = []
+        # called with (seconds, tokens/s) after each local training (monitoring)
+        self.observer: Callable[[float, float], None] | None = None
 
     @property
     def exact(self) -> bool:
@@ -93,7 +103,7 @@ class Learner:
     def train(
         self,
         start_adapter: str,
-        questions: Sequence[Question],
+        questions: Sequence[Record],
         round: int,
         history: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
@@ -112,6 +122,7 @@ class Learner:
             max_steps=m.max_steps,
             max_length=m.max_length,
             seed=m.seed * 1_000_003 + round,
+            gradient_checkpointing=m.gradient_checkpointing,
         )
         out = self.scratch / f"train-{round}-{uuid.uuid4().hex[:8]}"
         with self._lock:
@@ -130,6 +141,8 @@ class Learner:
                 metadata=metadata,
             )
         used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
+        if self.observer is not None:
+            self.observer(result.seconds, result.tokens_per_s)
         log.info(
             "trained %d steps, final loss %.4f, %.0f tokens/s",
             result.steps,
@@ -138,15 +151,15 @@ class Learner:
         )
         return result.sha256, max(1, used), out
 
-    def evaluate(
-        self, adapter: str, questions: Sequence[Question], history: Sequence[str] = ()
-    ) -> tuple[float, int]:
-        """Zero-shot accuracy of the global model on ``questions``: (accuracy, n).
+    def evaluate(self, adapter: str, questions: Sequence[Record], history: Sequence[str] = ()) -> Figures:
+        """The global model on the held-out ``questions``: accuracy and mean NLL of the correct option
+        (multiple choice), or held-out loss and perplexity (chat data).
 
         fedavg: base + ``adapter``. exact: base + the deltas of ``history`` (the globals before this
         one) + ``adapter``; if ``adapter`` is already merged (training of the next round came first),
         it is not applied twice."""
-        from training.evaluate import evaluate
+        from training.data import Conversation
+        from training.evaluate import evaluate, evaluate_sft
 
         folder: Path | None = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
         with self._lock:
@@ -155,7 +168,11 @@ class Learner:
                     folder = None
                 else:
                     self.merge_history(history)
-            result = evaluate(
-                self.model, self.tokenizer, folder, list(questions), max_length=self.cfg.model.max_length
-            )
-        return float(result.accuracy), int(result.n)
+            limit = self.cfg.model.max_length
+            mcq = [q for q in questions if isinstance(q, Question)]
+            if len(mcq) == len(questions):
+                mc = evaluate(self.model, self.tokenizer, folder, mcq, max_length=limit)
+                return Figures("mc", int(mc.n), accuracy=float(mc.accuracy), nll=float(mc.nll))
+            chats = [c for c in questions if isinstance(c, Conversation)]
+            sft = evaluate_sft(self.model, self.tokenizer, folder, chats, max_length=limit)
+        return Figures("sft", int(sft.n), loss=float(sft.loss))

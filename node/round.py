@@ -14,6 +14,7 @@ healthy federation sends each of them about once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from chain.errors import ContractRevert
 from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
+from node.metric_report import Figures, report_values
 from node.recovery import effective_base
 from node.roles.aggregator import aggregate_and_submit
 from node.roles.participant import commit, global_history, train_update
@@ -57,6 +59,8 @@ async def sync_events(node: Node) -> None:
 async def apply_event(node: Node, e: ev.ChainEvent) -> None:
     """Fold one chain event into the local view (and log it in words)."""
     s = node.store
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.event(e, node.me)
     if isinstance(e, ev.RoundOpened):
         node.commit_deadlines[e.round] = node.to_unix(e.commit_deadline)
         log.info("chain: round %d opened from global %s", e.round, _hex(e.base_sha256)[:12])
@@ -395,16 +399,15 @@ async def report(node: Node, r: int) -> None:
         history = []
         if node.learner.exact:  # the global model is base + every earlier delta + this one
             history = await global_history(node, r, node.now() + node.cfg.rounds.fetch_patience_s)
-        acc, n = await _evaluate(node, path, history)
+        fig = await _evaluate(node, path, history)
         node.store.add_timing(r, "evaluate", time.monotonic() - t0)
-        node.store.record_metrics(r, outcome.sha256, acc, n, node.data.eval_set_hash)
-        write_metrics_file(node.cfg.state_dir, node.store)
+        _record(node, r, outcome.sha256, fig)
         log.info(
-            "round %d: global %s scores %.4f on %d held-out %s questions",
+            "round %d: global %s: %s on %d held-out %s rows",
             r,
             outcome.sha256[:12],
-            acc,
-            n,
+            fig.describe(),
+            fig.n,
             node.data.name,
         )
         m = node.store.metrics(r)
@@ -416,7 +419,7 @@ async def report(node: Node, r: int) -> None:
         )
         node.store.add_timing(r, "chain", time.monotonic() - t0)
         node.store.mark_metrics_reported(r, tx.tx_hash)
-        log.info("round %d: reported accuracy %.4f on-chain, tx %s", r, m.accuracy, tx.tx_hash)
+        log.info("round %d: reported %s on-chain, tx %s", r, node.data.kind, tx.tx_hash)
     except ContractRevert as exc:
         log.info("round %d: metrics not reported: %s", r, exc.reason)
         node.store.mark_metrics_reported(r, None)  # a later round was already reported: nothing to do
@@ -446,23 +449,40 @@ async def evaluate_initial(node: Node) -> None:
     if path is None:
         return
     node.set_status(activity="evaluating the initial adapter")
-    acc, n = await _evaluate(node, str(path))
-    node.store.record_metrics(0, sha, acc, n, node.data.eval_set_hash)
+    fig = await _evaluate(node, str(path))
+    _record(node, 0, sha, fig)
     node.store.mark_metrics_reported(0, None)
     write_metrics_file(node.cfg.state_dir, node.store)
-    log.info("initial adapter %s scores %.4f on %d held-out %s questions", sha[:12], acc, n, node.data.name)
+    log.info("initial adapter %s: %s on %d held-out %s rows", sha[:12], fig.describe(), fig.n, node.data.name)
 
 
-async def _evaluate(node: Node, weights: str, history: list[str] | None = None) -> tuple[float, int]:
+async def _evaluate(node: Node, weights: str, history: list[str] | None = None) -> Figures:
     import trio
 
-    acc, n = await trio.to_thread.run_sync(
+    fig: Figures = await trio.to_thread.run_sync(
         node.learner.evaluate, weights, list(node.data.eval), history or []
     )
-    if not math.isfinite(acc):  # a broken (poisoned) global scores nothing, it does not stop reports
-        log.warning("held-out accuracy of %s is %s; reporting 0", Path(weights).parent.name[:12], acc)
-        acc = 0.0
-    return float(acc), int(n)
+    # a broken (poisoned) global scores nothing; it does not stop reports
+    if fig.kind == "mc" and not math.isfinite(fig.accuracy):
+        log.warning(
+            "held-out accuracy of %s is %s; reporting 0", Path(weights).parent.name[:12], fig.accuracy
+        )
+        fig = dataclasses.replace(fig, accuracy=0.0)
+    elif fig.kind != "mc" and not math.isfinite(fig.loss):
+        log.warning(
+            "held-out loss of %s is %s; reporting it as infinite", Path(weights).parent.name[:12], fig.loss
+        )
+        fig = dataclasses.replace(fig, loss=math.inf)
+    return fig
+
+
+def _record(node: Node, r: int, sha: str, fig: Figures) -> None:
+    """Store an evaluation in the form reportMetrics sends (see node.metric_report)."""
+    eval_hash, ppm = report_values(fig, node.data.eval_set_hash)
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.evaluated(fig.kind, fig.accuracy if fig.kind == "mc" else fig.loss)
+    node.store.record_metrics(r, sha, ppm / 1_000_000, fig.n, eval_hash)
+    write_metrics_file(node.cfg.state_dir, node.store)
 
 
 def _reported(node: Node, r: int) -> bool:

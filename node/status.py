@@ -61,5 +61,7 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
         lines.append(
             f"peer: {peer.peer_id + ' at ' + ', '.join(peer.multiaddrs) if peer else 'not published yet'}"
         )
+        if peer is not None and peer.display_name:
+            lines.append(f"name: {peer.display_name}")
         lines.append(f"token balance: {client.token_balance(address) / 10**18:.4f} MFR")
     return lines

@@ -176,5 +176,8 @@ async def fetch_adapter(
         weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
     await publish(node, sha256, kind, round)
-    log.info("holding %s %s of round %d (%d bytes)", kind, sha256[:12], round, weights.stat().st_size)
+    size = weights.stat().st_size
+    if (mon := getattr(node, "monitor", None)) is not None:
+        mon.transferred("in", size)
+    log.info("holding %s %s of round %d (%d bytes)", kind, sha256[:12], round, size)
     return str(weights)

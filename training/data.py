@@ -44,6 +44,40 @@ class Question:
     answer: int
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """One supervised fine-tuning example: chat ``messages`` as (role, content) pairs.
+
+    The loss is on the assistant turns at index ``train_from`` or later (``prompt``/``completion``
+    rows: the completion's turns; ``messages`` rows: every assistant turn).
+    """
+
+    id: str
+    source: str
+    messages: tuple[tuple[str, str], ...]
+    train_from: int = 0
+
+
+Record = Question | Conversation
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def kind_of(record: Record) -> str:
+    """``"mc"`` for a multiple-choice question, ``"sft"`` for a conversation."""
+    return "mc" if isinstance(record, Question) else "sft"
+
+
+def fingerprint(record: Record) -> str:
+    """sha256 of a record's normalised text (case and whitespace folded): finds the same row under
+    two ids, e.g. a held-out file that repeats training rows."""
+    if isinstance(record, Question):
+        parts = [record.question, *record.options]
+    else:
+        parts = [f"{role}:{content}" for role, content in record.messages]
+    text = "\x1f".join(" ".join(p.split()).casefold() for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def default_data_dir() -> Path:
     """``$MEDFED_DATA_DIR`` if set, else ``<repo>/../shared/data``."""
     env = os.environ.get("MEDFED_DATA_DIR")

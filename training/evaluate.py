@@ -1,4 +1,6 @@
-"""Zero-shot multiple-choice accuracy by option-letter log-likelihood, and fairness metrics.
+"""Zero-shot multiple-choice accuracy by option-letter log-likelihood (plus the mean negative
+log-likelihood of the correct option), held-out loss and perplexity of chat examples, and
+fairness metrics.
 
 For each question the model reads the prompt and we compare the log-probabilities of the option
 letters' tokens at the answer position; the prediction is the most likely letter (ties: the
@@ -15,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import Question
+from training.data import Conversation, Question
 from training.errors import TrainingError
 from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
-from training.prompts import fit, letter_ids, prompt_ids
+from training.prompts import IGNORE_INDEX, encode_conversation, fit, letter_ids, prompt_ids
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class EvalResult:
     correct: int
     predictions: tuple[int, ...]
     answers: tuple[int, ...] = ()
+    # mean -log p(correct letter), nats: moves even while accuracy sits at chance (float noise across
+    # batch sizes, so not part of equality)
+    nll: float = field(default=float("nan"), compare=False)
 
     @property
     def per_item(self) -> list[bool]:
@@ -114,7 +119,84 @@ def evaluate(
     predictions = tuple(int(np.argmax(row)) for row in scores)
     answers = tuple(q.answer for q in questions)
     correct = sum(p == a for p, a in zip(predictions, answers, strict=True))
-    return EvalResult(correct / len(questions), len(questions), correct, predictions, answers)
+    nll = float(-np.mean([scores[i, a] for i, a in enumerate(answers)]))
+    return EvalResult(correct / len(questions), len(questions), correct, predictions, answers, nll)
+
+
+@dataclass(frozen=True)
+class SftEvalResult:
+    """Held-out loss (mean negative log-likelihood per response token, nats) on ``n`` conversations."""
+
+    loss: float
+    n: int
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        """exp(loss): the effective number of equally likely next tokens."""
+        return float(np.exp(min(self.loss, 700.0)))
+
+
+def _with_adapter(model: Any, adapter: str | Path | None, fn: Any) -> Any:
+    with model_lock(model):
+        peft_model = None
+        target = model
+        if adapter is not None:
+            from training.train import attach_adapter
+
+            peft_model = attach_adapter(model, adapter, _adapter_settings(adapter), trainable=False)
+            target = peft_model
+        was_training = model.training
+        target.eval()
+        try:
+            return fn(target)
+        finally:
+            if peft_model is not None:
+                peft_model.unload()
+            model.train(was_training)
+
+
+def evaluate_sft(
+    model: Any,
+    tokenizer: Any,
+    adapter: str | Path | None,
+    conversations: Sequence[Conversation],
+    batch_size: int = 8,
+    max_length: int = 1024,
+) -> SftEvalResult:
+    """Held-out loss of ``model`` (+ ``adapter``) on the response tokens of ``conversations``,
+    token-weighted over the whole set (the same tokens training puts its loss on)."""
+    if not conversations:
+        raise TrainingError("no evaluation conversations: the evaluation split is empty")
+    examples = [encode_conversation(c, tokenizer, max_length) for c in conversations]
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def run(target: Any) -> tuple[float, int]:
+        device = next(target.parameters()).device
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = [examples[i] for i in order[start : start + batch_size]]
+                ids, mask = pad_batch([ex.input_ids for ex in chunk], pad_id, device)
+                rows, cols, targets = [], [], []
+                for r, ex in enumerate(chunk):
+                    for j, label in enumerate(ex.labels):
+                        if label != IGNORE_INDEX:
+                            rows.append(r)
+                            cols.append(j - 1)
+                            targets.append(label)
+                index = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+                logits = logits_at(target, ids, mask, *index).double()
+                nll = torch.nn.functional.cross_entropy(
+                    logits, torch.tensor(targets, device=device), reduction="sum"
+                )
+                total += float(nll)
+                count += len(targets)
+        return total, count
+
+    total, count = _with_adapter(model, adapter, run)
+    return SftEvalResult(total / count, len(conversations), count)
 
 
 Interval = tuple[float, float]

@@ -16,6 +16,12 @@ from training.errors import ModelError
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TINY_MODEL_ID = "medfed/tiny-llama"
+# The tiny model's chat template (ChatML-like on its own special tokens): turns append, so chat examples
+# and multiple-choice prompts render the same way as with a real instruct model's template.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
 _cache: dict[tuple[str, str], tuple[Any, Any]] = {}
 _lock = threading.Lock()
 
@@ -37,7 +43,7 @@ def base_model_id(spec: str) -> str:
 
 
 def build_tiny_tokenizer() -> Any:
-    """A byte-level tokenizer (256 byte tokens + specials) built in code; works offline."""
+    """A byte-level tokenizer (256 byte tokens + specials, a chat template) built in code; works offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,9 +53,11 @@ def build_tiny_tokenizer() -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", model_max_length=2048
     )
+    out.chat_template = TINY_CHAT_TEMPLATE
+    return out
 
 
 def build_tiny_model(seed: int = 0, hidden_size: int = 64, layers: int = 2) -> tuple[Any, Any]:
@@ -82,23 +90,72 @@ def build_tiny_model(seed: int = 0, hidden_size: int = 64, layers: int = 2) -> t
     return model, tokenizer
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _pick_device(device: str | None) -> str:
     if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(
+                f"device {device!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}); "
+                'install a CUDA build of torch or set [training] device = "cpu"'
+            )
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base_model(spec: str, device: str | None = None) -> tuple[Any, Any]:
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA (float16 where the GPU lacks bf16), float32 elsewhere."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def quantization_4bit(device: str, compute: torch.dtype) -> Any:
+    """The bitsandbytes NF4 config of QLoRA; ModelError unless CUDA and bitsandbytes are present."""
+    if not device.startswith("cuda"):
+        raise ModelError(
+            f"load_in_4bit needs a CUDA GPU (training device is {device!r}); set [model] load_in_4bit = false"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(
+            "load_in_4bit needs the bitsandbytes package: `pip install 'medfed[gpu]'` "
+            "(or pip install bitsandbytes), or set [model] load_in_4bit = false"
+        )
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def load_base_model(
+    spec: str, device: str | None = None, dtype: str = "auto", load_in_4bit: bool = False
+) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for ``"default"``, ``"tiny"``, a HF id or a local directory.
 
-    Models are cached per (spec, device) in this process (except ``tiny``, which is cheap and
-    returned fresh). The model is in eval mode with all base weights frozen.
+    ``dtype`` is the base weights' dtype (``auto``: bfloat16 on CUDA, float32 on CPU);
+    ``load_in_4bit`` loads them as 4-bit NF4 through bitsandbytes (QLoRA; CUDA only). LoRA weights
+    stay float32 whatever the base dtype, and adapter files are float32, so aggregation on the CPU
+    is bit-exact whatever device trained. Models are cached per (spec, device, dtype, 4-bit) in
+    this process (except ``tiny``, which is cheap and returned fresh). The model is in eval mode
+    with all base weights frozen.
     """
     dev = _pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
     if spec == "tiny":
+        if load_in_4bit:
+            raise ModelError("load_in_4bit needs a pretrained model to quantize, not the tiny test model")
         model, tok = build_tiny_model()
-        return _finish(model, dev), tok
-    key = (spec, dev)
+        return _finish(model.to(torch_dtype), dev), tok
+    key = (spec, f"{dev}/{torch_dtype}/{'4bit' if load_in_4bit else 'full'}")
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -113,9 +170,13 @@ def load_base_model(spec: str, device: str | None = None) -> tuple[Any, Any]:
             source = spec
             if Path(spec).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model_kwargs = dict(kwargs)
+        if load_in_4bit:
+            model_kwargs["quantization_config"] = quantization_4bit(dev, torch_dtype)
+            model_kwargs["device_map"] = {"": dev}
         try:
             tok = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_kwargs)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load base model {spec!r}: {exc}; give a HF id or a local model dir"
@@ -128,7 +189,8 @@ def load_base_model(spec: str, device: str | None = None) -> tuple[Any, Any]:
 
 
 def _finish(model: Any, device: str) -> Any:
-    model.to(device)
+    if not getattr(model, "is_loaded_in_4bit", False):  # quantized models are placed when loaded
+        model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

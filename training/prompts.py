@@ -1,4 +1,5 @@
-"""Multiple-choice prompts in the question's language; the target is the answer letter.
+"""Multiple-choice prompts in the question's language (the target is the answer letter), and chat
+examples for supervised fine-tuning (the target is the assistant replies).
 
 With a chat template the question is the user turn and the answer letter is the first token of the
 assistant turn; without one the prompt ends with an "Answer:" line. The token ids of prompt and
@@ -11,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.data import LETTERS, Question
+from training.data import LETTERS, Conversation, Question
+from training.errors import DataError
 
 IGNORE_INDEX = -100
 _HEAD_KEEP = 48  # tokens kept from the start (template header + instruction) when truncating
@@ -93,3 +95,72 @@ def encode_example(q: Question, tokenizer: Any, max_length: int) -> Example:
     target = answer_ids(q, tokenizer)
     prompt = fit(prompt_ids(q, tokenizer), max_length - len(target))
     return Example(tuple(prompt + target), tuple([IGNORE_INDEX] * len(prompt) + target))
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    if has_chat_template(tokenizer):
+        return str(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        )
+    # no template: a plain transcript; the end-of-sequence token closes each assistant turn
+    eos = tokenizer.eos_token or ""
+    text = "".join(
+        f"{m['role']}: {m['content']}{eos if m['role'] == 'assistant' else ''}\n" for m in messages
+    )
+    return text + ("assistant: " if generation_prompt else "")
+
+
+def conversation_segments(c: Conversation, tokenizer: Any) -> list[tuple[str, bool]]:
+    """The rendered conversation as (text, trained) pieces: the model's chat template applied turn by
+    turn; trained pieces are the assistant turns at index >= ``c.train_from`` (reply + end of turn)."""
+    msgs = [{"role": r, "content": t} for r, t in c.messages]
+    full = _render(tokenizer, msgs, False)
+    pieces: list[tuple[str, bool]] = []
+    done = 0  # characters of ``full`` already assigned to a piece
+    for k, (role, _) in enumerate(c.messages):
+        if role != "assistant" or k < c.train_from:
+            continue
+        before = _render(tokenizer, msgs[:k], True)
+        upto = _render(tokenizer, msgs[: k + 1], False)
+        if not upto.startswith(before) or not full.startswith(upto) or len(before) < done:
+            raise DataError(
+                f"{c.id}: the model's chat template does not render this conversation turn by turn "
+                "(a later turn changes earlier text); use a model whose template appends turns"
+            )
+        pieces += [(full[done : len(before)], False), (full[len(before) : len(upto)], True)]
+        done = len(upto)
+    pieces.append((full[done:], False))
+    return [(text, trained) for text, trained in pieces if text]
+
+
+def encode_conversation(c: Conversation, tokenizer: Any, max_length: int) -> Example:
+    """Token ids of a chat example, loss only on the trained assistant turns, at most ``max_length``.
+
+    Each piece is tokenized on its own (training and evaluation see the same ids). A conversation
+    longer than ``max_length`` keeps a window that starts before its first trained token."""
+    ids: list[int] = []
+    labels: list[int] = []
+    bos = getattr(tokenizer, "bos_token_id", None)
+    first = True
+    for text, trained in conversation_segments(c, tokenizer):
+        toks = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if first and not has_chat_template(tokenizer) and bos is not None:
+            toks = [int(bos), *toks]
+        first = False
+        ids += toks
+        labels += toks if trained else [IGNORE_INDEX] * len(toks)
+    if not any(label != IGNORE_INDEX for label in labels):
+        raise DataError(f"{c.id}: the assistant reply renders to no tokens; it cannot be learned")
+    if len(ids) > max_length:
+        first_target = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        start = max(0, min(first_target - max_length // 2, len(ids) - max_length))
+        ids, labels = ids[start : start + max_length], labels[start : start + max_length]
+        labels[0] = IGNORE_INDEX  # nothing predicts the first token of the window
+    return Example(tuple(ids), tuple(labels))
+
+
+def encode_record(record: Question | Conversation, tokenizer: Any, max_length: int) -> Example:
+    """A multiple-choice question or a conversation as a training example."""
+    if isinstance(record, Conversation):
+        return encode_conversation(record, tokenizer, max_length)
+    return encode_example(record, tokenizer, max_length)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from training.adapter_io import CONFIG_NAME, _state_rank, read_adapter, write_canonical_adapter
-from training.data import Question
+from training.data import Record
 from training.errors import AdapterInvalid, TrainingError
 from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
-from training.prompts import IGNORE_INDEX, Example, encode_example
+from training.prompts import IGNORE_INDEX, Example, encode_record
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class TrainConfig:
     device: str | None = None
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,19 @@ def _base_model_name(start_adapter: str | Path) -> str:
         return str(json.loads(cfg.read_text())["base_model_name_or_path"])
     except (OSError, ValueError, KeyError):
         return "unknown"
+
+
+def _checkpointing(model: Any, on: bool) -> None:
+    """Gradient (activation) checkpointing on or off, under the name this transformers uses."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        if on:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _autocast(device: torch.device) -> Any:
@@ -134,7 +148,7 @@ def train_local(
     model: Any,
     tokenizer: Any,
     start_adapter: str | Path,
-    questions: Sequence[Question],
+    questions: Sequence[Record],
     settings: LoraSettings,
     config: TrainConfig,
     out_dir: str | Path,
@@ -142,7 +156,8 @@ def train_local(
     base_model: str | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Train a LoRA on ``questions`` starting from ``start_adapter`` and write it canonically to ``out_dir``.
+    """Train a LoRA on ``questions`` (multiple-choice questions or chat conversations) from
+    ``start_adapter`` and write it canonically to ``out_dir``.
 
     The base model is left as it was (the adapter is attached to a fresh PeftModel and unloaded
     afterwards), so one loaded base model can serve many calls; calls on the same model from
@@ -154,11 +169,12 @@ def train_local(
     from tqdm import tqdm
 
     if not questions:
-        raise TrainingError("no training questions: the site's training split is empty")
+        raise TrainingError("no training examples: the site's training split is empty")
     device = torch.device(config.device) if config.device else next(model.parameters()).device
-    model.to(device)
+    if not getattr(model, "is_loaded_in_4bit", False):
+        model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples = [encode_example(q, tokenizer, config.max_length) for q in questions]
+    examples = [encode_record(q, tokenizer, config.max_length) for q in questions]
     rng = random.Random(config.seed)
     order: list[int] = []
     for _ in range(config.epochs):
@@ -174,6 +190,8 @@ def train_local(
     with model_lock(model):
         torch.manual_seed(config.seed)
         peft_model = attach_adapter(model, start_adapter, settings, trainable=True)
+        if config.gradient_checkpointing:
+            _checkpointing(model, True)
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -211,6 +229,8 @@ def train_local(
             state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in raw.items()}
         finally:
             peft_model.unload()
+            if config.gradient_checkpointing:
+                _checkpointing(model, False)
             model.eval()
     if not all(np.isfinite(v).all() for v in state.values()) or not all(map(math.isfinite, losses)):
         raise TrainingError(divergence_message(start_adapter, config.lr))

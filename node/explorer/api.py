@@ -18,8 +18,10 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from chain import peer_record
 from node.explorer.db import Database
 from node.explorer.errors import ApiError, BadRequest, NotFound
+from node.metric_report import decode_report
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _SHA256 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -266,13 +268,24 @@ class Api:
                 "member": _cs(m["member"]),
                 "accuracy_ppm": m["accuracy_ppm"],
                 "accuracy": m["accuracy_ppm"] / 1e6,
+                "metric": decode_report(m["eval_set_hash"], m["accuracy_ppm"]),
                 "n": m["n"],
                 "eval_set_hash": m["eval_set_hash"],
                 **self._where(m["block"], m["tx"]),
             }
             for m in rows
         ]
-        return {"members": per, **fairness([m["accuracy"] for m in per])}
+        # Macro/Min/H-mean are over accuracies only (a held-out loss is not averaged with them)
+        return {"members": per, **fairness([m["accuracy"] for m in per if m["metric"]["kind"] != "sft"])}
+
+    def names(self) -> dict[str, str]:
+        """{checksummed address: display name} of the members that published one."""
+        out: dict[str, str] = {}
+        for m in self.db.query("SELECT address, multiaddrs FROM members"):
+            name = peer_record.decode(m["multiaddrs"] or "")[1]
+            if name:
+                out[to_checksum_address(m["address"])] = name
+        return out
 
     def members(self) -> Json:
         """Every member ever added, with PeerID and totals."""
@@ -282,8 +295,9 @@ class Api:
             out.append(
                 {
                     "address": _cs(a),
+                    "name": peer_record.decode(m["multiaddrs"] or "")[1],
                     "peer_id": m["peer_id"],
-                    "multiaddrs": [x for x in (m["multiaddrs"] or "").split(",") if x],
+                    "multiaddrs": list(peer_record.decode(m["multiaddrs"] or "")[0]),
                     "active": m["removed_block"] is None and m["added_block"] is not None,
                     "added": self._where(m["added_block"], m["added_tx"]),
                     "commits": self._count("commits", "member", a),
@@ -376,14 +390,16 @@ class Api:
                 "round": x["round"],
                 "accuracy_ppm": x["accuracy_ppm"],
                 "accuracy": x["accuracy_ppm"] / 1e6,
+                "metric": decode_report(x["eval_set_hash"], x["accuracy_ppm"]),
                 "n": x["n"],
             }
             for x in self.db.query("SELECT * FROM metrics WHERE member = ? ORDER BY round", (addr,))
         ]
         return {
             "address": to_checksum_address(addr),
+            "name": peer_record.decode(m["multiaddrs"] or "")[1],
             "peer_id": m["peer_id"],
-            "multiaddrs": [x for x in (m["multiaddrs"] or "").split(",") if x],
+            "multiaddrs": list(peer_record.decode(m["multiaddrs"] or "")[0]),
             "active": m["removed_block"] is None and m["added_block"] is not None,
             "added": self._where(m["added_block"], m["added_tx"]),
             "removed_block": m["removed_block"],
@@ -399,16 +415,40 @@ class Api:
         }
 
     def metrics(self) -> Json:
-        """Per-institution accuracy and Macro-Acc / Min-Acc / H-mean per round (MetricsReported)."""
+        """Per-institution figures and Macro-Acc / Min-Acc / H-mean per round (MetricsReported).
+
+        ``accuracy`` holds multiple-choice accuracies (with ``nll``: mean NLL of the correct option);
+        ``loss`` holds held-out losses of chat (SFT) sites, never mixed into the accuracy figures."""
         per_round: dict[int, dict[str, float]] = defaultdict(dict)
-        for x in self.db.query("SELECT round, member, accuracy_ppm FROM metrics ORDER BY round, member"):
-            per_round[int(x["round"])][to_checksum_address(x["member"])] = x["accuracy_ppm"] / 1e6
+        nll: dict[int, dict[str, float]] = defaultdict(dict)
+        loss: dict[int, dict[str, float]] = defaultdict(dict)
+        rows = self.db.query(
+            "SELECT round, member, accuracy_ppm, eval_set_hash FROM metrics ORDER BY round, member"
+        )
+        for x in rows:
+            r, who = int(x["round"]), to_checksum_address(x["member"])
+            what = decode_report(x["eval_set_hash"], x["accuracy_ppm"])
+            if what["kind"] == "sft":
+                if isinstance(what["value"], float):
+                    loss[r][who] = what["value"]
+                continue
+            per_round[r][who] = x["accuracy_ppm"] / 1e6
+            if isinstance(what["aux"], float):
+                nll[r][who] = what["aux"]
         members = sorted({m for accs in per_round.values() for m in accs})
         rounds = [
-            {"round": n, "accuracy": accs, **fairness(list(accs.values()))}
+            {"round": n, "accuracy": accs, "nll": nll.get(n, {}), **fairness(list(accs.values()))}
             for n, accs in sorted(per_round.items())
         ]
-        return {"members": members, "rounds": rounds}
+        loss_members = sorted({m for v in loss.values() for m in v})
+        loss_rounds = [{"round": n, "loss": v} for n, v in sorted(loss.items())]
+        return {
+            "members": members,
+            "rounds": rounds,
+            "loss_members": loss_members,
+            "loss_rounds": loss_rounds,
+            "names": self.names(),
+        }
 
     def verify(self, sha: str) -> Json:
         """Which on-chain commitments (updates, aggregates, global adapters) have this sha256."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from chain import peer_record
 from chain.artifacts import load_artifact
 from chain.client import CoordinatorClient
 from chain.events import EventReader
@@ -64,8 +65,8 @@ def to_fact(event: ChainEvent) -> Fact:
         for f in dataclasses.fields(event)
         if f.name not in ("block_number", "log_index", "tx_hash")
     }
-    if event.name == "PeerPublished":
-        args["multiaddrs"] = ",".join(args["multiaddrs"])
+    if event.name == "PeerPublished":  # stored as published (addresses + name=), decoded when read
+        args["multiaddrs"] = peer_record.encode(args["multiaddrs"], args.pop("display_name", ""))
     return Fact(
         name=event.name, block=event.block_number, log_index=event.log_index, tx=event.tx_hash, args=args
     )

@@ -133,6 +133,8 @@ def run(
     genesis: str = "istanbul",
     fetch_patience_s: float | None = None,
     rules: Any = None,
+    data: Path | None = None,
+    monitoring: bool = False,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -157,6 +159,8 @@ def run(
         chain=chain,
         genesis=genesis,
         rules=rules,
+        data=data,
+        monitoring=monitoring,
     )
     try:
         F.wait_ready(fed, 180)

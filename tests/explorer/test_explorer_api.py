@@ -237,7 +237,7 @@ def test_an_empty_index_answers_every_endpoint() -> None:
     o = a.overview()
     assert o["members"] == [] and o["rounds"] == [] and o["global_adapter"] is None
     assert o["status"]["last_block"] is None
-    assert a.metrics() == {"members": [], "rounds": []}
+    assert a.metrics() == {"members": [], "rounds": [], "loss_members": [], "loss_rounds": [], "names": {}}
     assert a.verify("00" * 32)["matches"] == []
     assert route(a, "/api/events", {})[1] == {"events": []}
     with pytest.raises(NotFound):

@@ -195,3 +195,29 @@ def test_page_follows_new_blocks_without_reload(page: Any, fresh_devnet: Scenari
         assert "open · commit" in page.inner_text("main")  # the live round's phase, from roundInfo()
         head = client.block_number()
         page.wait_for_selector(f"[data-testid=last-block] >> text=block {head}")
+
+
+def test_display_names_show_beside_addresses_and_hostile_ones_stay_text(
+    page: Any, fresh_devnet: Scenario, tmp_path: Path
+) -> None:
+    sc = fresh_devnet
+    client = CoordinatorClient(sc.rpc_url, sc.coordinator, sc.admin, DEVNET)
+    m0, m1 = sc.members[0], sc.members[1]
+    client.with_wallet(m0).publish_peer(sc.peer_ids[m0.address], ["/ip4/127.0.0.1/tcp/40100"], "Hôpital Nord")
+    xss = '<img src=x onerror="window.__pwned=1">'
+    client.with_wallet(m1).publish_peer(sc.peer_ids[m1.address], ["/ip4/127.0.0.1/tcp/40101"], xss)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    with start_explorer(sc.rpc_url, sc.coordinator, tmp_path / "names.sqlite", port=0, poll_s=0.2) as ex:
+        ex.indexer.sync_once()
+        page.goto(ex.url + "#/members")
+        page.wait_for_selector("[data-testid=inst-name] >> text=Hôpital Nord")
+        names = page.eval_on_selector_all("[data-testid=inst-name]", "els => els.map(e => e.textContent)")
+        assert "Hôpital Nord" in names and xss in names  # the hostile name is shown as text
+        assert page.query_selector("main img") is None and page.evaluate("window.__pwned") is None
+        page.goto(ex.url + "#/member/" + m0.address)
+        page.wait_for_selector("[data-testid=member-name] >> text=Hôpital Nord")
+        page.goto(ex.url + "#/round/1")
+        page.wait_for_selector("[data-testid=figure]")
+        assert page.get_attribute("[data-testid=figure]", "data-kind") in ("accuracy", "mc", "sft")
+    assert dialogs == []

@@ -104,3 +104,40 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert cfg.state_dir == sub / "st"
     assert cfg.resolve("data/x.jsonl") == sub / "data" / "x.jsonl"
+
+
+def test_site_sections_for_names_monitoring_and_gpus(tmp_path: Path) -> None:
+    text = _valid(tmp_path).replace('name = ""', 'name = "St. Mary\'s Hospital"')
+    text = text.replace("enabled = false", "enabled = true").replace('dtype = "auto"', 'dtype = "bfloat16"')
+    text = text.replace('device = ""', 'device = "cuda:1"').replace(
+        "gradient_checkpointing = false", "gradient_checkpointing = true"
+    )
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.node.name == "St. Mary's Hospital"
+    assert cfg.monitoring.enabled and cfg.monitoring.listen == "127.0.0.1:9464"
+    assert cfg.model.dtype == "bfloat16" and cfg.model.device == "cuda:1" and cfg.model.gradient_checkpointing
+    defaults = load_config(_write(tmp_path, _valid(tmp_path)))
+    assert not defaults.monitoring.enabled and defaults.model.dtype == "auto" and defaults.node.name == ""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "pattern"),
+    [
+        ('name = ""', 'name = "' + "x" * 65 + '"', r"\[node\] name: a display name has at most 64"),
+        ('name = ""', 'name = "bad\\u202ename"', r"\[node\] name: a display name cannot contain control"),
+        ('listen = "127.0.0.1:9464"', 'listen = "9464"', r"\[monitoring\] listen: must be \"host:port\""),
+        ('dtype = "auto"', 'dtype = "int8"', r"\[model\] dtype: unknown dtype 'int8'"),
+        ('device = ""', 'device = "gpu"', r"\[training\] device: must be \"cpu\", \"cuda\""),
+        (
+            "load_in_4bit = false",
+            "load_in_4bit = true",
+            r"\[model\] load_in_4bit: `exact` aggregation merges deltas",
+        ),
+    ],
+)
+def test_site_section_mistakes(tmp_path: Path, old: str, new: str, pattern: str) -> None:
+    text = _valid(tmp_path).replace(old, new, 1)
+    if "4bit" in new:  # 4-bit base weights cannot take `exact` merges
+        text = text.replace('strategy = "fedavg"', 'strategy = "exact"')
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(_write(tmp_path, text))

@@ -25,7 +25,10 @@ def test_labels_cover_only_the_answer_letter(tiny: Any) -> None:
     targets = [t for t in ex.labels if t != IGNORE_INDEX]
     assert targets == [letter_ids(tok, 4)[1]]
     assert ex.labels[-1] == ex.input_ids[-1] and len(ex.labels) == len(ex.input_ids)
-    assert tok.decode(list(ex.input_ids)).endswith("Answer:\nB")
+    assert tok.decode(list(ex.input_ids)).endswith("<s>assistant\nB")  # the tiny model's chat template
+    plain = build_tiny_tokenizer()
+    plain.chat_template = None  # a model without a template: the prompt ends with an answer cue
+    assert plain.decode(list(encode_example(Q_EN, plain, max_length=512).input_ids)).endswith("Answer:\nB")
 
 
 def test_chat_template_is_used_when_present_and_long_prompts_are_cut() -> None:

@@ -7,7 +7,7 @@
   const POLL_MS = 2000;
   const PALETTE = ["#2557c9", "#d9480f", "#1f8a4c", "#8e44ad", "#c2255c", "#0b7285", "#e67700", "#5c677d"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, memberOrder: [], verifyPanel: null, rendering: false, pending: false };
+  const state = { lastBlock: null, token: { symbol: "", decimals: 18 }, memberOrder: [], names: {}, verifyPanel: null, rendering: false, pending: false };
 
   // ---------- DOM helpers -------------------------------------------------------------------
   function el(tag, attrs, ...kids) {
@@ -66,11 +66,27 @@
     b.addEventListener("click", (ev) => { ev.preventDefault(); ev.stopPropagation(); copyText(text, b); });
     return b;
   }
+  // An institution's display name (published with its peer record) beside its address. Names are
+  // chain data: they only ever become text nodes, and the API drops names with control characters.
+  function instName(a) {
+    const n = state.names[a];
+    return n ? el("span", { class: "inst-name", "data-testid": "inst-name", title: n }, n) : null;
+  }
   function addr(a, link) {
     if (!a) return el("span", { class: "muted" }, "—");
     const text = el("span", { class: "hash", title: a, "data-full": a }, shortHex(a, 6, 4));
-    const main = link === false ? text : el("a", { href: "#/member/" + a }, text);
-    return el("span", { class: "addr" }, main, copyBtn(a, "address"));
+    const name = instName(a);
+    const main = link === false ? text : el("a", { href: "#/member/" + a }, name ? [name, " "] : null, text);
+    return el("span", { class: "addr" }, link === false && name ? [name, " "] : null, main, copyBtn(a, "address"));
+  }
+  function label(a) { return state.names[a] || shortHex(a, 6, 4); }
+  function num(x, digits) { return x === null || x === undefined ? "—" : Number(x).toFixed(digits); }
+  // A reported figure in words: which metric it is (node/metric_report.py), its value, its companion.
+  function figure(m) {
+    const k = m.metric || { kind: "accuracy" };
+    if (k.kind === "sft") return el("span", { "data-testid": "figure", "data-kind": "sft" }, "held-out loss ", el("strong", {}, num(k.value, 4)), el("span", { class: "muted" }, " · perplexity " + num(k.aux, 2)));
+    if (k.kind === "mc") return el("span", { "data-testid": "figure", "data-kind": "mc" }, "accuracy ", el("strong", {}, pct(k.value)), el("span", { class: "muted" }, " · NLL of correct option " + num(k.aux, 4)));
+    return el("span", { "data-testid": "figure", "data-kind": "accuracy" }, "accuracy ", el("strong", {}, pct(k.value)));
   }
   function hash(h, label) {
     if (!h) return el("span", { class: "muted" }, "—");
@@ -356,7 +372,7 @@
     const rewards = table(["To", "Role", "Amount#", "Block#", "Tx"], r.rewards.map((w) => [addr(w.to), badge(w.role, "role"), amount(w.amount), w.block, tx(w)]), r.status === "failed" ? "nothing paid: the round failed" : "no rewards paid");
     const mt = r.metrics;
     const metrics = mt.members.length
-      ? [table(["Member", "Accuracy#", "Eval n#", "Eval set"], mt.members.map((m) => [addr(m.member), pct(m.accuracy), m.n, hash(m.eval_set_hash)])),
+      ? [table(["Member", "Metric", "Eval n#", "Eval set"], mt.members.map((m) => [addr(m.member), figure(m), m.n, hash(m.eval_set_hash)])),
         el("p", {}, "Macro-Acc ", el("strong", {}, pct(mt.macro)), " · Min-Acc ", el("strong", {}, pct(mt.min)), " · H-mean ", el("strong", {}, pct(mt.hmean)))]
       : el("div", { class: "empty" }, "no metrics reported for this round");
     return [
@@ -372,13 +388,14 @@
     const [m, metrics] = await Promise.all([api("members/" + encodeURIComponent(a)), api("metrics")]);
     const mine = { members: [m.address], rounds: metrics.rounds.filter((r) => m.address in r.accuracy) };
     return [
-      el("h1", {}, "Institution ", el("span", { class: "hash" }, shortHex(m.address, 10, 8)), copyBtn(m.address, "address")),
+      el("h1", {}, "Institution ", m.name ? [el("span", { class: "inst-name", "data-testid": "member-name" }, m.name), " "] : null, el("span", { class: "hash" }, shortHex(m.address, 10, 8)), copyBtn(m.address, "address")),
       el("div", { class: "cards" },
         card("Updates committed", String(m.commits.length), m.updates_included.length + " included in a global adapter", "card-commits"),
         card("Rounds aggregated", String(m.rounds_aggregated.length), "elected " + plural(m.aggregations.length, "time"), "card-aggregated"),
         card("Votes cast", String(m.votes.length), m.votes.filter((v) => v.approve).length + " approve", "card-votes"),
         card("Tokens earned", amount(m.earned), Object.entries(m.earned_by_role).map(([k, v]) => k + " " + amount(v)).join(" · "), "card-earned")),
       panel("Identity", el("dl", { class: "facts" },
+        el("dt", {}, "Name"), el("dd", {}, m.name || el("span", { class: "muted" }, "not published")),
         el("dt", {}, "Address"), el("dd", {}, el("span", { class: "hash" }, m.address), copyBtn(m.address, "address")),
         el("dt", {}, "PeerID"), el("dd", {}, m.peer_id ? [el("span", { class: "hash" }, m.peer_id), copyBtn(m.peer_id, "PeerID")] : "not published"),
         el("dt", {}, "Multiaddrs"), el("dd", {}, m.multiaddrs.length ? m.multiaddrs.map((x) => el("div", { class: "mono" }, x)) : "—"),
@@ -390,6 +407,7 @@
       el("div", { class: "grid2 spaced" },
         panel("Rewards", table(["Round", "Role", "Amount#", "Tx"], m.rewards.map((w) => [el("a", { href: "#/round/" + w.round }, "#" + w.round), badge(w.role, "role"), amount(w.amount), tx(w)]), "nothing earned yet")),
         panel("Accuracy", memberChart(mine))),
+      panel("Reported metrics", table(["Round", "Metric", "Eval n#"], m.metrics.map((x) => [el("a", { href: "#/round/" + x.round }, "#" + x.round), figure(x), x.n]), "nothing reported yet")),
     ];
   }
 
@@ -398,9 +416,11 @@
     const rows = metrics.rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), pct(r.macro), pct(r.min), pct(r.hmean), ...metrics.members.map((m) => (m in r.accuracy ? pct(r.accuracy[m]) : "—"))]);
     return [
       el("h1", {}, "Metrics"),
-      el("p", { class: "muted" }, "From MetricsReported events: each institution's accuracy (accuracyPpm / 10⁶) on its own held-out set after a round finalized. Macro-Acc is their mean, Min-Acc the worst, H-mean the harmonic mean."),
+      el("p", { class: "muted" }, "From MetricsReported events: each institution's figure on its own held-out set after a round finalized. A multiple-choice site reports its accuracy (accuracyPpm / 10⁶) and the mean NLL of the correct option; a chat (SFT) site reports its held-out loss (tagged in evalSetHash, see docs/explorer.md). Macro-Acc is the mean of the accuracies, Min-Acc the worst, H-mean the harmonic mean."),
       el("div", { class: "grid2" }, panel("Macro-Acc, Min-Acc and H-mean", fairnessChart(metrics)), panel("Per institution", memberChart(metrics))),
-      el("div", { class: "spaced" }, panel("Table", table(["Round", "Macro-Acc#", "Min-Acc#", "H-mean#", ...metrics.members.map((m) => shortHex(m, 6, 4) + "#")], rows, "no metrics reported yet"))),
+      el("div", { class: "spaced" }, panel("Accuracy (multiple choice)", table(["Round", "Macro-Acc#", "Min-Acc#", "H-mean#", ...metrics.members.map((m) => label(m) + "#")], rows, "no accuracy reported yet"))),
+      metrics.loss_rounds.length ? el("div", { class: "spaced" }, panel("Held-out loss (chat / SFT sites, nats per reply token; lower is better)",
+        table(["Round", ...metrics.loss_members.map((m) => label(m) + "#")], metrics.loss_rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), ...metrics.loss_members.map((m) => (m in r.loss ? num(r.loss[m], 4) : "—"))]), "no loss reported yet"))) : null,
     ];
   }
 
@@ -435,6 +455,10 @@
           state.memberOrder = o.members.map((m) => m.address);
         } catch (e) { /* the view shows the error */ }
       }
+      try {
+        const ms = await api("members");
+        state.names = Object.fromEntries(ms.members.filter((m) => m.name).map((m) => [m.address, m.name]));
+      } catch (e) { /* names are optional */ }
       const content = await route.run();
       view.replaceChildren(...content.flat().filter(Boolean));
       view.dataset.block = String(state.lastBlock);
