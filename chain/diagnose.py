@@ -14,9 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from eth_utils import to_checksum_address
+from web3 import Web3
 
 # Phases, as in Coordinator.sol.
 NONE, COMMIT, AGGREGATE, VERIFY, FINALIZED, FAILED = range(6)
+# Verdicts of Coordinator._decision (0 = undecided).
+APPROVED, REJECTED, DISPUTED = 1, 2, 3
+MAX_COMMITTERS = 96
+ZERO = "0x" + "00" * 20
 
 
 class _Views:
@@ -46,23 +51,75 @@ class _Views:
 
 
 def _decision(n_committers: int, approvals: int, rejections: int, past_deadline: bool) -> int:
-    """0 undecided, 1 approve, 2 reject (Coordinator._decision)."""
+    """0 undecided, APPROVED, REJECTED or DISPUTED (Coordinator._decision, issue 12 B3)."""
     eligible = n_committers - 1
-    if approvals * 3 >= eligible * 2 and (approvals > 0 or eligible == 0):
-        return 1
-    if rejections * 3 > eligible:
-        return 2
-    if not past_deadline:
+    a, r = approvals, rejections
+    if eligible == 0:
+        return APPROVED  # a lone committer: nobody to verify
+    if a * 3 >= eligible * 2 and a > 0:
+        return APPROVED
+    if r >= 2 and r * 3 > eligible:
+        return REJECTED
+    votes = a + r
+    if not past_deadline and votes < eligible:
         return 0
-    votes = approvals + rejections
-    return 1 if votes > 0 and approvals * 3 >= votes * 2 else 2
+    if r >= 2 and a * 3 < votes * 2:
+        return REJECTED
+    if a > 0:
+        return APPROVED
+    return DISPUTED
 
 
-def _due(v: _Views, now: int) -> bool:
+def _commits_closed(v: _Views, now: int) -> bool:
+    """Coordinator._commitsClosed: the commit deadline has passed, or every member committed
+    (the last commit moves the deadline to its own block's timestamp)."""
+    _, _, _, n, cdl, _, _, _, _ = v.round()
+    return now >= cdl or (n > 0 and n >= len(v("members")))
+
+
+# Storage slot of Coordinator._committerSlot (state variables in declaration order: baseModel,
+# openMembership, _members, _memberList, _peers, _times, _state, _extra, _committerSlot; immutables
+# and constants take none). Its entry i is committer address | commit block << 160. No view gives
+# the last commit's block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
+COMMITTER_SLOT = 8
+
+
+def last_commit_block(contract: Any, n: int, block: int | str = "latest") -> int:
+    """The block of the live round's n-th (last) commit, read from the contract's storage."""
+    key = Web3.solidity_keccak(["uint256", "uint256"], [n - 1, COMMITTER_SLOT])
+    raw = contract.w3.eth.get_storage_at(contract.address, int.from_bytes(key, "big"), block_identifier=block)
+    return int.from_bytes(bytes(raw), "big") >> 160
+
+
+def _drawable(v: _Views, block: int | str) -> bool:
+    """The election may run in the transaction's block: one after the last commit's (its hash seeds
+    the election, and is unreadable inside it). A transaction still to be sent ("latest") lands
+    after every mined commit."""
+    n = v.round()[3]
+    return block == "latest" or n == 0 or int(block) > last_commit_block(v._c, n, block)
+
+
+def _elected(v: _Views, block: int | str) -> str | None:
+    """The aggregator of the live attempt, or the one the (lazy) election would draw in the
+    transaction's block: `aggregatorOf` at a mined block; for "latest", the draw of the next block
+    (the views may still see the commit phase open on a quiet chain whose latest block is stale)."""
+    rid, phase, _, n, _, _, _, _, _ = v.round()
+    a = to_checksum_address(v("aggregatorOf", rid))
+    if int(a, 16) != 0 or block != "latest" or n == 0 or phase != COMMIT:
+        return None if int(a, 16) == 0 else a
+    w3 = v._c.w3
+    last, nxt = last_commit_block(v._c, n), int(w3.eth.block_number) + 1
+    seed_block = last + ((nxt - 1 - last) // 256) * 256 if nxt > last + 1 else last
+    h = bytes(w3.eth.get_block(seed_block)["hash"])
+    seed = Web3.solidity_keccak(["bytes32", "uint256", "uint256"], [h, rid, n])
+    return v.committers()[int.from_bytes(seed, "big") % n]
+
+
+def _due(v: _Views, now: int, block: int | str) -> bool:
     """True when `advance` would perform at least one transition at time `now`."""
-    _, phase, _, n, cdl, adl, vdl, a, r = v.round()
+    _, phase, _, n, _, adl, vdl, a, r = v.round()
     if phase == COMMIT:
-        return now >= cdl
+        return _commits_closed(v, now) and (n == 0 or _drawable(v, block))
     if phase == AGGREGATE:
         return now >= adl
     if phase == VERIFY:
@@ -112,7 +169,7 @@ def check(
         if int(args[2]) > 1_000_000:
             return "accuracyPpm must be <= 1000000"
         return None
-    rid, phase, attempt, n, cdl, _, vdl, approvals, rejections = v.round()
+    rid, phase, _, n, cdl, _, vdl, approvals, rejections = v.round()
     round_ = int(args[0])
     if fn == "commitUpdate":
         if round_ != rid or phase != COMMIT:
@@ -125,11 +182,13 @@ def check(
             return "empty hash"
         if int(args[3]) <= 0:
             return "numSamples must be > 0"
+        if n >= MAX_COMMITTERS:
+            return "too many committers"
         return None
     if round_ == 0 or round_ != rid:
         return "not the live round"
     if fn == "submitAggregate":
-        return _check_submit(v, args, sender, now, preflight)
+        return _check_submit(v, args, sender, now, block, preflight)
     if fn == "vote":
         if phase != VERIFY:
             return "round is not in the verification phase"
@@ -138,7 +197,7 @@ def check(
         committers = v.committers()
         if sender not in committers or not v("isMember", sender):
             return "only this round's committers vote"
-        if committers.index(sender) == (round_ + attempt) % n:
+        if _elected(v, block) == sender:
             return "the aggregator does not vote"
         if v("hasVoted", sender):
             return "already voted this attempt"
@@ -152,7 +211,7 @@ def check(
             return "not decidable yet: wait for votes or the verify deadline"
         return None
     if fn == "advance":
-        if preflight or _due(v, now):
+        if preflight or _due(v, now, block):
             return None
         return "nothing to advance yet"
     return None
@@ -166,22 +225,25 @@ def _check_add(v: _Views, who: str) -> str | None:
     return None
 
 
-def _check_submit(v: _Views, args: Sequence[Any], sender: str, now: int, preflight: bool) -> str | None:
-    rid, phase, attempt, n, cdl, adl, _, _, _ = v.round()
+def _check_submit(
+    v: _Views, args: Sequence[Any], sender: str, now: int, block: int | str, preflight: bool
+) -> str | None:
+    _, phase, _, n, cdl, adl, _, _, _ = v.round()
     if phase == COMMIT:
-        # the contract elects lazily once the commit deadline has passed
-        if now < cdl:
+        # the contract elects lazily once the commit phase has closed (deadline, or every member
+        # committed) and the block is a later one than the last commit's
+        if not _commits_closed(v, now) or not _drawable(v, block):
             return None if preflight else "round is not in the aggregation phase"
         if n < int(v.params()[4]):
             return "round is not in the aggregation phase"
-        phase, adl = AGGREGATE, cdl + int(v.params()[1])
+        phase, adl = AGGREGATE, min(now, cdl) + int(v.params()[1])
     if phase != AGGREGATE:
         return "round is not in the aggregation phase"
     if now >= adl:
         return "aggregate deadline passed"
-    committers = v.committers()
-    if committers[(rid + attempt) % n] != sender:
+    if _elected(v, block) != sender:
         return "not the elected aggregator"
+    committers = v.committers()
     if bytes(args[1]) == bytes(32):
         return "empty hash"
     included = [to_checksum_address(a) for a in args[3]]

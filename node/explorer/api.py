@@ -232,6 +232,32 @@ class Api:
             for w in self.db.query("SELECT * FROM rewards WHERE round = ? ORDER BY block, log_index", (n,))
         ]
         metrics = self._round_metrics(n)
+        # issue 12: the election's seed (the hash of the last commit's block) and the committers
+        # the accepted aggregate left out (UpdateExcluded), from the stored events
+        election = None
+        seed_row = self.db.one(
+            "SELECT * FROM events WHERE name = 'ElectionSeed' AND round = ? "
+            "ORDER BY block, log_index LIMIT 1",
+            (n,),
+        )
+        if seed_row is not None:
+            sa = json.loads(seed_row["args"])
+            election = {
+                "seed": sa["seed"],
+                "seed_block": sa["seed_block"],
+                "first_index": sa["first_index"],
+                **self._where(seed_row["block"], seed_row["tx"]),
+            }
+        excluded = [
+            {
+                "member": _cs(json.loads(e["args"])["member"]),
+                "aggregator": _cs(json.loads(e["args"])["aggregator"]),
+            }
+            for e in self.db.query(
+                "SELECT * FROM events WHERE name = 'UpdateExcluded' AND round = ? ORDER BY block, log_index",
+                (n,),
+            )
+        ]
         aggregate = None
         if r["final_attempt"] is not None:
             acc = next((a for a in attempts if a["attempt"] == r["final_attempt"]), None)
@@ -254,8 +280,10 @@ class Api:
             "opened": self._where(r["opened_block"], r["opened_tx"]),
             "closed": self._where(r["closed_block"], r["closed_tx"]) if r["closed_block"] else None,
             "commits": commits,
+            "election": election,
             "attempts": attempts,
             "aggregate": aggregate,
+            "excluded": excluded,
             "rewards": rewards,
             "rewards_total": str(sum(int(w["amount"]) for w in rewards)),
             "metrics": metrics,

@@ -17,7 +17,7 @@ from cypherium_kit import federation, in_parallel
 
 from chain.client import CoordinatorClient
 from chain.errors import ContractRevert
-from chain.types import DeployParams, Phase
+from chain.types import DeployParams, Phase, RoundOpened, TxResult
 from localnet.cypherium import CypheriumNode
 
 CID = "bafkrei" + "c" * 52
@@ -53,9 +53,18 @@ def by_address(members: list[CoordinatorClient], address: str | None) -> Coordin
 
 
 def commit_all(members: list[CoordinatorClient], r: int) -> None:
+    """Commit from each of `members` at once (when they are every member, the last one to be mined
+    closes the phase: its block's timestamp becomes the commit deadline)."""
     in_parallel(
         [lambda m=m, i=i: m.commit_update(r, sha(f"{r}-{i}"), CID, 100 + i) for i, m in enumerate(members)]
     )
+
+
+def opened_deadline(opened: TxResult) -> int:
+    """The commit deadline the round was opened with (RoundOpened)."""
+    ev = opened.first(RoundOpened)
+    assert isinstance(ev, RoundOpened)
+    return ev.commit_deadline
 
 
 def on_both(nodes: dict[str, CypheriumNode], scenario: Callable[[CypheriumNode], None]) -> None:
@@ -81,7 +90,8 @@ def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(
 
 
 def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
-    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    _, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4)
+    members, idle = everyone[:3], everyone[3]  # idle never commits: the deadline closes the phase
     assert boss.time_unit_ms and boss.params().commit_duration == 10_000  # ms on this chain
     opened = boss.open_round()
     r = opened.events[0].round  # type: ignore[attr-defined]
@@ -114,7 +124,7 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     included = [m.sender_address for m in members]
     sub = aggregator.submit_aggregate(r, sha(f"agg{r}"), CID, included)
     names = [type(e).__name__ for e in sub.events]
-    assert names == ["AggregatorElected", "AggregateSubmitted"]
+    assert names == ["ElectionSeed", "AggregatorElected", "AggregateSubmitted"]
     verifiers = [m for m in members if m is not aggregator]
     in_parallel([lambda v=v: v.vote(r, True) for v in verifiers])
     before = {m.sender_address: boss.token_balance(m.sender_address) for m in members}
@@ -124,16 +134,25 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     for m in members:
         expected = c + (a if m is aggregator else v)
         assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
+    assert boss.token_balance(idle.sender_address) == 0
 
 
 def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
     _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
-    r = boss.open_round().events[0].round  # type: ignore[attr-defined]
-    commit_all(members, r)
-    wait_quietly_past(boss, boss.round_info().commit_deadline)
-    # advance on a quiet chain: closes commits and elects, judged inside the transaction
+    opened = boss.open_round()
+    r = opened.events[0].round  # type: ignore[attr-defined]
+    commit_all(members, r)  # every member: the last commit closes the phase early
+    info = boss.round_info()
+    last_block = boss.block_number()
+    assert info.phase == Phase.COMMIT and info.commit_deadline < opened_deadline(opened)
+    assert info.commit_deadline == int(boss.w3.eth.get_block(last_block)["timestamp"])
+    # the election needs a later block than the last commit's (its hash is the seed): advance,
+    # sent at once, makes that block
+    predicted = boss.rotation_aggregator(r, 0)
     elected = boss.advance(r).events
-    assert [type(e).__name__ for e in elected] == ["AggregatorElected"]
+    assert [type(e).__name__ for e in elected] == ["ElectionSeed", "AggregatorElected"]
+    assert elected[0].seed_block == last_block  # type: ignore[attr-defined]
+    assert boss.aggregator_of(r) == predicted
     aggregator = by_address(members, boss.aggregator_of(r))
     aggregator.submit_aggregate(r, sha("agg"), CID, [m.sender_address for m in members])
     late = next(m for m in members if m is not aggregator)
@@ -146,10 +165,11 @@ def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
         late.vote(r, True)  # mined without a VoteCast: detected, with the reason
     assert exc.value.tx_hash is not None
     assert not late.has_voted(late.sender_address)
-    # no vote was cast by the deadline: advance rejects the attempt and elects the next one
-    moved = [type(e).__name__ for e in boss.advance(r).events]
-    assert moved == ["AttemptFailed", "AggregatorElected"]
+    # no vote was cast by the deadline: advance disputes the attempt and elects the next one
+    moved = boss.advance(r).events
+    assert [type(e).__name__ for e in moved] == ["AttemptFailed", "AggregatorElected"]
+    assert moved[0].reason == "disputed"  # type: ignore[attr-defined]
     info = boss.round_info()
     assert info.phase == Phase.AGGREGATE and info.attempt == 1
-    # the rejected aggregator forfeits the round; nobody was paid
+    # nobody was paid (the round is not finalized)
     assert all(boss.token_balance(m.sender_address) == 0 for m in members)

@@ -118,3 +118,48 @@ def test_preflight_leaves_not_yet_due_transitions_to_the_contract(fed: Fed) -> N
     with pytest.raises(ContractRevert, match="nothing to advance yet") as exc:
         c.advance(r)  # sent, mined without an event: diagnosed
     assert exc.value.tx_hash is not None
+
+
+def test_views_follow_the_early_close_and_the_later_election(fed: Fed) -> None:
+    """Every member committed: the last commit closed the phase (deadline moved to its block), the
+    election is due in the next block; views and contract agree on every reason meanwhile."""
+    r = fed.open_and_commit([0, 1, 2, 3])
+    info = fed.info()
+    assert info.phase.name == "COMMIT" and info.commit_deadline == fed.view.chain_time()
+    head = fed.view.block_number()
+    assert diagnose.last_commit_block(fed.view.contract, 4) == head  # the storage slot is right
+    assert diagnose.last_commit_block(fed.view.contract, 3) == head - 1
+    agree(fed.outsider, "commitUpdate", r, sha("late"), CID, 1, expect="not a member")
+    agree(fed.m[0], "commitUpdate", r, sha("late"), CID, 1, expect="commit deadline passed")
+    agg = fed.by_address(fed.view.rotation_aggregator(r, 0))
+    other = next(c for c in fed.m if c is not agg)
+    everyone = sorted((fed.addr(i) for i in range(4)), key=lambda a: int(a, 16))
+    agree(other, "submitAggregate", r, sha("a"), CID, everyone, expect="not the elected aggregator")
+    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, expect=None)
+    agree(fed.admin, "advance", r, expect=None)
+    fed.admin.advance(r)
+    agree(fed.m[0], "commitUpdate", r, sha("late"), CID, 1, expect="round is not open for commits")
+    agree(fed.admin, "advance", r, expect="nothing to advance yet")
+    agree(other, "submitAggregate", r, sha("a"), CID, everyone, expect="not the elected aggregator")
+    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, expect=None)
+
+
+def test_views_follow_the_vote_rules(fed: Fed) -> None:
+    """Issue 12 (B3): one rejection never decides; two decide early; no vote at the deadline disputes."""
+    r = fed.open_and_commit([0, 1, 2, 3])
+    fed.admin.advance(r)
+    agg = fed.by_address(fed.view.aggregator_of(r))
+    voters = [c for c in fed.m if c is not agg]
+    agg.submit_aggregate(r, sha("a"), CID, [fed.addr(i) for i in range(4)])
+    voters[0].vote(r, False)
+    agree(fed.admin, "finalize", r, expect="not decidable yet: wait for votes or the verify deadline")
+    agree(fed.admin, "advance", r, expect="nothing to advance yet")
+    voters[1].vote(r, False)
+    agree(fed.admin, "finalize", r, expect=None)  # two of three eligible rejected
+    assert diagnose._decision(4, 0, 1, True) == diagnose.DISPUTED
+    assert diagnose._decision(4, 0, 0, True) == diagnose.DISPUTED
+    assert diagnose._decision(4, 1, 1, True) == diagnose.APPROVED
+    assert diagnose._decision(4, 1, 2, True) == diagnose.REJECTED
+    assert diagnose._decision(3, 0, 1, False) == 0
+    assert diagnose._decision(3, 0, 1, True) == diagnose.DISPUTED  # a lone rejection blames nobody
+    assert diagnose._decision(2, 0, 1, False) == diagnose.DISPUTED  # every eligible verifier voted

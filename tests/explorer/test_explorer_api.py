@@ -98,6 +98,11 @@ def test_round_detail_lists_every_commit_attempt_vote_and_reward(
         assert [(w["to"], int(w["amount"]), w["role"]) for w in r["rewards"]] == rec.rewards
         assert int(r["rewards_total"]) == sum(a for _, a, _ in rec.rewards)
         assert {m["member"]: m["accuracy_ppm"] for m in r["metrics"]["members"]} == rec.metrics
+        # the election: seeded by the last commit's block, drawn in a later block
+        e = r["election"]
+        assert e["seed_block"] == max(c.block for c in rec.commits) < e["block"]
+        assert len(e["seed"]) == 64 and rec.commits[e["first_index"]].member == rec.attempts[0].aggregator
+        assert r["excluded"] == []  # every aggregate in the scenario includes every committer
 
 
 def test_failed_round_shows_reason_and_pays_nothing(explorer: ExplorerHandle) -> None:

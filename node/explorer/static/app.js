@@ -355,7 +355,9 @@
       ["Opened", [time(r.opened.time_ms), " · block ", r.opened.block, " · tx ", tx(r.opened)]],
       ["Commit deadline", time(r.commit_deadline_ms)],
       ["Closed", r.closed ? [time(r.closed.time_ms), " · block ", r.closed.block, " · tx ", tx(r.closed)] : "—"],
+      ["Election", r.election ? el("span", { "data-testid": "round-election" }, "seed ", hash(r.election.seed), " from block ", r.election.seed_block, " · first aggregator: committer #", r.election.first_index, " · tx ", tx(r.election)) : "—"],
       ["Aggregate", r.aggregate ? [hash(r.aggregate.sha256, "sha256"), " CID ", cid(r.aggregate.cid), " by ", addr(r.aggregate.aggregator), " (attempt ", r.aggregate.attempt, ")"] : "none accepted"],
+      ["Left out", r.excluded && r.excluded.length ? el("span", { "data-testid": "round-excluded" }, r.excluded.map((x) => [addr(x.member), " "])) : "—"],
       ["Rewards paid", el("span", { "data-testid": "round-rewards-total" }, amount(r.rewards_total))],
     ];
     const commits = table(["Member", "sha256", "CID", "Samples#", "Block#", "Tx", "Time"],
