@@ -382,9 +382,10 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
 
     Every node wallet commits sha256(b"demo update ..."), the elected aggregator submits, the
     others approve, and the round is finalized. The last commit closes the commit phase (every
-    member committed); should it still be open, `warp` jumps anvil's clock over the commit
-    deadline instead of waiting for it (Cypherium cannot warp: it always waits). The wait follows
-    the wall clock, not the latest block (which stands still on a quiet Cypherium chain).
+    member committed) and `advance` draws the aggregator in a later block; should the phase still
+    be open, `warp` jumps anvil's clock over the commit deadline instead of waiting for it
+    (Cypherium cannot warp: it always waits). The wait follows the wall clock, not the latest
+    block (which stands still on a quiet Cypherium chain).
     Returns the coordinator events emitted, in order.
     """
     wake_chain(devnet)
@@ -403,7 +404,9 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
         for i, c in enumerate(clients)
     ]
     events += _events(_all_at_once(commits) if together else [call() for call in commits])
-    # when every member committed, the last commit already closed the phase and elected the aggregator
+    # when every member committed, the last commit already closed the phase (it moved the commit
+    # deadline to its block's time); the election is drawn in a later block, from that block's
+    # hash: the advance below (on a quiet chain nothing else makes a block)
     info = admin.round_info()
     if info.phase == Phase.COMMIT:
         deadline = info.commit_deadline
@@ -411,7 +414,8 @@ def scripted_round(devnet: Devnet, warp: bool = True, wait_limit_s: float = 60.0
             rpc(devnet.rpc_url, "evm_mine", [max(deadline, admin.chain_time() + 1)])
         else:
             wait_for_deadline(admin, deadline, devnet.params.commit_duration_s + wait_limit_s)
-    aggregator = admin.aggregator_of(r) or admin.rotation_aggregator(r, 0)
+        events += admin.advance(r).events
+    aggregator = admin.aggregator_of(r)
     agg = next(c for c in clients if c.sender_address == aggregator)
     digest = hashlib.sha256(b"".join(hashes[a] for a in sorted(hashes, key=lambda a: int(a, 16)))).digest()
     events += agg.submit_aggregate(r, digest, f"demo-aggregate-round-{r}", list(hashes)).events

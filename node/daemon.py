@@ -245,7 +245,7 @@ async def serve(node: Node) -> None:
                 if node.monitor is not None and node.now() >= next_balance:
                     next_balance = node.now() + BALANCE_EVERY_S
                     await _refresh_balances(node)
-                if not moved:  # the round moved on: look again at once
+                if not moved:  # else the round moved on: look again at once
                     await trio.sleep(node.cfg.rounds.poll_interval_s)
 
 

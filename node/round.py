@@ -211,7 +211,13 @@ async def tick(node: Node) -> bool:
     elif info.phase == Phase.VERIFY:
         await verify_and_finalize(node, info)
     now = await node.chain(node.client.round_info)
-    return (now.round, now.phase, now.attempt) != (info.round, info.phase, info.attempt)
+    # an early close (our own commit was the last one) moves the commit deadline, not the phase:
+    # it counts as a move too, so the election is nudged at once rather than a poll later
+    return _moment(now) != _moment(info)
+
+
+def _moment(info: RoundInfo) -> tuple[int, int, int, int]:
+    return (info.round, int(info.phase), info.attempt, info.commit_deadline)
 
 
 async def open_next(node: Node, info: RoundInfo) -> None:
@@ -287,8 +293,12 @@ _fallback_said: set[int] = set()
 
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
     """elect + aggregate: the contract draws the aggregator (a seed from the hash of the last
-    commit's block, issue 12); this node reads it from the chain once elected, and aggregates if
-    it is the one. Before the election every node only nudges `advance`."""
+    commit's block, issue 12) in the first transaction after that block that touches the round;
+    this node reads it from the chain once elected, and aggregates if it is the one.
+
+    Before the election every node nudges `advance`, staggered by rank; after an early close the
+    member whose commit closed the phase, and the member `aggregatorOf` predicts (the draw is
+    fixed once the closing block is mined), send it at once, so the round goes on within a poll."""
     r = info.round
     await pin_own_update(node, r)
     committers = [a.lower() for a in await node.chain(node.client.committers)]
@@ -296,7 +306,9 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
         # the election happens on-chain (its seed is not known here before it): make it happen
         # (anyone may; staggered), also when too few committed (the round then fails)
         node.set_status(role="verifier" if node.me in committers else "observer")
-        await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
+        early = bool(committers) and len(committers) >= len(node.members)
+        at_once = early and node.me in {committers[-1], (info.aggregator or "").lower()}
+        await _nudge(node, info, "advance", node.to_unix(info.commit_deadline), staggered=not at_once)
         return
     deadline = node.to_unix(info.aggregate_deadline)
     aggregator = (info.aggregator or "").lower()
@@ -309,11 +321,7 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
     if info.phase == Phase.AGGREGATE and node.me in committers:
         # fetch the inputs now, while the aggregator works: verification then starts with them held
         await prefetch_updates(node, r, deadline)
-    if info.phase == Phase.COMMIT:
-        # make the election visible in the audit log promptly (anyone may; staggered)
-        await _nudge(node, info, "advance", node.to_unix(info.commit_deadline))
-    else:
-        await _nudge(node, info, "advance", deadline)
+    await _nudge(node, info, "advance", deadline)
 
 
 _pinned: set[str] = set()

@@ -508,6 +508,7 @@ async def open_host(
     )
     host.set_stream_handler(TProtocol(PROTOCOL_ID), node._handle_stream)
     pubsub.set_topic_validator(topic, node._validate, False)
+    failure: BaseException | None = None
     async with (
         host.run(listen_addrs=maddrs),
         trio.open_nursery() as nursery,
@@ -527,5 +528,10 @@ async def open_host(
         log.info("p2p host %s (%s) on %s", node.peer_id, node.address, node.listen_multiaddrs())
         try:
             yield node
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             nursery.cancel_scope.cancel()
+    if failure is not None:  # libp2p's service managers swallow what the body raised: not ours
+        raise failure

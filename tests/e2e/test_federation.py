@@ -15,11 +15,13 @@ real libp2p hosts on 127.0.0.1. Two federation runs cover the five behaviours of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from e2e_kit import (
+    E2E_SIZING,
     REWARDS,
     expected_rewards,
     expected_round_rewards,
@@ -43,7 +45,8 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
     faults = {1: "crash-after-commit@1", 2: "serve-wrong-bytes"}
     # a commit phase long enough for the killed node to be back before it ends; when the killed node
     # is the last to commit, its commit closes the phase at once, and the fetch patience is what
-    # gives it time to come back and serve its update
+    # gives it time to come back and serve its update: the aggregation phase must be longer than
+    # that patience (a restart takes ~30 s on a loaded 2-core machine), or it caps the wait
     fed, done = run(
         tmp_path / "fed",
         3,
@@ -53,6 +56,7 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         timeout_s=300,
         commit_s=40,
         fetch_patience_s=40.0,
+        sizing=dataclasses.replace(E2E_SIZING, aggregate_s=55),
     )
     try:
         assert done == {1: "finalized", 2: "finalized"}

@@ -18,6 +18,7 @@ from fake_kubo import FakeKubo
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config
 from node.errors import ArtifactError
+from node.faults import Faults
 from node.state import StateStore
 from node.transfer import cid_of, fetch_adapter, publish
 from p2p.host import open_host
@@ -27,6 +28,7 @@ from training.lora import LoraSettings, initial_adapter_state
 from training.models import build_tiny_model
 
 COORD = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+FEDERATION = f"31337:{COORD.lower()}"
 SETTINGS = LoraSettings(rank=4, alpha=8)
 
 
@@ -47,6 +49,8 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
+        faults=Faults(cfg.state_dir, ""),
+        federation_id=FEDERATION,
         members=frozenset(),
         host=None,
         now=time.time,

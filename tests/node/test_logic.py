@@ -117,6 +117,7 @@ def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
         members=frozenset({"0xaa", "0xbb"}),
         served={"u1": ("update", 1), "g": ("global", 1)},
         commit_deadlines={1: now - 1},
+        commits_closed=set(),
         now=lambda: now,
         faults=Faults(Path("/nonexistent"), "withhold-from-aggregator"),
         elected={1: "0xaa"},
@@ -133,3 +134,58 @@ def test_decidable_early_follows_the_contract_rules() -> None:
     assert not decidable_early(3, 0, 1)  # 3: one rejection alone decides nothing early
     assert decidable_early(3, 1, 1) and decidable_early(3, 0, 2) and decidable_early(3, 2, 0)
     assert not decidable_early(5, 1, 1) and decidable_early(5, 0, 2) and decidable_early(5, 3, 0)
+
+
+def _closed_round_node(me: str, committers: list[str], aggregator: str | None = None) -> Any:
+    """A node double in round 1's commit phase, which every member's commit closed early (the
+    contract moved the commit deadline to the closing block's time, 1 s ago)."""
+    from chain.types import Phase, RoundInfo
+
+    now = 1000.0
+    sent: list[tuple[str, int]] = []
+    info = RoundInfo(1, Phase.COMMIT, 0, len(committers), 999, 0, 0, aggregator, 0, 0)
+    client = SimpleNamespace(
+        committers=lambda: committers,
+        round_info=lambda: info,
+        advance=lambda r: sent.append(("advance", r)) or SimpleNamespace(tx_hash="0x1"),
+    )
+
+    async def chain(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    members = frozenset(committers)
+    return SimpleNamespace(
+        me=me,
+        members=members,
+        rank=lambda: sorted(members).index(me),
+        cfg=SimpleNamespace(rounds=SimpleNamespace(stagger_s=5.0), p2p=SimpleNamespace(ipfs_api="")),
+        client=client,
+        chain=chain,
+        now=lambda: now,
+        to_unix=float,
+        store=SimpleNamespace(update=lambda r: None, add_timing=lambda *a: None),
+        set_status=lambda **kv: None,
+        info=info,
+        sent=sent,
+    )
+
+
+def test_after_an_early_close_the_closer_and_the_predicted_aggregator_advance_at_once() -> None:
+    """The election is drawn in a block after the last commit: the member whose commit closed the
+    phase (and the one aggregatorOf predicts) send `advance` at once, the others keep their stagger,
+    so a round takes about the slowest site's training time (issue 11)."""
+    import trio
+
+    from node import round as rounds
+
+    members = ["0x01", "0x02", "0x03"]
+    for me, aggregator, at_once in [
+        ("0x03", None, True),  # rank 2, but its commit (the last) closed the phase
+        ("0x02", None, False),  # rank 1, neither: waits 5 s
+        ("0x02", "0x02", True),  # the predicted aggregator
+    ]:
+        rounds._first_due.clear()
+        node = _closed_round_node(me, members, aggregator)  # committed in this order
+        trio.run(rounds.elect_and_aggregate, node, node.info)
+        assert node.sent == ([("advance", 1)] if at_once else []), (me, aggregator)
+    rounds._first_due.clear()

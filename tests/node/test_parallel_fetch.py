@@ -17,15 +17,17 @@ from eth_account import Account
 
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config
+from node.faults import Faults
 from node.roles.aggregator import MAX_PARALLEL_FETCHES, collect_updates
 from node.state import Commit, StateStore
 from p2p.host import open_host
 from p2p.identity import peer_id_from_private_key
-from training.adapter_io import AdapterSpec, write_canonical_adapter
+from training.adapter_io import AdapterSpec, update_metadata, write_canonical_adapter
 from training.lora import LoraSettings, initial_adapter_state
 from training.models import build_tiny_model
 
 COORD = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+FEDERATION = f"31337:{COORD.lower()}"
 SETTINGS = LoraSettings(rank=4, alpha=8)
 HOLD_S = 0.3
 
@@ -45,6 +47,8 @@ def _node(dir: Path, key: bytes, model: Any) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
+        faults=Faults(cfg.state_dir, ""),
+        federation_id=FEDERATION,
         members=frozenset(),
         host=None,
         now=time.time,
@@ -56,14 +60,18 @@ def test_updates_are_fetched_concurrently_within_the_bound(tmp_path: Path, paral
     model, _tok = build_tiny_model()
     n = 7
     provider_key, fetcher_key = bytes(Account.create().key), bytes(Account.create().key)
+    members = [Account.create().address.lower() for _ in range(n)]
     files = []
-    for i in range(n):
+    for i, m in enumerate(members):  # each update names its committer, round and federation (B6)
         state = initial_adapter_state(model, SETTINGS, 11)
         state = {k: (v + np.float32(0.01 * (i + 1)) if "lora_B" in k else v) for k, v in state.items()}
-        sha = write_canonical_adapter(state, SETTINGS, "medfed/tiny-llama", tmp_path / f"u{i}")
+        meta = update_metadata(m, 1, FEDERATION)
+        sha = write_canonical_adapter(state, SETTINGS, "medfed/tiny-llama", tmp_path / f"u{i}", meta)
         files.append((sha, tmp_path / f"u{i}" / "adapter_model.safetensors"))
     node = _node(tmp_path / "fetcher", fetcher_key, model)
-    members = [Account.create().address.lower() for _ in range(n)]
+    # the round's reference for the bounds: the initial adapter the updates started from
+    initial = node.artifacts.put_state(initial_adapter_state(model, SETTINGS, 11), "global", 0)
+    node.store.set_meta("initial_sha256", initial)
     commits = [Commit(1, m, sha, "", 10) for m, (sha, _) in zip(members, files, strict=True)]
     in_flight, peak = 0, 0
 

@@ -227,3 +227,15 @@ def test_garbage_request_gets_bad_request_and_the_host_keeps_serving(tmp_path: P
             assert out.read_bytes() == src.read_bytes()
 
     trio.run(main)
+
+
+def test_an_error_inside_the_host_is_not_swallowed(tmp_path: Path) -> None:
+    """libp2p's service managers swallow what the `async with open_host` body raises; the host
+    re-raises it, so a node (or a test) never carries on as if its code had succeeded."""
+
+    async def main() -> None:
+        async with running_hosts([new_key()], tmp_path):
+            raise LookupError("raised inside the host")
+
+    with pytest.raises(LookupError, match="inside the host"):
+        trio.run(main)
