@@ -124,6 +124,8 @@ def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
     )
     may = _may_serve(node)
     assert not may("0xAA", "u1") and may("0xbb", "u1") and may("0xaa", "g")
+    node.elected = {}  # the election not seen yet: anyone may be the aggregator
+    assert not may("0xbb", "u1") and may("0xbb", "g")
 
 
 def test_decidable_early_follows_the_contract_rules() -> None:
