@@ -307,7 +307,9 @@ class CoordinatorClient:
         )
 
     def aggregator_of(self, round_: int) -> str | None:
-        """The live round's aggregator (None before the commit deadline or for another round)."""
+        """The live round's aggregator: None for another round, before the commit phase closes
+        (deadline, or every member committed), and in the last commit's own block (the election
+        needs a later block); between the close and the election, the latest block's prediction."""
         return _addr_or_none(self._call("aggregatorOf", int(round_)))
 
     def rotation_aggregator(self, round_: int, attempt: int) -> str | None:
@@ -318,23 +320,13 @@ class CoordinatorClient:
 
         For chains whose latest block lags the wall clock (Cypherium mines only on demand), where
         `aggregator_of` still sees a time before the commit deadline; and for anyone who wants to
-        check the election independently.
+        check the election independently. The live round only (None for another).
         """
         committers = self.committers()
-        if not committers:
+        if not committers or round_ != self.current_round():
             return None
-        from chain.events import EventReader
-        from chain.types import UpdateCommitted
-
-        start = max(0, self.block_number() - 100_000)
-        blocks = [
-            e.block_number
-            for e in EventReader(self).read(start, self.block_number())
-            if isinstance(e, UpdateCommitted) and e.round == round_
-        ]
-        if not blocks:
-            return None
-        last, n = max(blocks), len(committers)
+        n = len(committers)
+        last = diagnose.last_commit_block(self.contract, n)  # stored with the last commit
         now = self.block_number() + 1  # the block the election transaction would land in
         seed_block = last + ((now - 1 - last) // 256) * 256 if now > last + 1 else last
         block_hash = bytes(self.w3.eth.get_block(seed_block)["hash"])
