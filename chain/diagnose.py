@@ -58,11 +58,17 @@ def _decision(n_committers: int, approvals: int, rejections: int, past_deadline:
     return 1 if votes > 0 and approvals * 3 >= votes * 2 else 2
 
 
+def _commits_closed(v: _Views, now: int) -> bool:
+    """Coordinator._commitsClosed: the commit deadline has passed, or every member committed."""
+    _, _, _, n, cdl, _, _, _, _ = v.round()
+    return now >= cdl or (n > 0 and n >= len(v("members")))
+
+
 def _due(v: _Views, now: int) -> bool:
     """True when `advance` would perform at least one transition at time `now`."""
-    _, phase, _, n, cdl, adl, vdl, a, r = v.round()
+    _, phase, _, n, _, adl, vdl, a, r = v.round()
     if phase == COMMIT:
-        return now >= cdl
+        return _commits_closed(v, now)
     if phase == AGGREGATE:
         return now >= adl
     if phase == VERIFY:
@@ -169,12 +175,12 @@ def _check_add(v: _Views, who: str) -> str | None:
 def _check_submit(v: _Views, args: Sequence[Any], sender: str, now: int, preflight: bool) -> str | None:
     rid, phase, attempt, n, cdl, adl, _, _, _ = v.round()
     if phase == COMMIT:
-        # the contract elects lazily once the commit deadline has passed
-        if now < cdl:
+        # the contract elects lazily once the commit phase has closed (deadline, or all committed)
+        if not _commits_closed(v, now):
             return None if preflight else "round is not in the aggregation phase"
         if n < int(v.params()[4]):
             return "round is not in the aggregation phase"
-        phase, adl = AGGREGATE, cdl + int(v.params()[1])
+        phase, adl = AGGREGATE, min(now, cdl) + int(v.params()[1])
     if phase != AGGREGATE:
         return "round is not in the aggregation phase"
     if now >= adl:

@@ -53,6 +53,8 @@ def by_address(members: list[CoordinatorClient], address: str | None) -> Coordin
 
 
 def commit_all(members: list[CoordinatorClient], r: int) -> None:
+    """Commit from each of `members` at once (leave one member out to keep the phase open:
+    the last member to commit closes it)."""
     in_parallel(
         [lambda m=m, i=i: m.commit_update(r, sha(f"{r}-{i}"), CID, 100 + i) for i, m in enumerate(members)]
     )
@@ -81,7 +83,8 @@ def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(
 
 
 def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
-    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    _, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4)
+    members, idle = everyone[:3], everyone[3]  # idle never commits: the deadline closes the phase
     assert boss.time_unit_ms and boss.params().commit_duration == 10_000  # ms on this chain
     opened = boss.open_round()
     r = opened.events[0].round  # type: ignore[attr-defined]
@@ -124,10 +127,12 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     for m in members:
         expected = c + (a if m is aggregator else v)
         assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
+    assert boss.token_balance(idle.sender_address) == 0
 
 
 def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
-    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    _, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4)
+    members = everyone[:3]  # the fourth never commits: the deadline closes the phase
     r = boss.open_round().events[0].round  # type: ignore[attr-defined]
     commit_all(members, r)
     wait_quietly_past(boss, boss.round_info().commit_deadline)

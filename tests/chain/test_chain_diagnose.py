@@ -118,3 +118,17 @@ def test_preflight_leaves_not_yet_due_transitions_to_the_contract(fed: Fed) -> N
     with pytest.raises(ContractRevert, match="nothing to advance yet") as exc:
         c.advance(r)  # sent, mined without an event: diagnosed
     assert exc.value.tx_hash is not None
+
+
+def test_views_follow_the_early_close(fed: Fed) -> None:
+    """Every member committed: the last commit elected, so the phase is closed before its deadline."""
+    r = fed.open_and_commit([0, 1, 2, 3])
+    assert fed.info().phase.name == "AGGREGATE"
+    agree(fed.outsider, "commitUpdate", r, sha("late"), CID, 1, expect="not a member")
+    agree(fed.m[0], "commitUpdate", r, sha("late"), CID, 1, expect="round is not open for commits")
+    agg = fed.by_address(fed.view.aggregator_of(r))
+    other = next(c for c in fed.m if c is not agg)
+    everyone = sorted((fed.addr(i) for i in range(4)), key=lambda a: int(a, 16))
+    agree(other, "submitAggregate", r, sha("a"), CID, everyone, expect="not the elected aggregator")
+    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, expect=None)
+    agree(fed.admin, "advance", r, expect="nothing to advance yet")
