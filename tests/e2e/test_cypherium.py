@@ -85,7 +85,8 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
 
         # the chain's own time unit, read from the chain: explorer and status
         assert resolve_profile(fed.devnet.rpc_url).name == "cypherium"
-        assert resolve_profile(fed.devnet.rpc_url, "devnet").time_unit_ms is True
+        wrong = resolve_profile(fed.devnet.rpc_url, "devnet")  # a forgotten profile changes nothing
+        assert wrong.time_unit_ms is True and wrong.blocks_on_demand is True
         db = Database(tmp_path / "explorer.sqlite")
         try:
             ix = Indexer.connect(fed.devnet.rpc_url, fed.devnet.coordinator, db)  # no profile given
