@@ -23,6 +23,12 @@ class ChainProfile:
     gas_price_wei: int
     poa_extra_data: bool
     time_unit_ms: bool | None
+    # The chain makes blocks only while transactions are pending, stamped by the producer's wall
+    # clock (Cypherium): the latest block can lag far behind, and the next one will be stamped
+    # about now. The client's preflight then takes the wall clock, less `clock_skew_s`, as the
+    # earliest time the next block can have. Off for anvil, whose clock tests warp and revert.
+    blocks_on_demand: bool = False
+    clock_skew_s: float = 2.0
     gas_margin: float = 1.3
     gas_extra: int = 30_000
     tx_timeout_s: float = 60.0
@@ -49,6 +55,7 @@ CYPHERIUM = ChainProfile(
     gas_price_wei=1_000_000_000,
     poa_extra_data=True,
     time_unit_ms=True,
+    blocks_on_demand=True,
     tx_timeout_s=120.0,
     poll_interval_s=0.5,
     log_page_size=1_000,

@@ -61,14 +61,21 @@ def resolve_profile(rpc_url: str, name: str | None = AUTO) -> ChainProfile:
     """The profile to talk to `rpc_url` with, its time unit taken from the chain.
 
     `name` "auto" (or None) picks the profile from the node's client version; a named profile
-    keeps its connection settings. Either way the time unit comes from the latest block when
-    there is a produced one (so a forgotten or wrong profile cannot show deadlines 1000x off),
-    else from the profile.
+    keeps its connection settings. Either way what the chain itself shows wins: the time unit
+    comes from the latest block when there is a produced one (so a forgotten or wrong profile
+    cannot show deadlines 1000x off), else from the profile; a Cypherium node always counts as
+    making blocks on demand (schedule by the wall clock).
     """
+    cypherium = client_is_cypherium(rpc_url)
     if name in (None, AUTO):
-        profile = CYPHERIUM if client_is_cypherium(rpc_url) else DEVNET
+        profile = CYPHERIUM if cypherium else DEVNET
     else:
         profile = get_profile(name)
+        if cypherium and not profile.blocks_on_demand:
+            # a quiet Cypherium chain's latest block lags the wall clock: without this the node
+            # would never send a deadline-driven transition (the stall of issue 10)
+            log.warning("profile %s on a Cypherium node: scheduling by the wall clock anyway", profile.name)
+            profile = profile.replace(blocks_on_demand=True)
     unit_ms = detect_time_unit_ms(rpc_url)
     if unit_ms is None:
         return profile

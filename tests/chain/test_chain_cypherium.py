@@ -17,6 +17,7 @@ from cypherium_kit import federation, in_parallel
 
 from chain.client import CoordinatorClient
 from chain.errors import ContractRevert
+from chain.profile import CYPHERIUM
 from chain.types import DeployParams, Phase, RoundOpened, TxResult
 from localnet.cypherium import CypheriumNode
 
@@ -39,10 +40,11 @@ def sha(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def wait_quietly_past(client: CoordinatorClient, deadline: int) -> None:
-    """Sleep until the wall clock passes `deadline` (chain ms), checking no block is made meanwhile."""
+def wait_quietly_past(client: CoordinatorClient, deadline: int, extra_s: float = 0.2) -> None:
+    """Sleep until the wall clock passes `deadline` (chain ms) by `extra_s`, checking that no
+    block is made meanwhile."""
     block = client.block_number()
-    while time.time() * 1000 < deadline + 200:
+    while time.time() * 1000 < deadline + extra_s * 1000:
         time.sleep(0.25)
     assert client.block_number() == block, "the chain was not quiet: something else sent a transaction"
     assert client.chain_time() < deadline, "the latest block is not stale: nothing to prove"
@@ -156,7 +158,8 @@ def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
     aggregator = by_address(members, boss.aggregator_of(r))
     aggregator.submit_aggregate(r, sha("agg"), CID, [m.sender_address for m in members])
     late = next(m for m in members if m is not aggregator)
-    wait_quietly_past(boss, boss.round_info().verify_deadline)
+    # past the deadline by more than the clock-skew allowance: certain enough to refuse unsent
+    wait_quietly_past(boss, boss.round_info().verify_deadline, CYPHERIUM.clock_skew_s + 0.2)
     with pytest.raises(ContractRevert, match="verify deadline passed") as exc:
         late.vote(r, True)  # refused by the preflight: nothing sent
     assert exc.value.tx_hash is None

@@ -1,10 +1,11 @@
 """End to end on the REAL Cypherium node (../shared/cypherium, official genesis rules: no REVERT,
 no SHL): three separate `medfed-node start` processes on the tiny model, two rounds, and nothing
-else sending transactions. The chain makes blocks only while a transaction is pending, so every
-deadline-driven step (election, aggregate, votes, finalize) must be sent by the nodes on the wall
-clock into a chain whose latest timestamp stands still. Both rounds must finalize, rewards must be
-exactly what the rules pay (events and token balances), and the explorer and `medfed-node status`
-must read the chain's millisecond time unit from the chain itself.
+else sending transactions. One member dies after training in round 1 and never commits, so the
+commit phase of both rounds is closed by its DEADLINE, not by the last commit: the chain makes
+blocks only while a transaction is pending, so the election must be sent by a node on the wall
+clock into a chain whose latest timestamp stands still (the stall of issue 10). Both rounds must
+finalize, rewards must be exactly what the rules pay (events and token balances), and the explorer
+and `medfed-node status` must read the chain's millisecond time unit from the chain itself.
 """
 
 from __future__ import annotations
@@ -35,14 +36,29 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = tmp_path / "fed"
-    fed, done = run(d, 3, 2, {}, False, 600, sizing=SIZING, chain="cypherium", genesis="official-rules")
+    faults = {2: "crash-after-train@1"}  # node 2 never commits: the deadline closes each commit phase
+    fed, done = run(d, 3, 2, faults, False, 600, sizing=SIZING, chain="cypherium", genesis="official-rules")
     try:
         assert fed.devnet.kind == "cypherium" and fed.devnet.time_unit_ms
         assert done == {1: "finalized", 2: "finalized"}
+        assert fed.exited == {2: 17}
         h = history(fed)
         client = fed.client()
         members = [a.lower() for a in fed.devnet.addresses]
         w3b = client.w3
+
+        # each election was a separate, deadline-driven transaction sent by a node on the wall
+        # clock (not the receipt of a commit), mined at or after the commit deadline
+        for r in (1, 2):
+            (opened,) = h.of(ev.RoundOpened, r)
+            commits = h.of(ev.UpdateCommitted, r)
+            elected = h.of(ev.AggregatorElected, r)
+            assert len(commits) == 2 and members[2] not in {c.member.lower() for c in commits}
+            assert elected and elected[0].tx_hash not in {c.tx_hash for c in commits}
+            sender = client.w3.eth.get_transaction(elected[0].tx_hash)["from"].lower()
+            assert sender in members[:2], "the election came from outside the federation"
+            stamp = int(client.w3.eth.get_block(elected[0].block_number)["timestamp"])
+            assert stamp >= opened.commit_deadline
 
         # rewards: RewardPaid == the rules applied to votes and aggregates == token balances
         expected = expected_rewards(h)
@@ -65,8 +81,8 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
         summary = F.write_summary(fed)
         assert [r["round"] for r in summary["rounds"]] == [1, 2]
         assert all(r["global_sha256"] and r["rewards"] for r in summary["rounds"])
-        names = {site.name for site in fed.sites}
-        assert all(set(r["accuracy"]) == names for r in summary["rounds"]), summary  # metrics on-chain
+        live = {site.name for i, site in enumerate(fed.sites) if i != 2}
+        assert all(set(r["accuracy"]) == live for r in summary["rounds"]), summary  # metrics on-chain
 
         # no outside traffic: every transaction since the deployment came from the federation
         # (admin + members), and the chain made no block without one (it stayed quiet)
@@ -81,7 +97,8 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
 
         # the chain's own time unit, read from the chain: explorer and status
         assert resolve_profile(fed.devnet.rpc_url).name == "cypherium"
-        assert resolve_profile(fed.devnet.rpc_url, "devnet").time_unit_ms is True
+        wrong = resolve_profile(fed.devnet.rpc_url, "devnet")  # a forgotten profile changes nothing
+        assert wrong.time_unit_ms is True and wrong.blocks_on_demand is True
         db = Database(tmp_path / "explorer.sqlite")
         try:
             ix = Indexer.connect(fed.devnet.rpc_url, fed.devnet.coordinator, db)  # no profile given
