@@ -79,7 +79,8 @@ def encode_eval_hash(kind: str, aux_nats: float, set_hash_hex: str) -> str:
 
 def report_values(fig: Figures, set_hash_hex: str) -> tuple[str, int]:
     """(evalSetHash hex, accuracyPpm) to send with reportMetrics."""
-    ppm = max(0, min(1_000_000, round(fig.score * 1_000_000)))
+    score = fig.score if math.isfinite(fig.score) else 0.0  # a poisoned global scores nothing
+    ppm = max(0, min(1_000_000, round(score * 1_000_000)))
     return encode_eval_hash(fig.kind, fig.aux, set_hash_hex), ppm
 
 
