@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,14 @@ class ArtifactStore:
         """Whether we hold this adapter."""
         return self.weights(sha256) is not None
 
-    def put_state(self, state: dict[str, Any], kind: str, round: int) -> str:
-        """Write tensors canonically, file them under their sha256, return it."""
+    def put_state(
+        self, state: dict[str, Any], kind: str, round: int, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Write tensors canonically (with ``metadata``: an update's binding), file them under their
+        sha256, return it."""
         tmp = self.scratch / uuid.uuid4().hex
         try:
-            sha = write_canonical_adapter(state, self.settings, self.base_model, tmp)
+            sha = write_canonical_adapter(state, self.settings, self.base_model, tmp, metadata)
             self._install(sha, tmp, kind, round)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

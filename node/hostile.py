@@ -12,7 +12,7 @@ import uuid
 from node.context import Node
 from node.faults import HUGE_VALUE, PAD_BYTES
 from node.state import UpdateRecord
-from training.adapter_io import read_adapter, sha256_file
+from training.adapter_io import read_adapter, read_metadata, sha256_file
 
 log = logging.getLogger("medfed.faults")
 
@@ -58,7 +58,8 @@ def huge_update(node: Node, round: int, rec: UpdateRecord) -> UpdateRecord:
     for key in state:
         if "lora_B" in key:
             state[key] = np.full(state[key].shape, HUGE_VALUE, dtype=np.float32)
-    sha = node.artifacts.put_state(state, "update", round)
+    # the same binding (author, round, federation) as the honest update: only the values are hostile
+    sha = node.artifacts.put_state(state, "update", round, read_metadata(weights))
     node.store.record_update(round, sha, rec.num_samples, rec.train_seconds)
     node.store.set_meta(f"fault-huge-update-{round}", sha)
     log.warning(

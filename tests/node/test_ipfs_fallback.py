@@ -49,7 +49,6 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
-        faults=Faults(cfg.state_dir, ""),
         federation_id=FEDERATION,
         members=frozenset(),
         host=None,
