@@ -45,7 +45,6 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
         h = history(fed)
         client = fed.client()
         members = [a.lower() for a in fed.devnet.addresses]
-        w3b = client.w3
 
         # each election was a separate, deadline-driven transaction sent by a node on the wall
         # clock (not the receipt of a commit), mined at or after the commit deadline
@@ -67,17 +66,6 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
             assert client.token_balance(a) == expected.get(a, 0)
         for r in (1, 2):
             assert paid(h, r), f"round {r} paid nothing"
-        # paced by the work on a quiet chain too: once every member committed, the election (in a
-        # later block: its seed is the closing block's hash) follows within a few blocks
-        for r in (1, 2):
-            commits = h.of(ev.UpdateCommitted, r)
-            (elected,) = [e for e in h.of(ev.AggregatorElected, r) if e.attempt == 0]
-            assert elected.block_number > commits[-1].block_number
-            if len(commits) == len(members):
-                gap = client.chain_to_seconds(
-                    int(w3b.eth.get_block(elected.block_number)["timestamp"])
-                ) - client.chain_to_seconds(int(w3b.eth.get_block(commits[-1].block_number)["timestamp"]))
-                assert gap < 20.0, f"round {r}: the election came {gap:.0f} s after the last commit"
         summary = F.write_summary(fed)
         assert [r["round"] for r in summary["rounds"]] == [1, 2]
         assert all(r["global_sha256"] and r["rewards"] for r in summary["rounds"])
