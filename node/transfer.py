@@ -38,7 +38,7 @@ async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
     if (
         node.faults.active("serve-wrong-bytes", round)
         and (node.artifacts.scratch / f"hostile-{sha256}").exists()
-    ):  # noqa: E501
+    ):
         return  # TEST-ONLY: a hostile provider keeps serving its garbage after it got the real file
     node.served[sha256] = (kind, round)
     node.host.serve(sha256, path)

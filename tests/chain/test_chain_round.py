@@ -409,3 +409,33 @@ def test_disputed_aggregate_over_the_accepted_inputs_with_another_hash_forfeits(
     expected[rejecter] = C + A + V
     expected[3 - bad - rejecter] = C  # silent: contributor only
     assert fed.balances() == expected
+
+
+def test_commit_timing_does_not_steer_the_election(fed: Fed) -> None:
+    # issue 12, deliverable 4, the attack: a member waits until k others committed so that it sits
+    # at committers[round % n], which the old rotation always elected. Now the first aggregator is
+    # drawn from the hash of the last commit's block (ElectionSeed), which everyone recomputes.
+    attacker, rounds, won = 2, 8, 0
+    for _ in range(rounds):
+        fed.admin.open_round()
+        r = fed.view.current_round()
+        others = [0, 1]
+        order = [*others[: r % 3], attacker, *others[r % 3 :]]
+        for i in order:
+            fed.m[i].commit_update(r, sha(f"steer {r} {i}"), CID, 1)
+        assert fed.view.committers()[r % 3] == fed.addr(attacker)
+        close_commits(fed)
+        predicted = fed.view.rotation_aggregator(r, 0)  # computed client-side from the block hash
+        res = fed.admin.advance(r)
+        seed = res.first(ElectionSeed)
+        elected_ev = res.first(AggregatorElected)
+        assert isinstance(seed, ElectionSeed) and isinstance(elected_ev, AggregatorElected)
+        assert elected_ev.aggregator == predicted == fed.view.committers()[seed.first_index]
+        won += elected_ev.aggregator == fed.addr(attacker)
+        fed.warp_past(fed.info().aggregate_deadline)
+        for _ in range(PARAMS.max_attempts):  # let the round time out: nothing else matters here
+            fed.admin.advance(r)
+            if fed.info().phase == Phase.FAILED:
+                break
+            fed.warp_past(fed.info().aggregate_deadline)
+    assert won < rounds  # the old rotation: won == rounds, every time (here p = 3**-8)

@@ -18,6 +18,7 @@ from fake_kubo import FakeKubo
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config
 from node.errors import ArtifactError
+from node.faults import Faults
 from node.state import StateStore
 from node.transfer import cid_of, fetch_adapter, publish
 from p2p.host import open_host
@@ -50,6 +51,7 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         members=frozenset(),
         host=None,
         now=time.time,
+        faults=Faults(cfg.state_dir, ""),
         _model=model,
     )
 
