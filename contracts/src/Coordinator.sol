@@ -189,6 +189,12 @@ contract Coordinator {
         _cid[0] = initialCid;
         _cid[1] = initialCid;
         _extra = RoundExtra(0, 0, 1, 0);
+        // issue 12: pre-warm the attempt log (a logged failure then rewrites non-zero slots)
+        for (uint256 k = 0; k + 1 < p.maxAttempts; k++) {
+            _attemptSha[k] = bytes32(uint256(1));
+            _attemptIncluded[k] = 1;
+            _attemptVotes[k] = 1;
+        }
         emit Deployed(msg.sender, address(token), initialSha256, initialCid, baseModel_, loraConfigHash_);
     }
 
@@ -454,7 +460,8 @@ contract Coordinator {
     /// not misbehaviour: the late aggregator simply earns no aggregator reward).
     function _failAttempt(uint256 round, RoundState memory s, string memory reason, uint8 verdict) internal {
         emit AttemptFailed(round, s.attempt, reason);
-        if (verdict != 0) {
+        uint8 next = s.attempt + 1;
+        if (verdict != 0 && next < maxAttempts) { // (a last attempt ends the round: nothing to settle)
             // issue 12 (B3/B7): remember who said what about which hash
             _attemptSha[s.attempt] = _sha[1 - s.globalSel];
             _attemptIncluded[s.attempt] = _extra.includedMask;
@@ -465,7 +472,6 @@ contract Coordinator {
                 (uint256(verdict) << 200) |
                 (round << 208);
         }
-        uint8 next = s.attempt + 1;
         if (next >= maxAttempts) {
             _state = RoundState(FAILED, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
             emit RoundFailed(round, next, reason);
