@@ -407,6 +407,11 @@ contract Coordinator {
                 emit RoundFailed(round, 0, "too few commits");
                 return true;
             }
+            // issue 12 (election): never elect in the block of the last commit: its hash is
+            // unknown there (blockhash gives 0). With the early close of issue 11 (a _stepOnce at
+            // the end of commitUpdate) this guard must stay ahead of any state change: the
+            // election then waits for the next transaction.
+            if (block.number <= _committerSlot[s.nCommitters - 1] >> 160) return false;
             uint64 ad = t.commitDeadline + aggregateDuration;
             _times.aggregateDeadline = ad;
             _state.phase = AGGREGATE;
@@ -656,6 +661,7 @@ contract Coordinator {
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
         if (s.phase == COMMIT) {
             if (block.timestamp < t.commitDeadline || s.nCommitters < minCommitters) return address(0);
+            if (block.number <= _committerSlot[s.nCommitters - 1] >> 160) return address(0); // not drawable yet
             (bytes32 seed, ) = _electionSeed(round, s.nCommitters);
             return _committer(uint256(seed) % s.nCommitters);
         }
