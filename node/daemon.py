@@ -175,7 +175,8 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
         withhold = kind == "update" and node.faults.active("withhold-from-aggregator", rnd)
-        if withhold and node.elected.get(rnd) == address.lower():  # TEST-ONLY selective serving
+        # TEST-ONLY selective serving: nobody until the election is seen, then all but the aggregator
+        if withhold and node.elected.get(rnd, address.lower()) == address.lower():
             log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
             return False
         if kind == "update":  # nobody may copy an update before committing their own

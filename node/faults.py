@@ -20,6 +20,7 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
   to mine, which gives a front-runner its window).
 - ``always-reject``: as verifier, vote reject whatever the recomputation says (issue 12, B3).
 - ``withhold-from-aggregator``: serve our update to every member except the elected aggregator
+  (and to nobody before this node has seen the election, so the aggregator cannot ask first)
   (selective serving, issue 12, B4).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly.

@@ -44,25 +44,33 @@ async def collect_updates(
     which must serve every update it included). An update whose file names another author, round
     or federation than its commit is unusable (issue 12, B6: a copied or replayed hash)."""
     results: dict[str, Collected] = {}
-
     give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
+    # several members may commit the same hash (a copy): fetch each file once, from all of them
+    by_sha: dict[str, list[Commit]] = {}
+    for c in commits:
+        by_sha.setdefault(c.sha256, []).append(c)
 
-    async def one(c: Commit) -> None:
-        owners = [c.member, *(a for a in also_from if a != c.member)]
+    async def one(sha: str, same: list[Commit]) -> None:
+        members = [c.member for c in same]
+        owners = [*members, *(a for a in also_from if a not in members)]
         try:
-            path = await fetch_adapter(node, c.sha256, "update", round, owners, give_up, cid=c.cid)
-            check_update_binding(path, c.member, round, node.federation_id)
-            results[c.member] = Collected(c, path, "")
-        except AdapterInvalid as exc:
-            log.warning("round %d: update of %s is not its own: %s", round, c.member, exc)
-            results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
+            path = await fetch_adapter(node, sha, "update", round, owners, give_up, cid=same[0].cid)
         except ArtifactError as exc:
-            log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
-            results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+            for c in same:
+                log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
+                results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+            return
+        for c in same:
+            try:
+                check_update_binding(path, c.member, round, node.federation_id)
+                results[c.member] = Collected(c, path, "")
+            except AdapterInvalid as exc:
+                log.warning("round %d: update of %s is not its own: %s", round, c.member, exc)
+                results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
 
     async with trio.open_nursery() as nursery:
-        for c in commits:
-            nursery.start_soon(one, c)
+        for sha, same in by_sha.items():
+            nursery.start_soon(one, sha, same)
     return [results[c.member] for c in commits]
 
 

@@ -119,6 +119,8 @@ def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
     )
     may = _may_serve(node)
     assert not may("0xAA", "u1") and may("0xbb", "u1") and may("0xaa", "g")
+    node.elected = {}  # before the election is seen: nobody gets it (the aggregator may ask first)
+    assert not may("0xbb", "u1")
 
 
 def test_decidable_early_follows_the_contract_rules() -> None:
