@@ -70,7 +70,11 @@ def test_front_runner_vetoer_and_selective_server_gain_nothing(tmp_path: Path) -
             assert client.token_balance(a) == sum(x for (_, m), x in per_round.items() if m == a)
         # the copier really raced; the victim never took a refusal for success
         assert "TEST FAULT front-run: committed a copy" in log_text(fed, 1)
-        assert "TEST FAULT withhold-from-aggregator: refusing" in log_text(fed, 2)
+        # (the election is random: with probability 1/9 the withholder aggregates both rounds
+        # itself and never withholds; every other run exercises it)
+        aggregators = {h.submission(r, h.final(r).attempt).aggregator.lower() for r in (1, 2)}
+        if aggregators != {withholder}:
+            assert "TEST FAULT withhold-from-aggregator: refusing" in log_text(fed, 2)
         victim_log = log_text(fed, 0)
         assert "REFUSED" not in victim_log and victim_log.count("committed update") == 2
         # the federation goes on: round 2 started from round 1's global adapter
