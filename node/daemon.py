@@ -187,11 +187,9 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
         withhold = kind == "update" and node.faults.active("withhold-from-aggregator", rnd)
-        if withhold and node.elected.get(rnd) in (None, address.lower()):  # TEST-ONLY selective serving
-            # until this node has seen the election, any requester may be the aggregator (it fetches
-            # at once after an early close): refuse everyone; the others retry within their fetch loop
-            if node.elected.get(rnd) is not None:
-                log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
+        # TEST-ONLY selective serving: nobody until the election is seen, then all but the aggregator
+        if withhold and node.elected.get(rnd, address.lower()) == address.lower():
+            log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
             return False
         if (
             kind == "update"

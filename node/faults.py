@@ -20,6 +20,7 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
   to mine, which gives a front-runner its window).
 - ``always-reject``: as verifier, vote reject whatever the recomputation says (issue 12, B3).
 - ``withhold-from-aggregator``: serve our update to every member except the elected aggregator
+  (and to nobody before this node has seen the election, so the aggregator cannot ask first)
   (selective serving, issue 12, B4).
 - ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
   (hostile member B1; skips the node's own check of its update, as a modified node would).

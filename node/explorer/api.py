@@ -410,6 +410,19 @@ class Api:
                 "SELECT * FROM rewards WHERE recipient = ? ORDER BY block, log_index", (addr,)
             )
         ]
+        # issue 12 (B4/B5): every accepted aggregate that left this member's update out, and by whom
+        exclusions = [
+            {
+                "round": e["round"],
+                "aggregator": _cs(json.loads(e["args"])["aggregator"]),
+                **self._where(e["block"], e["tx"]),
+            }
+            for e in self.db.query(
+                "SELECT * FROM events WHERE name = 'UpdateExcluded' AND address = ? "
+                "ORDER BY block, log_index",
+                (addr,),
+            )
+        ]
         by_role: dict[str, int] = defaultdict(int)
         for w in rewards:
             by_role[w["role"]] += int(w["amount"])
@@ -435,6 +448,7 @@ class Api:
             "updates_included": sorted(included),
             "aggregations": aggregations,
             "rounds_aggregated": sorted({a["round"] for a in aggregations if a["outcome"] == "accepted"}),
+            "exclusions": exclusions,
             "votes": votes,
             "rewards": rewards,
             "earned": str(sum(by_role.values())),

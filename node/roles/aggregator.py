@@ -60,26 +60,35 @@ async def collect_updates(
     give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
     limiter = trio.CapacityLimiter(max(1, parallel))
     await ensure_reference(node, round, deadline)
+    # several members may commit the same hash (a copy): fetch each file once, from all of them
+    by_sha: dict[str, list[Commit]] = {}
+    for c in commits:
+        by_sha.setdefault(c.sha256, []).append(c)
 
-    async def one(c: Commit) -> None:
-        owners = [c.member, *(a for a in also_from if a != c.member)]
+    async def one(sha: str, same: list[Commit]) -> None:
+        members = [c.member for c in same]
+        owners = [*members, *(a for a in also_from if a not in members)]
         async with limiter:
             try:
-                path = await fetch_adapter(node, c.sha256, "update", round, owners, give_up, cid=c.cid)
-                check_update_binding(path, c.member, round, node.federation_id)
-                # held files too (our own update, one fetched earlier): every update passes the same checks
-                await trio.to_thread.run_sync(check_update, node, round, path)
-                results[c.member] = Collected(c, path, "")
-            except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
-                log.warning("round %d: update of %s is invalid: %s", round, c.member, exc)
-                results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
+                path = await fetch_adapter(node, sha, "update", round, owners, give_up, cid=same[0].cid)
             except ArtifactError as exc:
-                log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
-                results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+                for c in same:
+                    log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
+                    results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+                return
+            for c in same:
+                try:
+                    check_update_binding(path, c.member, round, node.federation_id)
+                    # held files too (our own update, one fetched earlier): every update gets the same checks
+                    await trio.to_thread.run_sync(check_update, node, round, path)
+                    results[c.member] = Collected(c, path, "")
+                except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
+                    log.warning("round %d: update of %s is invalid: %s", round, c.member, exc)
+                    results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
 
     async with trio.open_nursery() as nursery:
-        for c in commits:
-            nursery.start_soon(one, c)
+        for sha, same in by_sha.items():
+            nursery.start_soon(one, sha, same)
     return [results[c.member] for c in commits]
 
 

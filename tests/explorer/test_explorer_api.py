@@ -130,6 +130,13 @@ def test_member_history_totals_match_token_balances(
             if r.status == "finalized" and r.attempts[-1].aggregator == w.address
         ]
         assert m["rounds_aggregated"] == aggregated
+        # committed to a finalized round but left out of its aggregate: on-chain UpdateExcluded
+        left_out = [
+            (r.round, r.attempts[-1].aggregator)
+            for r in federation.rounds
+            if r.status == "finalized" and w.address not in r.attempts[-1].included
+        ]
+        assert [(x["round"], x["aggregator"]) for x in m["exclusions"]] == left_out
         voted = [
             (r.round, a.attempt, a.votes[w.address])
             for r in federation.rounds
