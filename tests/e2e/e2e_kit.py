@@ -102,11 +102,14 @@ def run(
     commit_s: int | None = None,
     strategy: str = "fedavg",
     fetch_patience_s: float | None = None,
+    aggregate_s: int | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes."""
     sizing = E2E_SIZING if commit_s is None else dataclasses.replace(E2E_SIZING, commit_s=commit_s)
     if fetch_patience_s is not None:
         sizing = dataclasses.replace(sizing, fetch_patience_s=fetch_patience_s)
+    if aggregate_s is not None:
+        sizing = dataclasses.replace(sizing, aggregate_s=aggregate_s)
     fed = F.launch(
         dir,
         nodes,

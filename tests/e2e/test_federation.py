@@ -41,8 +41,8 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
     # node 1 dies right after its round-1 commit is mined (before it records it); node 2 is hostile
     faults = {1: "crash-after-commit@1", 2: "serve-wrong-bytes"}
     # a commit phase long enough for the killed node to be back before it ends; when the killed node
-    # is the last to commit, its commit closes the phase at once, and the fetch patience is what
-    # gives it time to come back and serve its update
+    # is the last to commit, its commit closes the phase at once, and then the aggregator's fetch
+    # patience (within the aggregation phase) is what gives it time to come back and serve its update
     fed, done = run(
         tmp_path / "fed",
         3,
@@ -52,6 +52,7 @@ def test_two_rounds_with_a_restarted_participant_and_a_hostile_provider(tmp_path
         timeout_s=300,
         commit_s=40,
         fetch_patience_s=40.0,
+        aggregate_s=60,
     )
     try:
         assert done == {1: "finalized", 2: "finalized"}
