@@ -46,6 +46,7 @@ class Node:
     members: frozenset[str] = frozenset()  # lower-case addresses
     commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds
     commits_closed: set[int] = field(default_factory=set)  # rounds whose commit phase is over (early)
+    reported: dict[int, set[str]] = field(default_factory=dict)  # round -> members with metrics on-chain
     status: dict[str, Any] = field(default_factory=dict)
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)

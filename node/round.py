@@ -137,6 +137,8 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         s.set_peer(e.member, e.peer_id, e.multiaddrs)
         if e.member.lower() != node.me and node.host is not None and e.multiaddrs:
             await _dial(node, list(e.multiaddrs))
+    elif isinstance(e, ev.MetricsReported):
+        node.reported.setdefault(e.round, set()).add(e.member.lower())
     elif isinstance(e, ev.MemberAdded | ev.MemberRemoved):
         node.members = frozenset(a.lower() for a in await node.chain(node.client.members))
 
@@ -221,7 +223,12 @@ def _moment(info: RoundInfo) -> tuple[int, int, int, int]:
 
 
 async def open_next(node: Node, info: RoundInfo) -> None:
-    """open: start round r+1 once round r is final (and this node has reported on r)."""
+    """open: start round r+1 once round r is final, this node has reported on r, and so has every
+    committer of r (or ``fetch_patience_s`` has passed: a crashed member does not hold the federation).
+
+    Waiting for the others' reports starts the next commit phase when every site is ready to train,
+    so a site still evaluating the last global adapter does not lose part of its commit window and
+    the round's time is its work (the evaluations happen between rounds)."""
     rc = node.cfg.rounds
     r = info.round
     if not rc.auto_open or (r == 0 and not rc.open_first_round) or (rc.last_round and r >= rc.last_round):
@@ -229,6 +236,12 @@ async def open_next(node: Node, info: RoundInfo) -> None:
         return
     if info.phase == Phase.FINALIZED and node.me in node.members and not _reported(node, r):
         return
+    if info.phase == Phase.FINALIZED:
+        first = _first_due.setdefault(("reports", r), node.now())
+        busy = {c.member for c in node.store.commits(r)} - node.reported.get(r, set()) - {node.me}
+        if busy and node.now() < first + rc.fetch_patience_s:
+            node.set_status(activity=f"waiting for {len(busy)} sites to report on round {r}")
+            return
     if not await _due(node, ("open", r), 0.0):
         return
     if (await node.chain(node.client.round_info)).round != r:

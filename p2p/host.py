@@ -185,11 +185,20 @@ class MedfedHost:
                 if pid in connected:
                     continue
                 try:
+                    self._unblock(pid)
                     with trio.fail_after(self.request_timeout):
                         await self.host.connect(_peer_info(pid, addrs))
                     log.info("reconnected to %s", pid)
                 except Exception as exc:
                     log.debug("reconnect to %s failed: %r", pid, exc)
+
+    def _unblock(self, pid: ID) -> None:
+        """Lift py-libp2p's negative dial cache (60 s after a peer failed all its addresses) before a
+        deliberate re-dial: our callers pace their own retries, and a member restarted after a crash
+        must be reachable again at once, not a minute later."""
+        unblock = getattr(self.host.get_network(), "unblock_peer", None)
+        if unblock is not None:
+            unblock(pid)
 
     async def wait_for_topic_peers(self, n: int, timeout: float = 10.0) -> None:
         """Block until at least `n` peers share our topic mesh (gossip will reach them)."""
@@ -395,6 +404,7 @@ class MedfedHost:
     ) -> Path:
         with trio.fail_after(timeout):
             if addrs:
+                self._unblock(pid)
                 await self.host.connect(_peer_info(pid, addrs))
             stream = await self.host.new_stream(pid, [TProtocol(PROTOCOL_ID)])
         try:

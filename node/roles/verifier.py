@@ -16,6 +16,7 @@ import time
 import trio
 
 from chain.errors import ContractRevert
+from chain.types import Phase
 from node.context import Node
 from node.roles.aggregator import collect_updates, compute_aggregate
 from node.state import Submission
@@ -57,7 +58,9 @@ _prefetched: set[int] = set()
 
 async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     """While the elected aggregator works, fetch (concurrently) the round's committed updates that
-    verification will need, once per round; what cannot be had now is retried by `judge`."""
+    verification will need, once per round; what cannot be had now is retried by `judge`. Stops as
+    soon as the round leaves the aggregation phase (a submission): it never eats into the
+    verification window."""
     if round in _prefetched:
         return
     _prefetched.add(round)
@@ -67,7 +70,20 @@ async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     node.set_status(activity=f"fetching the {len(commits)} updates of round {round} to verify")
     log.info("round %d: fetching %d updates while the aggregator works", round, len(commits))
     t0 = time.monotonic()
-    await collect_updates(node, round, commits, deadline - 3.0)
+
+    async def until_phase_moves(scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(node.cfg.rounds.poll_interval_s)
+            info = await node.chain(node.client.round_info)
+            if info.round != round or info.phase != Phase.AGGREGATE:
+                log.info("round %d: stopped prefetching: the round moved on", round)
+                scope.cancel()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_phase_moves, nursery.cancel_scope)
+        await collect_updates(node, round, commits, deadline - 3.0)
+        nursery.cancel_scope.cancel()
     node.store.add_timing(round, "transfer", time.monotonic() - t0)
 
 

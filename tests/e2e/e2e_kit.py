@@ -135,6 +135,7 @@ def run(
     rules: Any = None,
     data: Path | None = None,
     monitoring: bool = False,
+    aggregate_s: int | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -145,6 +146,8 @@ def run(
         sizing = dataclasses.replace(sizing, commit_s=commit_s)
     if fetch_patience_s is not None:
         sizing = dataclasses.replace(sizing, fetch_patience_s=fetch_patience_s)
+    if aggregate_s is not None:
+        sizing = dataclasses.replace(sizing, aggregate_s=aggregate_s)
     fed = F.launch(
         dir,
         nodes,
