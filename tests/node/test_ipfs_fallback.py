@@ -53,7 +53,6 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         members=frozenset(),
         host=None,
         now=time.time,
-        faults=Faults(cfg.state_dir, ""),  # none: publish() consults it
         _model=model,
     )
 
