@@ -49,6 +49,7 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
+        faults=Faults(cfg.state_dir, ""),  # none: publish() consults it
         federation_id=FEDERATION,
         members=frozenset(),
         host=None,
