@@ -80,8 +80,9 @@ def test_update_with_huge_values_is_left_out_and_the_federation_goes_on(tmp_path
         final1 = h.final(1)
         assert sorted(a.lower() for a in h.submission(1, final1.attempt).included) == sorted(honest)
         assert _contributors(h, 1) == set(honest)
-        for i in (0, 1):
-            assert "exceeds the federation's bound" in log_text(fed, i)
+        # the aggregator says why (verifiers meet it only if they prefetched it: best effort)
+        agg = node_index(fed, h.submission(1, final1.attempt).aggregator)
+        assert "exceeds the federation's bound" in log_text(fed, agg)
         expected = expected_rewards(h)
         assert paid(h) == expected
         for a in members:
