@@ -197,9 +197,12 @@ def test_dead_aggregator_then_tampered_aggregate_then_honest_round_with_exact_ag
         assert paid(h) == expected
         for a in (dead, tamperer, honest):
             assert client.token_balance(a) == expected.get(a, 0)
-        # the dead node's update could not be fetched from anyone: left out, so it earned nothing
-        assert dead not in [a.lower() for a in h.submission(1, 2).included]
-        assert expected.get(dead, 0) == 0
+        # the dead node never voted and its timed-out attempt earns nothing: it is paid a contributor
+        # reward exactly when its update is in the accepted aggregate. That happens when a live node
+        # had fetched it before the crash (verifiers prefetch while the aggregator works, issue 11)
+        # and served it on to the next aggregator (issue 12: a verifier also asks the aggregator)
+        dead_included = dead in [a.lower() for a in h.submission(1, 2).included]
+        assert expected.get(dead, 0) == (REWARDS[0] if dead_included else 0)
 
         # exact: each global adapter stacks its inputs (rank = 4 x included); round 2 went on
         # with the two live nodes, which merged round 1's delta before training
