@@ -100,22 +100,9 @@ def evaluate(
     """
     if not questions:
         raise TrainingError("no evaluation questions: the evaluation split is empty")
-    with model_lock(model):
-        peft_model = None
-        target = model
-        if adapter is not None:
-            from training.train import attach_adapter
-
-            peft_model = attach_adapter(model, adapter, _adapter_settings(adapter), trainable=False)
-            target = peft_model
-        was_training = model.training
-        target.eval()
-        try:
-            scores = letter_scores(target, tokenizer, questions, batch_size, max_length)
-        finally:
-            if peft_model is not None:
-                peft_model.unload()
-            model.train(was_training)
+    scores = _with_adapter(
+        model, adapter, lambda target: letter_scores(target, tokenizer, questions, batch_size, max_length)
+    )
     predictions = tuple(int(np.argmax(row)) for row in scores)
     answers = tuple(q.answer for q in questions)
     correct = sum(p == a for p, a in zip(predictions, answers, strict=True))
@@ -138,6 +125,7 @@ class SftEvalResult:
 
 
 def _with_adapter(model: Any, adapter: str | Path | None, fn: Any) -> Any:
+    """``fn(target)`` under the model lock, in eval mode, with ``adapter`` attached (then removed)."""
     with model_lock(model):
         peft_model = None
         target = model
