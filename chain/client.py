@@ -330,12 +330,8 @@ class CoordinatorClient:
         if not committers or round_ != self.current_round():
             return None
         n = len(committers)
-        last = diagnose.last_commit_block(self.contract, n)  # stored with the last commit
-        now = self.block_number() + 1  # the block the election transaction would land in
-        seed_block = last + ((now - 1 - last) // 256) * 256 if now > last + 1 else last
-        block_hash = bytes(self.w3.eth.get_block(seed_block)["hash"])
-        seed = Web3.solidity_keccak(["bytes32", "uint256", "uint256"], [block_hash, round_, n])
-        return committers[(int.from_bytes(seed, "big") % n + attempt) % n]
+        # the draw of the block the election transaction would land in
+        return committers[(diagnose.next_block_draw(self.contract, round_, n) + attempt) % n]
 
     def current_aggregator(self) -> str | None:
         return self.aggregator_of(self.current_round())

@@ -91,6 +91,18 @@ def last_commit_block(contract: Any, n: int, block: int | str = "latest") -> int
     return int.from_bytes(bytes(raw), "big") >> 160
 
 
+def next_block_draw(contract: Any, round_: int, n: int) -> int:
+    """The first aggregator's index that the election would draw in the next block, as the
+    contract's `_electionSeed` does: keccak256(blockhash(b) || round || n) % n, b = the block of
+    the round's last commit (or the latest of b + 256k that blockhash still reaches)."""
+    w3 = contract.w3
+    last, nxt = last_commit_block(contract, n), int(w3.eth.block_number) + 1
+    seed_block = last + ((nxt - 1 - last) // 256) * 256 if nxt > last + 1 else last
+    block_hash = bytes(w3.eth.get_block(seed_block)["hash"])
+    seed = Web3.solidity_keccak(["bytes32", "uint256", "uint256"], [block_hash, round_, n])
+    return int.from_bytes(seed, "big") % n
+
+
 def _drawable(v: _Views, block: int | str) -> bool:
     """The election may run in the transaction's block: one after the last commit's (its hash seeds
     the election, and is unreadable inside it). A transaction still to be sent ("latest") lands
@@ -107,12 +119,7 @@ def _elected(v: _Views, block: int | str) -> str | None:
     a = to_checksum_address(v("aggregatorOf", rid))
     if int(a, 16) != 0 or block != "latest" or n == 0 or phase != COMMIT:
         return None if int(a, 16) == 0 else a
-    w3 = v._c.w3
-    last, nxt = last_commit_block(v._c, n), int(w3.eth.block_number) + 1
-    seed_block = last + ((nxt - 1 - last) // 256) * 256 if nxt > last + 1 else last
-    h = bytes(w3.eth.get_block(seed_block)["hash"])
-    seed = Web3.solidity_keccak(["bytes32", "uint256", "uint256"], [h, rid, n])
-    return v.committers()[int.from_bytes(seed, "big") % n]
+    return v.committers()[next_block_draw(v._c, rid, n)]
 
 
 def _due(v: _Views, now: int, block: int | str) -> bool:
