@@ -88,7 +88,9 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
     elif isinstance(e, ev.ElectionSeed):
         log.info("chain: round %d election seed %s (block %d)", e.round, _hex(e.seed)[:12], e.seed_block)
     elif isinstance(e, ev.UpdateExcluded):
-        log.info("chain: round %d: %s's update was left out by %s", e.round, e.member, e.aggregator)
+        log.info(
+            "chain: round %d: %s's update was left out by %s (%s)", e.round, e.member, e.aggregator, e.reason
+        )
     elif isinstance(e, ev.AggregateSubmitted):
         s.add_submission(
             Submission(
@@ -98,15 +100,17 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
                 _hex(e.sha256),
                 e.cid,
                 tuple(a.lower() for a in e.included),
+                tuple(a.lower() for a in e.invalid),
             )
         )
         log.info(
-            "chain: round %d attempt %d aggregate %s by %s includes %d updates",
+            "chain: round %d attempt %d aggregate %s by %s includes %d updates, names %d invalid",
             e.round,
             e.attempt,
             _hex(e.sha256)[:12],
             e.aggregator,
             len(e.included),
+            len(e.invalid),
         )
     elif isinstance(e, ev.VoteCast):
         log.info(

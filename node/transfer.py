@@ -173,7 +173,13 @@ async def fetch_adapter(
     try:
         await trio.to_thread.run_sync(validate_adapter, weights, spec, max_bytes)
     except TrainingError as exc:
-        weights.unlink(missing_ok=True)
+        if kind == "update":
+            # issue 12: the bytes match the commit, so they prove the update invalid; keep and serve
+            # them, so that verifiers can check the aggregator's claim (`invalid` in submitAggregate)
+            # even if the author refuses them. Every use of an update re-checks it (check_update).
+            await publish(node, sha256, kind, round)
+        else:
+            weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
     await publish(node, sha256, kind, round)
     size = weights.stat().st_size

@@ -18,7 +18,7 @@ from cypherium_kit import federation, in_parallel
 from chain.client import CoordinatorClient
 from chain.errors import ContractRevert
 from chain.profile import CYPHERIUM
-from chain.types import DeployParams, Phase, RoundOpened, TxResult
+from chain.types import DeployParams, Phase, RoundOpened, TxResult, UpdateExcluded
 from localnet.cypherium import CypheriumNode
 
 CID = "bafkrei" + "c" * 52
@@ -123,19 +123,28 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     info = boss.round_info()
     wait_quietly_past(boss, info.commit_deadline)
     aggregator = by_address(members, boss.rotation_aggregator(r, 0))
-    included = [m.sender_address for m in members]
-    sub = aggregator.submit_aggregate(r, sha(f"agg{r}"), CID, included)
+    verifiers = [m for m in members if m is not aggregator]
+    # issue 12: one update was found invalid (named in the submission), one was not obtained in
+    # time (unavailable); both verifiers approve
+    bad, absent = verifiers
+    sub = aggregator.submit_aggregate(
+        r, sha(f"agg{r}"), CID, [aggregator.sender_address], [bad.sender_address]
+    )
     names = [type(e).__name__ for e in sub.events]
     assert names == ["ElectionSeed", "AggregatorElected", "AggregateSubmitted"]
-    verifiers = [m for m in members if m is not aggregator]
+    assert sub.events[2].invalid == (bad.sender_address,)  # type: ignore[attr-defined]
     in_parallel([lambda v=v: v.vote(r, True) for v in verifiers])
     before = {m.sender_address: boss.token_balance(m.sender_address) for m in members}
-    boss.finalize(r)
+    fin = boss.finalize(r)
     assert boss.is_finalized(r) and boss.global_adapter().sha256 == sha(f"agg{r}")
+    excluded = {e.member: e.reason for e in fin.events if isinstance(e, UpdateExcluded)}
+    assert excluded == {bad.sender_address: "invalid", absent.sender_address: "unavailable"}
     c, a, v = PARAMS.contributor_reward, PARAMS.aggregator_reward, PARAMS.verifier_reward
+    # the invalid update's author forfeits the round (its approval too); the unavailable one
+    # keeps its verifier reward
+    expected = {aggregator: c + a, bad: 0, absent: v}
     for m in members:
-        expected = c + (a if m is aggregator else v)
-        assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
+        assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected[m]
     assert boss.token_balance(idle.sender_address) == 0
 
 
