@@ -86,6 +86,11 @@ def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
     return out
 
 
+def update_fetch_limit(node: Node) -> int:
+    """The most bytes anyone fetches of an update of this federation (see fetch_adapter)."""
+    return min(node.cfg.model.max_adapter_mb << 20, adapter_spec_for(node, "update").max_file_bytes())
+
+
 def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
     """Expected shape: updates and fedavg aggregates have the federation rank; exact aggregates n*r."""
     if kind in ("aggregate", "global") and node.cfg.model.strategy == "exact" and n_inputs > 1:
@@ -141,7 +146,7 @@ async def fetch_adapter(
     assert node.host is not None
     spec = adapter_spec_for(node, kind, n_inputs)
     # never accept (or keep reading) more than a valid adapter of this federation can be
-    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())
+    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())  # = update_fetch_limit
     last = "no provider known yet"
     while True:
         left = deadline - node.now()

@@ -7,6 +7,7 @@ aggregator and an honest verifier holding the same inputs produce the same bytes
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from node.errors import ArtifactError
 from node.learning import federation_rules
 from node.recovery import reference_sha
 from node.state import Commit
-from node.transfer import cid_of, fetch_adapter, publish
+from node.transfer import cid_of, fetch_adapter, publish, update_fetch_limit
 from training.adapter_io import check_update_binding, read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
 from training.bounds import bounded_inputs, check_update_bounds
@@ -79,6 +80,15 @@ async def collect_updates(
                 for c in same:
                     log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
                     results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+                return
+            size, limit = os.path.getsize(path), update_fetch_limit(node)
+            if size > limit:
+                # held (our own update, say) but larger than anyone may fetch: others cannot check
+                # it, so it is unavailable to them, never claimed invalid (issue 12)
+                for c in same:
+                    why = f"update {sha[:12]} is too large: {size} bytes, fetches stop at {limit}"
+                    log.warning("round %d: update of %s unusable: %s", round, c.member, why)
+                    results[c.member] = Collected(c, None, why)
                 return
             for c in same:
                 try:
