@@ -74,3 +74,27 @@ def test_verifier_checks_every_invalid_claim(tmp_path: Path) -> None:
     ok, why = verdict((a, b), (absent,), deadline_s=-1)
     assert ok is None and f"the invalid claim on {absent} cannot be checked yet" in why
     node.store.close()
+
+
+def test_a_store_written_before_invalid_claims_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from node.state import StateStore
+
+    coord, me = "0x" + "22" * 20, "0x" + "33" * 20
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    db.execute(
+        "CREATE TABLE submissions (round INTEGER NOT NULL, attempt INTEGER NOT NULL, "
+        "aggregator TEXT NOT NULL, sha256 TEXT NOT NULL, cid TEXT NOT NULL, included TEXT NOT NULL, "
+        "PRIMARY KEY (round, attempt))"
+    )
+    db.execute("INSERT INTO submissions VALUES (1, 0, '0xa', 'ff', 'c', '0xb')")
+    db.commit()
+    db.close()
+    s = StateStore(tmp_path, coord, me)
+    assert s.submission(1, 0) == Submission(1, 0, "0xa", "ff", "c", ("0xb",), ())
+    s.add_submission(Submission(2, 0, "0xa", "ee", "c", ("0xb",), ("0xc",)))
+    assert s.submission(2, 0) is not None and s.submission(2, 0).invalid == ("0xc",)  # type: ignore[union-attr]
+    s.record_aggregate(2, 0, "ee", ["0xb"], ["0xc"])
+    assert s.aggregate_invalid(2, 0) == ["0xc"] and s.aggregate(2, 0) == ("ee", ["0xb"], False)
+    s.close()
