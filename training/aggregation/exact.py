@@ -80,3 +80,23 @@ def merge_exact_delta(
             merged = weight.detach().to("cpu", torch.float64) + torch.from_numpy(delta * scaling)
             weight.copy_(merged.to(weight.dtype))
     return target
+
+
+def save_base_weights(model: Any, state: Mapping[str, np.ndarray], saved: dict[str, torch.Tensor]) -> None:
+    """Copy into ``saved`` (on the CPU) the weights that merging ``state`` would change and that
+    are not saved yet, so that :func:`restore_base_weights` can undo every merge bit for bit."""
+    modules = dict(model.named_modules())
+    for key_a in sorted(k for k in state if k.endswith("lora_A.weight")):
+        name = key_a[len(PEFT_PREFIX) : -len(".lora_A.weight")]
+        module = modules.get(name)
+        if module is not None and name not in saved:
+            saved[name] = module.weight.detach().to("cpu", copy=True)
+
+
+def restore_base_weights(model: Any, saved: Mapping[str, torch.Tensor]) -> None:
+    """Put back the weights :func:`save_base_weights` copied: the model is then the unmerged base
+    again, byte for byte, and merging a history anew gives what a freshly loaded model gives."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, weight in saved.items():
+            modules[name].weight.copy_(weight)
