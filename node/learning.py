@@ -6,11 +6,11 @@ Runs in worker threads (called through trio.to_thread); a lock keeps one job on 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from node.config import NodeConfig
 from node.errors import StartupError
@@ -79,9 +79,11 @@ class Learner:
             ) from None
         self._lock = threading.Lock()
         # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order,
-        # and the unmerged weights of the modules they changed (CPU copies), to fall back from a poisoned one
+        # and where the unmerged weights of the modules they changed are kept (to fall back from a
+        # poisoned one; written anew by each process, whose model starts unmerged)
         self.merged: list[str] = []
-        self._unmerged: dict[str, Any] = {}
+        self._unmerged = scratch / "unmerged-base"
+        shutil.rmtree(self._unmerged, ignore_errors=True)
         # called with (seconds, tokens/s) after each local training (monitoring)
         self.observer: Callable[[float, float], None] | None = None
 
