@@ -274,19 +274,19 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         return
     if r in _training_failed:
         return
-    base = on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
-    if not node.learner.exact:
-        base = effective_base(node, r)
-        if base != on_chain and r not in _fallback_said:
-            _fallback_said.add(r)
-            log.warning(
-                "round %d: training from the last healthy global adapter %s, not the chain's %s: "
-                "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
-                r,
-                base[:12],
-                on_chain[:12],
-                node.cfg.model.fallback_after,
-            )
+    on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
+    base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
+    if base != on_chain and r not in _fallback_said:
+        _fallback_said.add(r)
+        log.warning(
+            "round %d: training from the last healthy global adapter %s%s, not the chain's %s: "
+            "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
+            r,
+            base[:12],
+            " (exact: the deltas up to it merged, abandoned ones un-merged)" if node.learner.exact else "",
+            on_chain[:12],
+            node.cfg.model.fallback_after,
+        )
     try:
         rec = await train_update(node, r, base, deadline)
     except TrainingError as exc:  # said once; the round goes on without our update
