@@ -21,6 +21,8 @@ from training.errors import TrainingError
 
 log = logging.getLogger("medfed.transfer")
 PER_PROVIDER_TIMEOUT_S = 20.0
+RETRY_FIRST_S = 0.25  # pause before asking the providers again, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 1.0
 
 
 def cid_of(path: Path) -> str:
@@ -143,6 +145,7 @@ async def fetch_adapter(
     # never accept (or keep reading) more than a valid adapter of this federation can be
     max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())
     last = "no provider known yet"
+    pause = RETRY_FIRST_S
     while True:
         left = deadline - node.now()
         if left <= 0:
@@ -168,7 +171,10 @@ async def fetch_adapter(
         if from_ipfs is not None:
             path = from_ipfs
             break
-        await trio.sleep(min(1.0, max(0.0, deadline - node.now())))
+        # a refusal is mostly a provider that has not yet seen the commit phase close (it looks
+        # within its watch interval): ask again soon, then less and less often
+        await trio.sleep(min(pause, max(0.0, deadline - node.now())))
+        pause = min(RETRY_MAX_S, pause * 2)
     weights = await trio.to_thread.run_sync(node.artifacts.import_file, sha256, path, kind, round)
     try:
         await trio.to_thread.run_sync(validate_adapter, weights, spec, max_bytes)
