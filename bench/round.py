@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default=FULL, help=f"model:nodes list (default {FULL})")
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (default 2)")
     p.add_argument("--flower-python", default="", help="Python with flwr[simulation] (default .venv-bench)")
+    p.add_argument("--keep", default="", help="keep each federation's folder (logs, state) under this folder")
     args = p.parse_args(argv)
     configs = [
         (m, int(n)) for m, n in (c.split(":") for c in (QUICK if args.quick else args.configs).split(","))
@@ -416,10 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="medfed-bench-round-") as tmp:
+        where = Path(args.keep).resolve() if args.keep else Path(tmp)
         for model, nodes in configs:
             t0 = time.monotonic()
             print(f"medfed: {args.rounds} rounds, {nodes} nodes, {model} model ...", flush=True)
-            run = run_medfed(model, nodes, args.rounds, Path(tmp))
+            run = run_medfed(model, nodes, args.rounds, where)
             print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
             if py:
                 print("  Flower, same clients and sleeps ...", flush=True)
