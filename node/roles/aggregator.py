@@ -30,8 +30,8 @@ log = logging.getLogger("medfed.aggregator")
 # latency and use the link, few enough that memory, file handles and the providers' upload stay
 # bounded (each transfer holds at most one 1 MiB chunk; files are capped at max_adapter_mb).
 MAX_PARALLEL_FETCHES = 8
-# (round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
-_checked: dict[tuple[int, str, str, str], str] = {}
+# (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
+_checked: dict[tuple[str, int, str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,18 @@ async def collect_updates(
     for c in commits:
         by_sha.setdefault(c.sha256, []).append(c)
 
+    # last resort for every update: the round's other committers (each fetches every update to
+    # verify, and serves what it holds; fetched updates are not announced, see node.transfer)
+    everyone = sorted({c.member for c in node.store.commits(round)} - {node.me})
+
     async def one(sha: str, same: list[Commit]) -> None:
         members = [c.member for c in same]
         owners = [*members, *(a for a in also_from if a not in members)]
         async with limiter:
             try:
-                path = await fetch_adapter(node, sha, "update", round, owners, give_up, cid=same[0].cid)
+                path = await fetch_adapter(
+                    node, sha, "update", round, owners, give_up, cid=same[0].cid, fallback=everyone
+                )
             except ArtifactError as exc:
                 for c in same:
                     log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
@@ -83,7 +89,7 @@ async def collect_updates(
                 # checks, once: the verdict on these bytes (content-addressed, checked against the
                 # sha256 on arrival) for this author, round and reference cannot change, so the
                 # prefetch's verdict is the verification's
-                key = (round, c.member, sha, reference_sha(node, round))
+                key = (node.federation_id, round, c.member, sha, reference_sha(node, round))
                 verdict = _checked.get(key)
                 if verdict is None:
                     try:
