@@ -109,7 +109,7 @@ TINY_SIZING = Sizing(
     lora_rank=4,
     lora_alpha=8,
     fetch_patience_s=10.0,
-    poll_interval_s=0.5,
+    poll_interval_s=1.0,  # deadlines and staggers only: the chain watcher (0.2 s) reacts to events
     stagger_s=1.0,
 )
 
