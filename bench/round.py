@@ -80,7 +80,7 @@ QUICK = "tiny:3"
 PHASES = ("start", "train", "commit", "elect", "aggregate", "verify", "finalize")
 TICK = os.sysconf("SC_CLK_TCK")
 _LOG_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?round (\d+): (training on|trained update)"
+    r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{3}))? .*?round (\d+): (training on|trained update)"
 )
 
 
@@ -191,9 +191,10 @@ def training_stamps(log_path: Path) -> dict[int, tuple[float, float]]:
         m = _LOG_LINE.match(line)
         if not m:
             continue
-        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        r = int(m.group(2))
-        if m.group(3) == "training on":
+        t = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S").timestamp()
+        t += int(m.group(3) or 0) / 1000  # node logs carry milliseconds (older ones: seconds only)
+        r = int(m.group(4))
+        if m.group(5) == "training on":
             start[r] = t
         elif r in start:
             out[r] = (start[r], t)
