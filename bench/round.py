@@ -1,7 +1,7 @@
 """The whole round of a real local federation, against Flower's simulation doing the same work.
 
     python bench/round.py [--quick] [--rounds 2] [--configs tiny:3,tiny:8,tiny:16,default:3]
-                          [--flower-python .venv-bench/bin/python]
+                          [--flower-python .venv-bench/bin/python] [--keep DIR]
 
 medfed: `medfed-localnet`'s federation (separate node processes, real anvil, real libp2p, real
 training) runs each configuration (model:nodes) for a few rounds. A watcher in this process polls
