@@ -390,10 +390,9 @@ def report(runs: list[Run], flower_skipped: bool) -> None:
         for run in tiny:
             cpu = mean([mean(r.cpu_s) for r in run.rounds])
             ratio = cpu / base_cpu if base_cpu > 0 else nan
-            print(
-                f"RESULT round_node_cpu_{run.nodes}n {cpu:.3f} s baseline={base_cpu:.3f} ratio={ratio:.3f}"
-                f"  (nodes x{run.nodes / base.nodes:.2f})"
-            )
+            grow = run.nodes / base.nodes
+            print(f"coordination CPU per node, {run.nodes} nodes: x{ratio:.2f} for x{grow:.2f} the nodes")
+            print(f"RESULT round_node_cpu_{run.nodes}n {cpu:.3f} s baseline={base_cpu:.3f} ratio={ratio:.3f}")
     if flower_skipped:
         print(f"Flower skipped: no Python with flwr; {FLOWER_HOW}")
     if final:
