@@ -89,6 +89,16 @@ class EventReader:
             events.extend(page[1])
         return events
 
+    def any_in(self, from_block: int, to_block: int) -> bool:
+        """Whether the coordinator logged anything in [from_block, to_block] (one call, nothing decoded;
+        ranges longer than a page count as yes: the caller reads them with `read` anyway)."""
+        if to_block - from_block + 1 > self.page_size:
+            return True
+        logs = self.client.w3.eth.get_logs(
+            {"address": self.client.address, "fromBlock": max(0, from_block), "toBlock": to_block}  # type: ignore[typeddict-item]
+        )
+        return bool(logs)
+
     def pages(self, from_block: int, to_block: int) -> Iterator[tuple[int, list[ChainEvent]]]:
         """Yield (last block of the page, events of the page) for each page of the range."""
         start = max(0, from_block)

@@ -73,6 +73,7 @@ class Sizing:
     fetch_patience_s: float
     poll_interval_s: float
     stagger_s: float
+    watch_interval_s: float = 0.2  # [rounds] watch_interval_s: react to a mined event within this
 
 
 # The default-model demo: 3 nodes x 2 rounds in about 15 minutes on 2 CPU cores.
@@ -108,7 +109,7 @@ TINY_SIZING = Sizing(
     lora_rank=4,
     lora_alpha=8,
     fetch_patience_s=10.0,
-    poll_interval_s=0.5,
+    poll_interval_s=1.0,  # deadlines and staggers only: the chain watcher (0.2 s) reacts to events
     stagger_s=1.0,
 )
 
@@ -123,7 +124,9 @@ def sizing_for(model: str, chain: str = "anvil") -> Sizing:
     base = DEFAULT_SIZING if model == "default" else TINY_SIZING
     if chain != "cypherium" or model == "default":
         return base
-    return dataclasses.replace(base, commit_s=40, aggregate_s=40, verify_s=30, poll_interval_s=1.0)
+    return dataclasses.replace(
+        base, commit_s=40, aggregate_s=40, verify_s=30, poll_interval_s=1.0, watch_interval_s=0.5
+    )
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,7 @@ last_round = {last_round}
 poll_interval_s = {sizing.poll_interval_s}
 fetch_patience_s = {sizing.fetch_patience_s}
 stagger_s = {sizing.stagger_s}
+watch_interval_s = {sizing.watch_interval_s}
 """
 
 

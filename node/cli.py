@@ -178,7 +178,7 @@ def setup_logging(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",  # ms: bench/round.py
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
         force=True,

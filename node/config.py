@@ -124,6 +124,9 @@ class RoundsSection:
     open_first_round: bool = True  # also open round 1 (a launcher that opens it itself sets false)
     fetch_patience_s: float = 120.0  # give up on an unreachable update after this long
     stagger_s: float = 2.0  # housekeeping txs (advance/finalize/open) wait rank * stagger_s
+    # how often to ask for the latest block; a new block with a coordinator event wakes the round
+    # machine at once (0 = off: only poll_interval_s)
+    watch_interval_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,10 @@ fetch_patience_s = 120.0
 # Housekeeping transactions (advance, finalize, openRound) wait rank * stagger_s seconds after
 # they become due, so members do not all send the same transaction.
 stagger_s = 2.0
+# Seconds between asks for the latest block (one cheap call); a new block with a coordinator event
+# (a commit, the election, a submission, a vote, an outcome) wakes the round machine at once, so a
+# node reacts to the chain within this, not within poll_interval_s. 0 = off.
+watch_interval_s = 0.5
 
 [monitoring]
 # Prometheus metrics on http://<listen>/metrics and a health check on /healthz (docs/operations.md).
@@ -614,7 +621,15 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
 
     r = top.sub("rounds", required=False)
     r.unknown(
-        {"auto_open", "last_round", "poll_interval_s", "open_first_round", "fetch_patience_s", "stagger_s"}
+        {
+            "auto_open",
+            "last_round",
+            "poll_interval_s",
+            "open_first_round",
+            "fetch_patience_s",
+            "stagger_s",
+            "watch_interval_s",
+        }
     )
     poll = r.float_("poll_interval_s", 2.0)
     if poll <= 0:
@@ -626,7 +641,10 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         r.bool_("open_first_round", True),
         r.float_("fetch_patience_s", 120.0),
         r.float_("stagger_s", 2.0),
+        r.float_("watch_interval_s", 0.5),
     )
+    if rounds.watch_interval_s < 0:
+        raise r.fail("watch_interval_s", "must be >= 0 (0 = off)")
 
     state_dir = top.str_("state_dir", "medfed-state")
     cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds, node, monitoring)

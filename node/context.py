@@ -52,6 +52,7 @@ class Node:
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
+    _woken: trio.Event = field(default_factory=trio.Event)
 
     @property
     def me(self) -> str:
@@ -69,6 +70,15 @@ class Node:
 
                     self.monitor.chain_failed(isinstance(exc, ContractRevert))
                 raise
+
+    def wake_event(self) -> trio.Event:
+        """The event the next `wake()` sets (take it before looking at the chain, wait on it after)."""
+        return self._woken
+
+    def wake(self) -> None:
+        """Something the round machine reacts to happened (a coordinator event was mined): look now."""
+        self._woken.set()
+        self._woken = trio.Event()
 
     @property
     def federation_id(self) -> str:

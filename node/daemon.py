@@ -237,17 +237,21 @@ async def serve(node: Node) -> None:
         await _dial_members(node)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain_gossip, node)
+            nursery.start_soon(_watch_chain, node)
             await rounds.evaluate_initial(node)
             node.set_status(ready=True, address=node.address, peer_id=node.peer_id, activity="idle")
             log.info("node %s ready (peer %s, %d members)", node.address, node.peer_id, len(node.members))
             next_balance = 0.0
             while True:
+                woken = node.wake_event()  # taken first: an event mined during the tick counts
                 moved = await _safe_tick(node)
                 if node.monitor is not None and node.now() >= next_balance:
                     next_balance = node.now() + BALANCE_EVERY_S
                     await _refresh_balances(node)
                 if not moved:  # else the round moved on: look again at once
-                    await trio.sleep(node.cfg.rounds.poll_interval_s)
+                    # the next poll, or at once when the chain watcher sees a coordinator event
+                    with trio.move_on_after(node.cfg.rounds.poll_interval_s):
+                        await woken.wait()
 
 
 def node_key(node: Node) -> bytes:
@@ -284,6 +288,33 @@ async def _dial_members(node: Node) -> None:
             await node.host.connect(list(rec.multiaddrs), keep=True)
         except Exception as exc:
             log.info("member %s not reachable yet: %s", member, exc)
+
+
+async def _watch_chain(node: Node) -> None:
+    """Wake the round machine as soon as a block with a coordinator event is mined (a commit, the
+    election, a submission, a vote, an outcome, a report), instead of a poll later. One cheap call
+    (the latest block number) every ``[rounds] watch_interval_s``, and one log query per new block
+    range; empty blocks (anvil's timer, other contracts) wake nothing. Deadlines and staggers are
+    still followed by the poll."""
+    from chain.events import EventReader
+
+    every = node.cfg.rounds.watch_interval_s
+    if every <= 0:
+        return
+    reader = EventReader(node.client)
+    seen = -1
+    while True:
+        await trio.sleep(every)
+        try:
+            latest = await node.chain(node.client.block_number)
+            if seen < 0:
+                seen = latest
+            elif latest > seen:
+                if await node.chain(reader.any_in, seen + 1, latest):
+                    node.wake()
+                seen = latest
+        except Exception as exc:  # a hiccup: the poll still runs; try again
+            log.debug("chain watch: %r", exc)
 
 
 async def _drain_gossip(node: Node) -> None:

@@ -21,6 +21,8 @@ from training.errors import TrainingError
 
 log = logging.getLogger("medfed.transfer")
 PER_PROVIDER_TIMEOUT_S = 20.0
+RETRY_FIRST_S = 0.25  # pause before asking the providers again, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 1.0
 
 
 def cid_of(path: Path) -> str:
@@ -30,8 +32,8 @@ def cid_of(path: Path) -> str:
     return str(cid_of_file(path))
 
 
-async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
-    """Serve a held adapter (access policy applies) and announce it on gossip."""
+async def publish(node: Node, sha256: str, kind: str, round: int, announce: bool = True) -> None:
+    """Serve a held adapter (access policy applies) and, with ``announce``, announce it on gossip."""
     path = node.artifacts.weights(sha256)
     if path is None or node.host is None:
         return
@@ -45,6 +47,8 @@ async def publish(node: Node, sha256: str, kind: str, round: int) -> None:
     if node.cfg.p2p.ipfs_api and kind != "update":
         # updates stay private until the commit phase is over, so only aggregates/globals are pinned here
         await pin(node, path)
+    if not announce:
+        return
     try:
         await node.host.announce(Announcement.new(kind, round, sha256, path.stat().st_size, node.peer_id))
     except Exception as exc:  # gossip is best effort: chain events remain the source of truth
@@ -60,8 +64,9 @@ async def pin(node: Node, path: Path) -> None:
         log.warning("IPFS pinning failed (the node goes on without it): %s", exc)
 
 
-def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
-    """Where to ask for a file: peers that announced it first, then its owners' published addresses.
+def providers_for(node: Node, sha256: str, owners: list[str], fallback: list[str] | None = None) -> list[str]:
+    """Where to ask for a file: peers that announced it first, then its owners' published addresses,
+    then the ``fallback`` members' (who may hold it without having announced it).
 
     Re-servers go first so the owner is not the bottleneck; a re-server that sends wrong bytes is
     penalised by the p2p layer and the owner is still tried.
@@ -76,13 +81,14 @@ def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
             continue
         addrs = [a for a in by_peer_id.get(pid, ()) if a.endswith(pid)]
         out.extend(addrs or [pid])
-    for owner in owners:
+    listed = set(out)
+    for owner in [*owners, *(f for f in fallback or [] if f not in owners)]:
         rec = peers.get(owner.lower())
         if rec is None:
             continue
         owner_pid, owner_addrs = rec
         full = [a for a in owner_addrs if a.endswith(owner_pid)]
-        out.extend(full or [owner_pid])
+        out.extend(a for a in (full or [owner_pid]) if a not in listed)
     return out
 
 
@@ -133,6 +139,7 @@ async def fetch_adapter(
     deadline: float,
     n_inputs: int = 1,
     cid: str = "",
+    fallback: list[str] | None = None,
 ) -> str:
     """Make sure we hold adapter ``sha256`` (fetch, check, re-serve); return its weights path.
 
@@ -148,11 +155,12 @@ async def fetch_adapter(
     # never accept (or keep reading) more than a valid adapter of this federation can be
     max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())  # = update_fetch_limit
     last = "no provider known yet"
+    pause = RETRY_FIRST_S
     while True:
         left = deadline - node.now()
         if left <= 0:
             raise ArtifactError(f"could not fetch {kind} {sha256[:12]} of round {round} in time: {last}")
-        providers = providers_for(node, sha256, owners)
+        providers = providers_for(node, sha256, owners, fallback or [])
         if providers:
             try:
                 with trio.move_on_after(left):
@@ -173,7 +181,10 @@ async def fetch_adapter(
         if from_ipfs is not None:
             path = from_ipfs
             break
-        await trio.sleep(min(1.0, max(0.0, deadline - node.now())))
+        # a refusal is mostly a provider that has not yet seen the commit phase close (it looks
+        # within its watch interval): ask again soon, then less and less often
+        await trio.sleep(min(pause, max(0.0, deadline - node.now())))
+        pause = min(RETRY_MAX_S, pause * 2)
     weights = await trio.to_thread.run_sync(node.artifacts.import_file, sha256, path, kind, round)
     try:
         await trio.to_thread.run_sync(validate_adapter, weights, spec, max_bytes)
@@ -186,7 +197,10 @@ async def fetch_adapter(
         else:
             weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
-    await publish(node, sha256, kind, round)
+    # served on, but a fetched update is not announced: every committer fetches every update, so
+    # re-announcing them is n*(n-1) gossip messages a round, each delivered to every member (CPU
+    # that grows as n^3 in all); fetchers fall back to the other committers instead (collect_updates)
+    await publish(node, sha256, kind, round, announce=kind != "update")
     size = weights.stat().st_size
     if (mon := getattr(node, "monitor", None)) is not None:
         mon.transferred("in", size)

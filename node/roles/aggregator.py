@@ -31,6 +31,8 @@ log = logging.getLogger("medfed.aggregator")
 # latency and use the link, few enough that memory, file handles and the providers' upload stay
 # bounded (each transfer holds at most one 1 MiB chunk; files are capped at max_adapter_mb).
 MAX_PARALLEL_FETCHES = 8
+# (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
+_checked: dict[tuple[str, int, str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,18 @@ async def collect_updates(
     for c in commits:
         by_sha.setdefault(c.sha256, []).append(c)
 
+    # last resort for every update: the round's other committers (each fetches every update to
+    # verify, and serves what it holds; fetched updates are not announced, see node.transfer)
+    everyone = sorted({c.member for c in node.store.commits(round)} - {node.me})
+
     async def one(sha: str, same: list[Commit]) -> None:
         members = [c.member for c in same]
         owners = [*members, *(a for a in also_from if a not in members)]
         async with limiter:
             try:
-                path = await fetch_adapter(node, sha, "update", round, owners, give_up, cid=same[0].cid)
+                path = await fetch_adapter(
+                    node, sha, "update", round, owners, give_up, cid=same[0].cid, fallback=everyone
+                )
             except ArtifactError as exc:
                 for c in same:
                     log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
@@ -91,14 +99,25 @@ async def collect_updates(
                     results[c.member] = Collected(c, None, why)
                 return
             for c in same:
-                try:
-                    check_update_binding(path, c.member, round, node.federation_id)
-                    # held files too (our own update, one fetched earlier): every update gets the same checks
-                    await trio.to_thread.run_sync(check_update, node, round, path)
+                # held files too (our own update, one fetched earlier): every update gets the same
+                # checks, once: the verdict on these bytes (content-addressed, checked against the
+                # sha256 on arrival) for this author, round and reference cannot change, so the
+                # prefetch's verdict is the verification's
+                key = (node.federation_id, round, c.member, sha, reference_sha(node, round))
+                verdict = _checked.get(key)
+                if verdict is None:
+                    try:
+                        check_update_binding(path, c.member, round, node.federation_id)
+                        await trio.to_thread.run_sync(check_update, node, round, path)
+                        verdict = ""
+                    except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
+                        verdict = f"invalid: {exc}"
+                    _checked[key] = verdict
+                if verdict:
+                    log.warning("round %d: update of %s is %s", round, c.member, verdict)
+                    results[c.member] = Collected(c, None, verdict, final=True)
+                else:
                     results[c.member] = Collected(c, path, "")
-                except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
-                    log.warning("round %d: update of %s is invalid: %s", round, c.member, exc)
-                    results[c.member] = Collected(c, None, f"invalid: {exc}", final=True)
 
     async with trio.open_nursery() as nursery:
         for sha, same in by_sha.items():

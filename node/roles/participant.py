@@ -70,7 +70,7 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
         node.cfg.model.max_steps,
     )
     node.set_status(activity=f"training round {round}")
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     binding = update_metadata(node.me, round, node.federation_id)
     sha, n, folder = await trio.to_thread.run_sync(
         node.learner.train, base, questions, round, history, binding
@@ -79,6 +79,9 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     await trio.to_thread.run_sync(node.artifacts.adopt_dir, sha, folder, "update", round)
     node.store.record_update(round, sha, n, seconds)
     node.store.add_timing(round, "train", seconds)
+    # the process's CPU seconds while training (all threads): bench/round.py subtracts them from
+    # the node's CPU over the round to get what coordination cost this site
+    node.store.add_timing(round, "train_cpu", time.process_time() - cpu0)
     log.info("round %d: trained update %s on %d samples in %.1f s", round, sha[:12], n, seconds)
     node.faults.crash("crash-after-train", round)
     rec = node.store.update(round)

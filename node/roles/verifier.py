@@ -103,7 +103,9 @@ async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
 
     async def until_phase_moves(scope: trio.CancelScope) -> None:
         while True:
-            await trio.sleep(node.cfg.rounds.poll_interval_s)
+            # a poll, or sooner when a coordinator event is mined (the submission, say)
+            with trio.move_on_after(node.cfg.rounds.poll_interval_s):
+                await node.wake_event().wait()
             info = await node.chain(node.client.round_info)
             if info.round != round or info.phase != Phase.AGGREGATE:
                 log.info("round %d: stopped prefetching: the round moved on", round)

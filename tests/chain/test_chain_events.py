@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chain_testkit import CID, Fed, sha
+from chain_testkit import CID, Fed, rpc, sha
 
 from chain.events import BlockCursor, EventReader
 from chain.types import ChainEvent, Deployed, MemberAdded, RoundOpened, UpdateCommitted
@@ -76,3 +76,17 @@ def test_failing_handler_replays_its_page(fed: Fed, tmp_path: Path) -> None:
         EventReader(fed.view, page_size=1000).follow(cursor, flaky)
     EventReader(fed.view, page_size=1000).follow(BlockCursor(tmp_path / "c.json", 0), flaky)
     assert calls.count("RoundOpened") == 2
+
+
+def test_any_in_says_whether_the_coordinator_logged_in_a_range(fed: Fed) -> None:
+    """The node's chain watcher (node.daemon._watch_chain) wakes only for blocks with coordinator
+    events: empty blocks (anvil's timer) say no, a block with an opening says yes."""
+    reader = EventReader(fed.view, page_size=50)
+    before = fed.view.block_number()
+    rpc(fed.url, "evm_mine", [])
+    rpc(fed.url, "evm_mine", [])
+    empty_to = fed.view.block_number()
+    assert empty_to == before + 2 and not reader.any_in(before + 1, empty_to)
+    fed.admin.open_round()
+    assert reader.any_in(empty_to + 1, fed.view.block_number())
+    assert reader.any_in(0, 10_000)  # longer than a page: yes without asking (the caller reads it all)

@@ -32,6 +32,7 @@ def test_template_written_by_init_loads_with_defaults(tmp_path: Path) -> None:
     assert cfg.state_dir == tmp_path / "medfed-state"
     assert cfg.data.train[0].source == "medqa-us"
     assert cfg.model.lora_rank == 16 and cfg.model.strategy == "fedavg"
+    assert cfg.rounds.watch_interval_s == 0.5 and cfg.rounds.poll_interval_s == 2.0
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -70,6 +71,7 @@ def test_template_placeholder_coordinator_is_rejected(tmp_path: Path) -> None:
             'listen = ["0.0.0.0:4001"]',
             r"\[p2p\] listen: '0.0.0.0:4001'",
         ),
+        ("watch_interval_s = 0.5", "watch_interval_s = -1", r"\[rounds\] watch_interval_s: must be >= 0"),
     ],
 )
 def test_each_mistake_names_section_and_key(tmp_path: Path, old: str, new: str, pattern: str) -> None:

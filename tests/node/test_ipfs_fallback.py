@@ -51,6 +51,8 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         served={},
         faults=Faults(cfg.state_dir, ""),  # none: publish() consults it
         federation_id=FEDERATION,
+        address=address,
+        me=address.lower(),
         members=frozenset(),
         host=None,
         now=time.time,

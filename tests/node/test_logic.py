@@ -191,3 +191,25 @@ def test_after_an_early_close_the_closer_and_the_predicted_aggregator_advance_at
         trio.run(rounds.elect_and_aggregate, node, node.info)
         assert node.sent == ([("advance", 1)] if at_once else []), (me, aggregator)
     rounds._first_due.clear()
+
+
+def test_update_providers_announcers_first_then_owners_then_the_other_committers(tmp_path: Path) -> None:
+    """Fetched updates are served on but not announced (n*(n-1) gossip messages a round), so a
+    fetcher asks announcers (possibly hostile: the p2p layer penalises wrong bytes), then the
+    owner, then the other committers, who hold it once they prefetched it."""
+    from node.state import StateStore
+    from node.transfer import providers_for
+
+    store = StateStore(tmp_path, "0x" + "cc" * 20, "0x" + "00" * 20)
+    peers = {"0x" + c * 20: f"Qm{c}" for c in ("11", "22", "33", "44")}
+    for member, pid in peers.items():
+        store.set_peer(member, pid, (f"/ip4/127.0.0.1/tcp/1/p2p/{pid}",))
+    announcer = "Qm33"  # a committer that announced the file (e.g. a hostile offer)
+    node: Any = SimpleNamespace(
+        store=store, peer_id="Qm00", host=SimpleNamespace(providers_of=lambda sha: [announcer])
+    )
+    owner, others = "0x" + "11" * 20, ["0x" + "22" * 20, "0x" + "33" * 20, "0x" + "44" * 20]
+    got = [a.rsplit("/", 1)[1] for a in providers_for(node, "ab" * 32, [owner], others)]
+    assert got == ["Qm33", "Qm11", "Qm22", "Qm44"]
+    assert [a.rsplit("/", 1)[1] for a in providers_for(node, "ab" * 32, [owner])] == ["Qm33", "Qm11"]
+    store.close()

@@ -49,6 +49,8 @@ def _node(dir: Path, key: bytes, model: Any) -> Any:
         served={},
         faults=Faults(cfg.state_dir, ""),
         federation_id=FEDERATION,
+        address=address,
+        me=address.lower(),
         members=frozenset(),
         host=None,
         now=time.time,
