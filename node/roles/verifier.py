@@ -61,8 +61,8 @@ async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     verification will need, once per round; what cannot be had now is retried by `judge`. Stops as
     soon as the round leaves the aggregation phase (a submission): it never eats into the
     verification window."""
-    if round in _prefetched:
-        return
+    if round in _prefetched or node.faults.active("blind-approve", round):
+        return  # (TEST-ONLY blind-approve: a lazy verifier fetches nothing)
     _prefetched.add(round)
     commits = [c for c in node.store.commits(round) if node.artifacts.weights(c.sha256) is None]
     if not commits:
@@ -107,7 +107,18 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
             sub.sha256[:12],
             sub.aggregator,
         )
-        verdict, reason = await judge(node, sub, deadline - 3.0)
+        verdict: bool | None
+        if node.faults.active("blind-approve", sub.round, sub.attempt):
+            log.warning(
+                "TEST FAULT blind-approve: approving round %d attempt %d aggregate %s without "
+                "fetching or recomputing it",
+                sub.round,
+                sub.attempt,
+                sub.sha256[:12],
+            )
+            verdict, reason = True, "TEST FAULT blind-approve"
+        else:
+            verdict, reason = await judge(node, sub, deadline - 3.0)
         if node.faults.active("always-reject", sub.round, sub.attempt):
             log.warning("TEST FAULT always-reject: rejecting whatever the recomputation says")
             verdict, reason = False, "TEST FAULT always-reject"
