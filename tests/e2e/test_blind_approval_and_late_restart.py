@@ -56,10 +56,14 @@ def _tampered(h: History) -> list[int]:
 
 
 def _enough(fed: Federation, h: History) -> bool:
-    final = {f.round for f in h.of(ev.RoundFinalized)}
-    if h.of(ev.RoundFailed) or max(final, default=0) >= LAST_ATTACK_ROUND:
+    """A tampered round is final and the next one opened (or it is hopeless: a failed round, or
+    no tampered round up to LAST_ATTACK_ROUND)."""
+    if h.of(ev.RoundFailed):
         return True
-    return any(h.of(ev.RoundOpened, r + 1) for r in _tampered(h))
+    tampered = _tampered(h)
+    if tampered:
+        return bool(h.of(ev.RoundOpened, tampered[0] + 1))
+    return max((f.round for f in h.of(ev.RoundFinalized)), default=0) >= LAST_ATTACK_ROUND
 
 
 def _late_restart(fed: Federation, h: History, node: int) -> bool:
