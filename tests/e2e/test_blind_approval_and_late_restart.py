@@ -23,7 +23,9 @@ at 4 members), the blind approver approves and forfeits the whole round (paid no
 contributor reward included), the tamperer forfeits, the rejecters are credited, and the next
 attempt's aggregator is paid (unless it is the blind approver, which has forfeited). Residual
 probability that no round from 2 to ``LAST_ATTACK_ROUND`` is attacked (the blind approver elected
-first in each): 4^-6 ~ 0.02%; the test then fails saying so. A round without tampering in which
+first in each): 4^-6 ~ 0.02%; the test then fails saying so. (The blind approver votes at once,
+before the honest verifiers have recomputed; should its vote be mined after the decision, it is
+refused and that round, still asserted, does not count as the attack.) A round without tampering in which
 the blind approver verified pays it the verifier reward like anyone (the documented limit:
 approving a correct aggregate blindly cannot be told from checking it, docs/threat-model.md).
 
@@ -55,14 +57,24 @@ def _tampered(h: History) -> list[int]:
     return sorted({e.round for e in h.of(ev.AttemptFailed) if e.round >= 2 and e.attempt == 0} & final)
 
 
+def _caught(fed: Federation, h: History) -> list[int]:
+    """Tampered rounds in which the blind approver's approval of attempt 0 is on-chain (it approves
+    at once, before the honest verifiers have recomputed, but a vote mined after the decision is
+    refused: such a round is asserted, not counted as the attack)."""
+    blind = fed.devnet.addresses[BLIND].lower()
+    votes = h.of(ev.VoteCast)
+    approved = {v.round for v in votes if v.attempt == 0 and v.approve and v.voter.lower() == blind}
+    return [r for r in _tampered(h) if r in approved]
+
+
 def _enough(fed: Federation, h: History) -> bool:
-    """A tampered round is final and the next one opened (or it is hopeless: a failed round, or
-    no tampered round up to LAST_ATTACK_ROUND)."""
+    """A round where the blind approver approved a tampered aggregate is final and the next one
+    opened (or it is hopeless: a failed round, or none up to LAST_ATTACK_ROUND)."""
     if h.of(ev.RoundFailed):
         return True
-    tampered = _tampered(h)
-    if tampered:
-        return bool(h.of(ev.RoundOpened, tampered[0] + 1))
+    caught = _caught(fed, h)
+    if caught:
+        return bool(h.of(ev.RoundOpened, caught[0] + 1))
     return max((f.round for f in h.of(ev.RoundFinalized)), default=0) >= LAST_ATTACK_ROUND
 
 
@@ -127,8 +139,8 @@ def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(
         assert late in {a.lower() for a in h.submission(2, h.final(2).attempt).included}
 
         # ---- rounds 2+ (B7): tampering aggregators, a blind approver
-        tampered = _tampered(h)
-        assert tampered, f"the blind approver was elected first in every round 2-{LAST_ATTACK_ROUND} (4^-6)"
+        tampered, caught = _tampered(h), _caught(fed, h)
+        assert caught, f"no tampered round approved by the blind approver in rounds 2-{LAST_ATTACK_ROUND}"
         finals = sorted(f.round for f in h.of(ev.RoundFinalized))
         blind_log = log_text(fed, BLIND)
         for r in finals[1:]:
@@ -147,18 +159,22 @@ def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(
             (failed,) = h.of(ev.AttemptFailed, r)
             assert failed.attempt == 0 and failed.reason == "rejected"
             votes0 = {v.voter.lower(): v.approve for v in h.of(ev.VoteCast, r) if v.attempt == 0}
-            assert votes0[blind] is True  # approved the tampered aggregate without checking
             rejecters = {m for m, ok in votes0.items() if not ok}
             assert rejecters == set(members) - {agg0, blind} and len(rejecters) == 2
-            assert f"TEST FAULT blind-approve: approving round {r} attempt 0" in blind_log
             assert final.attempt == 1
             sub1r = h.submission(r, 1)
             agg1r = sub1r.aggregator.lower()
             assert bytes(sub1r.sha256) != bytes(sub0.sha256)
-            # the blind approver and the tamperer forfeit the round: nothing at all
-            assert blind not in got and agg0 not in got
-            # the honest rejecters are credited; the next attempt's aggregator is paid
             votes1 = {v.voter.lower(): v.approve for v in h.of(ev.VoteCast, r) if v.attempt == 1}
+            assert agg0 not in got  # the tamperer forfeits the round
+            if r in caught:  # the blind approver approved the tampered aggregate: it forfeits the round
+                assert votes0[blind] is True and blind not in got
+                assert f"TEST FAULT blind-approve: approving round {r} attempt 0" in blind_log
+            else:  # its approval came after the decision (refused): only the correct one counted
+                assert blind not in votes0
+                assert got.get(blind, 0) == C + (A if agg1r == blind else V if votes1.get(blind) else 0)
+            # the honest rejecters are credited; the next attempt's aggregator is paid (unless it is
+            # the blind approver, which forfeited the round)
             for m in rejecters:
                 expected = C + V + (A if m == agg1r else V if votes1.get(m) else 0)
                 assert got[m] == expected, (r, m)
@@ -169,7 +185,7 @@ def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(
             assert client.token_balance(a) == sum(x for (_, m), x in per_round.items() if m == a)
         # the federation goes on: every round started from the previous global, the one after the
         # first tampered round too
-        for r in [*finals[1:], tampered[0] + 1]:
+        for r in [*finals[1:], caught[0] + 1]:
             opened = h.of(ev.RoundOpened, r)[0]
             assert bytes(opened.base_sha256) == bytes(h.final(r - 1).global_sha256)
     finally:
