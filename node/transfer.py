@@ -86,6 +86,13 @@ def providers_for(node: Node, sha256: str, owners: list[str]) -> list[str]:
     return out
 
 
+def global_holders(node: Node) -> list[str]:
+    """Whom to ask for a global adapter besides the peers that announced it: every other member
+    (each one fetches, evaluates and re-serves a new global). A node that restarted after the
+    announcement (a member back late, issue 12 B5) otherwise knows no provider at all."""
+    return sorted(m for m in node.members if m != node.me)
+
+
 def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
     """Expected shape: updates and fedavg aggregates have the federation rank; exact aggregates n*r."""
     if kind in ("aggregate", "global") and node.cfg.model.strategy == "exact" and n_inputs > 1:

@@ -18,6 +18,7 @@ import trio
 from chain.errors import ContractRevert
 from chain.types import Phase
 from node.context import Node
+from node.faults import SLOW_VERIFY_S
 from node.roles.aggregator import collect_updates, compute_aggregate
 from node.state import Submission
 from node.transfer import publish
@@ -125,6 +126,9 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
         if verdict is None:
             log.warning("round %d attempt %d: not voting (yet): %s", sub.round, sub.attempt, reason)
             return False
+        if node.faults.active("slow-verify", sub.round, sub.attempt):
+            log.warning("TEST FAULT slow-verify: voting %.0f s after the verdict", SLOW_VERIFY_S)
+            await trio.sleep(SLOW_VERIFY_S)
         approve: bool = verdict
         node.store.record_vote(sub.round, sub.attempt, approve, reason)
         rec = node.store.vote(sub.round, sub.attempt)

@@ -85,7 +85,8 @@ def _late_restart(fed: Federation, h: History, node: int) -> bool:
 
 def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(tmp_path: Path) -> None:
     tamper = ",".join(f"tamper-aggregate@{r}.0" for r in range(2, LAST_ATTACK_ROUND + 1))
-    faults = {BLIND: "blind-approve", LATE: f"crash-after-commit@1,{tamper}", 2: tamper, 3: tamper}
+    honest = f"slow-verify,{tamper}"  # verifiers with a real model's recomputation time
+    faults = {BLIND: "blind-approve", LATE: f"crash-after-commit@1,{honest}", 2: honest, 3: honest}
     fed, _ = run(
         tmp_path / "fed",
         4,
@@ -93,7 +94,7 @@ def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(
         faults,
         False,
         timeout_s=600,
-        commit_s=40,  # room for the late member to be back in round 2 (all commit: it closes early)
+        commit_s=120,  # room for the late member to be back in round 2 (all commit: it closes early)
         verify_s=30,  # both honest rejections must arrive (one alone would only dispute)
         until=_enough,
         restart_when=_late_restart,
