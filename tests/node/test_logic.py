@@ -198,3 +198,10 @@ def test_after_an_early_close_the_closer_and_the_predicted_aggregator_advance_at
         trio.run(rounds.elect_and_aggregate, node, node.info)
         assert node.sent == ([("advance", 1)] if at_once else []), (me, aggregator)
     rounds._first_due.clear()
+
+
+def test_a_member_back_late_asks_every_other_member_for_a_global() -> None:
+    from node.transfer import global_holders
+
+    node: Any = SimpleNamespace(members=frozenset({"0xcc", "0xaa", "0xbb"}), me="0xbb")
+    assert global_holders(node) == ["0xaa", "0xcc"]  # it missed the announcement: not nobody
