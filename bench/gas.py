@@ -169,7 +169,8 @@ def measure(ch: Chain, n: int, rounds: int) -> tuple[dict[str, list[tuple[int, i
         totals.append(total)
         gas["reportMetrics"].append((n, clients[0].report_metrics(r, sha("eval"), 500_000, 100).gas_used))
     # the failure paths: an absent member (the deadline closes the phase), a timed-out aggregator,
-    # a rejected aggregate (logged), and a verify-deadline approval that settles the rejection
+    # a rejected aggregate (logged, with invalid claims), and a verify-deadline approval (no claims:
+    # the invalid mask is cleared) that settles the rejection
     boss.open_round()
     r = boss.current_round()
     committed = clients[:-1] if n > 1 else clients
@@ -179,8 +180,10 @@ def measure(ch: Chain, n: int, rounds: int) -> tuple[dict[str, list[tuple[int, i
     ch.reach(boss, boss.round_info().aggregate_deadline)
     gas["advance: aggregator timeout"].append((n, boss.advance(r).gas_used))
     agg = aggregator(r, 1)
-    g = agg.submit_aggregate(r, sha("bad"), CID, [committed[0].sender_address]).gas_used
-    gas["submitAggregate: one included"].append((n, g))
+    # one included, every other committer named invalid (issue 12: the invalid loop and mask)
+    invalid = [c.sender_address for c in committed[1:]]
+    g = agg.submit_aggregate(r, sha("bad"), CID, [committed[0].sender_address], invalid).gas_used
+    gas["submitAggregate: one included, the others invalid"].append((n, g))
     voters = [c for c in committed if c is not agg]
     # two rejections blame the aggregator (one alone only disputes: with 2 committers)
     parallel([lambda c=c: c.vote(r, False) for c in voters[: max(2, len(voters) // 3 + 1)]])

@@ -212,11 +212,28 @@ class CoordinatorClient:
         return self._transact("commitUpdate", int(round_), _bytes32(sha256, "sha256"), cid, int(num_samples))
 
     def submit_aggregate(
-        self, round_: int, sha256: bytes | str, cid: str, included: Sequence[str]
+        self,
+        round_: int,
+        sha256: bytes | str,
+        cid: str,
+        included: Sequence[str],
+        invalid: Sequence[str] = (),
     ) -> TxResult:
-        """Submit the aggregate; `included` is sorted into the ascending address order the contract wants."""
-        ordered = sorted({to_checksum_address(a) for a in included}, key=lambda a: int(a, 16))
-        return self._transact("submitAggregate", int(round_), _bytes32(sha256, "sha256"), cid, ordered)
+        """Submit the aggregate of the `included` committers' updates, naming the committers whose
+        updates were found `invalid` (issue 12: they forfeit the round if it is accepted); both are
+        sorted into the ascending address order the contract wants."""
+
+        def ordered(addrs: Sequence[str]) -> list[str]:
+            return sorted({to_checksum_address(a) for a in addrs}, key=lambda a: int(a, 16))
+
+        return self._transact(
+            "submitAggregate",
+            int(round_),
+            _bytes32(sha256, "sha256"),
+            cid,
+            ordered(included),
+            ordered(invalid),
+        )
 
     def vote(self, round_: int, approve: bool) -> TxResult:
         return self._transact("vote", int(round_), bool(approve))

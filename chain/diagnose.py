@@ -256,11 +256,15 @@ def _check_submit(
     included = [to_checksum_address(a) for a in args[3]]
     if not included:
         return "included is empty"
-    prev = 0
-    for a in included:
-        if int(a, 16) <= prev:
-            return "included must be ascending committer addresses"
-        if a not in committers:
-            return "included address did not commit this round"
-        prev = int(a, 16)
+    invalid = [to_checksum_address(a) for a in args[4]] if len(args) > 4 else []
+    for what, addrs in (("included", included), ("invalid", invalid)):
+        prev = 0
+        for a in addrs:
+            if int(a, 16) <= prev:
+                return f"{what} must be ascending committer addresses"
+            if a not in committers:
+                return f"{what} address did not commit this round"
+            prev = int(a, 16)
+    if set(included) & set(invalid):
+        return "an address is both included and invalid"
     return None

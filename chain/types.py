@@ -181,11 +181,14 @@ class ElectionSeed(ChainEvent):
 
 @dataclass(frozen=True)
 class UpdateExcluded(ChainEvent):
-    """A committer the accepted aggregate of ``round`` left out, and the aggregator that did."""
+    """A committer the accepted aggregate of ``round`` left out, the aggregator that did, and why:
+    "invalid" (claimed in the submission, checked by the verifiers; the member forfeited the round)
+    or "unavailable" (not obtained by the aggregator in time; only its contributor reward lost)."""
 
     round: int
     member: str
     aggregator: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class AggregateSubmitted(ChainEvent):
     sha256: bytes
     cid: str
     included: tuple[str, ...]
+    invalid: tuple[str, ...]  # issue 12: committers the aggregator found invalid (they forfeit)
     verify_deadline: int
 
 

@@ -6,6 +6,7 @@ Runs in worker threads (called through trio.to_thread); a lock keeps one job on 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from node.errors import StartupError
 from node.metric_report import Figures
 from training.bounds import FederationRules, UpdateBounds, federation_config_hash
 from training.data import Question, Record
+from training.errors import TrainingError
 from training.lora import LoraSettings
 
 log = logging.getLogger("medfed.learner")
@@ -76,8 +78,12 @@ class Learner:
                 f"{cfg.path.name}: [model] base = {cfg.model.base!r} cannot be loaded: {exc}"
             ) from None
         self._lock = threading.Lock()
-        # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order
+        # `exact` only: the global adapters (weights paths) merged into self.model so far, in round order,
+        # and where the unmerged weights of the modules they changed are kept (to fall back from a
+        # poisoned one; written anew by each process, whose model starts unmerged)
         self.merged: list[str] = []
+        self._unmerged = scratch / "unmerged-base"
+        shutil.rmtree(self._unmerged, ignore_errors=True)
         # called with (seconds, tokens/s) after each local training (monitoring)
         self.observer: Callable[[float, float], None] | None = None
 
@@ -89,15 +95,27 @@ class Learner:
     def merge_history(self, history: Sequence[str]) -> None:
         """`exact`: make the model's weights base + the deltas of ``history`` (global adapters in order).
 
-        Merges are in place and append-only: ``history`` must extend what was merged before."""
+        Merges are in place. A ``history`` that extends what was merged merges the rest; any other
+        (the fallback dropped a poisoned global: node/recovery.py) puts the unmerged base weights
+        back first and merges ``history`` anew, which gives the same bytes as a fresh start."""
         from training.adapter_io import read_adapter
-        from training.aggregation import merge_exact_delta
+        from training.aggregation.exact import merge_exact_delta, restore_base_weights, save_base_weights
 
         if list(history[: len(self.merged)]) != self.merged:
-            raise StartupError("the global adapter history changed under this node; restart it to re-merge")
+            dropped = [Path(p).parent.name[:12] for p in self.merged if p not in history]
+            log.warning(
+                "un-merging the global deltas: the base weights are restored and %d healthy global(s) "
+                "merged again, without %s (fallback from a poisoned global adapter)",
+                len(history),
+                ", ".join(dropped) or "a reordered history",
+            )
+            restore_base_weights(self.model, self._unmerged)
+            self.merged = []
         for path in history[len(self.merged) :]:
             log.info("merging global delta %s into the base weights", Path(path).parent.name[:12])
-            merge_exact_delta(self.model, read_adapter(path), self.settings, in_place=True)
+            state = read_adapter(path)
+            save_base_weights(self.model, state, self._unmerged)
+            merge_exact_delta(self.model, state, self.settings, in_place=True)
             self.merged.append(path)
 
     def train(
@@ -112,7 +130,7 @@ class Learner:
 
         With `exact`, ``start_adapter`` is the federation's initial adapter and ``history`` the global
         adapters of the previous rounds, merged into the base weights first."""
-        from training.train import TrainConfig, train_local
+        from training.train import TrainConfig, divergence_message, train_local
 
         m = self.cfg.model
         config = TrainConfig(
@@ -128,18 +146,25 @@ class Learner:
         with self._lock:
             if self.exact:
                 self.merge_history(history)
-            result = train_local(
-                self.model,
-                self.tokenizer,
-                start_adapter,
-                questions,
-                self.settings,
-                config,
-                out,
-                progress=False,
-                base_model=self.base_model,
-                metadata=metadata,
-            )
+            try:
+                result = train_local(
+                    self.model,
+                    self.tokenizer,
+                    start_adapter,
+                    questions,
+                    self.settings,
+                    config,
+                    out,
+                    progress=False,
+                    base_model=self.base_model,
+                    metadata=metadata,
+                )
+            except TrainingError as exc:
+                if self.exact and self.merged and str(exc).startswith("training diverged"):
+                    # the start adapter is the initial one: name a poisoned merged delta instead
+                    why = divergence_message(start_adapter, m.learning_rate, self.merged)
+                    raise TrainingError(why) from None
+                raise
         used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
         if self.observer is not None:
             self.observer(result.seconds, result.tokens_per_s)

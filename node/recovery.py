@@ -16,9 +16,12 @@ effective base, trains from it, and bounds every update against it: verifiers st
 no contract change is needed. The chain still shows the poisoned aggregate as the last
 ``globalAdapter`` until a round built on the healthy parent finalizes.
 
-Limit: with ``exact`` aggregation the effective base is the initial adapter plus the merged
-deltas of every finalized round; falling back there would need un-merging and is not done
-(``exact`` federations recover by a redeployment from a healthy global; docs/operations.md).
+With ``exact`` aggregation a round's effective base is the base weights plus the deltas of the
+globals in its lineage, merged in order (every update is trained from the initial adapter and
+measured against it). The fallback drops the abandoned global from that list; the learner puts
+its unmerged base weights back and merges the healthy globals again, which gives the same bytes
+as a node started fresh (node/learning.py). Every global is held by every member that evaluated
+it and fetchable from its round's aggregator and committers, so the list can always be rebuilt.
 """
 
 from __future__ import annotations
@@ -34,26 +37,39 @@ log = logging.getLogger("medfed.recovery")
 def lineage(store: StateStore, initial_sha: str, round: int, fallback_after: int) -> list[str]:
     """The chain of bases round ``round`` builds on, oldest first; the last one is its effective
     base. Depends only on the outcomes of rounds 1..round-1 recorded from chain events."""
-    chain = [initial_sha]
+    return [sha for _, sha in lineage_rounds(store, initial_sha, round, fallback_after)]
+
+
+def lineage_rounds(
+    store: StateStore, initial_sha: str, round: int, fallback_after: int
+) -> list[tuple[int, str]]:
+    """:func:`lineage` with the round that finalized each global (0 for the initial adapter)."""
+    chain = [(0, initial_sha)]
     failures = 0
     for k in range(1, round):
         o = store.outcome(k)
         if o is not None and o.status == "finalized":
-            chain.append(o.sha256)
+            chain.append((k, o.sha256))
             failures = 0
             continue
         failures += 1
         if fallback_after and failures >= fallback_after and len(chain) > 1:
             dropped = chain.pop()
             failures = 0
-            log.debug("rounds up to %d: abandoning global %s after failed rounds", k, dropped[:12])
+            log.debug("rounds up to %d: abandoning global %s after failed rounds", k, dropped[1][:12])
     return chain
 
 
 def effective_base(node: Node, round: int) -> str:
-    """sha256 of the adapter round ``round`` starts from (fedavg) under the fallback rule."""
+    """sha256 of the last healthy global under the fallback rule: the adapter round ``round``
+    starts from (fedavg), or the last delta merged before it (exact)."""
+    return effective_lineage(node, round)[-1][1]
+
+
+def effective_lineage(node: Node, round: int) -> list[tuple[int, str]]:
+    """(round, sha256) of the initial adapter and of every global round ``round`` builds on."""
     initial = node.store.get_meta("initial_sha256") or ""
-    return lineage(node.store, initial, round, node.cfg.model.fallback_after)[-1]
+    return lineage_rounds(node.store, initial, round, node.cfg.model.fallback_after)
 
 
 def reference_sha(node: Node, round: int) -> str:

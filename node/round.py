@@ -88,7 +88,9 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
     elif isinstance(e, ev.ElectionSeed):
         log.info("chain: round %d election seed %s (block %d)", e.round, _hex(e.seed)[:12], e.seed_block)
     elif isinstance(e, ev.UpdateExcluded):
-        log.info("chain: round %d: %s's update was left out by %s", e.round, e.member, e.aggregator)
+        log.info(
+            "chain: round %d: %s's update was left out by %s (%s)", e.round, e.member, e.aggregator, e.reason
+        )
     elif isinstance(e, ev.AggregateSubmitted):
         s.add_submission(
             Submission(
@@ -98,15 +100,17 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
                 _hex(e.sha256),
                 e.cid,
                 tuple(a.lower() for a in e.included),
+                tuple(a.lower() for a in e.invalid),
             )
         )
         log.info(
-            "chain: round %d attempt %d aggregate %s by %s includes %d updates",
+            "chain: round %d attempt %d aggregate %s by %s includes %d updates, names %d invalid",
             e.round,
             e.attempt,
             _hex(e.sha256)[:12],
             e.aggregator,
             len(e.included),
+            len(e.invalid),
         )
     elif isinstance(e, ev.VoteCast):
         log.info(
@@ -270,19 +274,19 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         return
     if r in _training_failed:
         return
-    base = on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
-    if not node.learner.exact:
-        base = effective_base(node, r)
-        if base != on_chain and r not in _fallback_said:
-            _fallback_said.add(r)
-            log.warning(
-                "round %d: training from the last healthy global adapter %s, not the chain's %s: "
-                "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
-                r,
-                base[:12],
-                on_chain[:12],
-                node.cfg.model.fallback_after,
-            )
+    on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
+    base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
+    if base != on_chain and r not in _fallback_said:
+        _fallback_said.add(r)
+        log.warning(
+            "round %d: training from the last healthy global adapter %s%s, not the chain's %s: "
+            "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
+            r,
+            base[:12],
+            " (exact: the deltas up to it merged, abandoned ones un-merged)" if node.learner.exact else "",
+            on_chain[:12],
+            node.cfg.model.fallback_after,
+        )
     try:
         rec = await train_update(node, r, base, deadline)
     except TrainingError as exc:  # said once; the round goes on without our update

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS updates (
     train_seconds REAL NOT NULL, committed INTEGER NOT NULL DEFAULT 0, tx TEXT);
 CREATE TABLE IF NOT EXISTS aggregates (
     round INTEGER NOT NULL, attempt INTEGER NOT NULL, sha256 TEXT NOT NULL, included TEXT NOT NULL,
-    submitted INTEGER NOT NULL DEFAULT 0, tx TEXT, PRIMARY KEY (round, attempt));
+    submitted INTEGER NOT NULL DEFAULT 0, tx TEXT, invalid TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (round, attempt));
 CREATE TABLE IF NOT EXISTS votes (
     round INTEGER NOT NULL, attempt INTEGER NOT NULL, approve INTEGER NOT NULL, reason TEXT NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0, tx TEXT, PRIMARY KEY (round, attempt));
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS commits (
     num_samples INTEGER NOT NULL, PRIMARY KEY (round, member));
 CREATE TABLE IF NOT EXISTS submissions (
     round INTEGER NOT NULL, attempt INTEGER NOT NULL, aggregator TEXT NOT NULL, sha256 TEXT NOT NULL,
-    cid TEXT NOT NULL, included TEXT NOT NULL, PRIMARY KEY (round, attempt));
+    cid TEXT NOT NULL, included TEXT NOT NULL, invalid TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (round, attempt));
 CREATE TABLE IF NOT EXISTS outcomes (
     round INTEGER PRIMARY KEY, status TEXT NOT NULL, attempt INTEGER NOT NULL, sha256 TEXT NOT NULL,
     cid TEXT NOT NULL, reason TEXT NOT NULL);
@@ -71,6 +73,7 @@ class Submission:
     sha256: str
     cid: str
     included: tuple[str, ...]
+    invalid: tuple[str, ...] = ()  # issue 12: committers the aggregator claims invalid
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ class StateStore:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            # issue 12: the invalid claims of an aggregate (a store written before them lacks the column)
+            for table in ("aggregates", "submissions"):
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if "invalid" not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN invalid TEXT NOT NULL DEFAULT ''")
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"{self.path}: not a medfed state store ({exc}); move it away or fix state_dir"
@@ -226,13 +234,21 @@ class StateStore:
         self._exec("UPDATE updates SET committed = 1, tx = ? WHERE round = ?", (tx, round))
 
     # aggregates ---------------------------------------------------------------------------------
-    def record_aggregate(self, round: int, attempt: int, sha256: str, included: list[str]) -> None:
-        """Remember an aggregate computed as the elected aggregator (before submitting)."""
+    def record_aggregate(
+        self, round: int, attempt: int, sha256: str, included: list[str], invalid: list[str] | None = None
+    ) -> None:
+        """Remember an aggregate computed as the elected aggregator (before submitting), with the
+        committers whose updates it found invalid."""
         self._exec(
-            "INSERT OR REPLACE INTO aggregates (round, attempt, sha256, included, submitted) "
-            "VALUES (?,?,?,?,0)",
-            (round, attempt, sha256, ",".join(included)),
+            "INSERT OR REPLACE INTO aggregates (round, attempt, sha256, included, submitted, invalid) "
+            "VALUES (?,?,?,?,0,?)",
+            (round, attempt, sha256, ",".join(included), ",".join(invalid or [])),
         )
+
+    def aggregate_invalid(self, round: int, attempt: int) -> list[str]:
+        """The committers our aggregate for an attempt names invalid (empty if none, or no aggregate)."""
+        rows = self._exec("SELECT invalid FROM aggregates WHERE round = ? AND attempt = ?", (round, attempt))
+        return [a for a in str(rows[0][0]).split(",") if a] if rows else []
 
     def aggregate(self, round: int, attempt: int) -> tuple[str, list[str], bool] | None:
         """(sha256, included, submitted) of our aggregate for an attempt."""
@@ -325,8 +341,8 @@ class StateStore:
     def add_submission(self, s: Submission) -> None:
         """Remember an AggregateSubmitted event."""
         self._exec(
-            "INSERT OR REPLACE INTO submissions (round, attempt, aggregator, sha256, cid, included) "
-            "VALUES (?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO submissions (round, attempt, aggregator, sha256, cid, included, invalid) "
+            "VALUES (?,?,?,?,?,?,?)",
             (
                 s.round,
                 s.attempt,
@@ -334,21 +350,23 @@ class StateStore:
                 s.sha256,
                 s.cid,
                 ",".join(a.lower() for a in s.included),
+                ",".join(a.lower() for a in s.invalid),
             ),
         )
 
     def submission(self, round: int, attempt: int) -> Submission | None:
         """The aggregate submitted for an attempt, if any."""
         rows = self._exec(
-            "SELECT round, attempt, aggregator, sha256, cid, included FROM submissions "
+            "SELECT round, attempt, aggregator, sha256, cid, included, invalid FROM submissions "
             "WHERE round = ? AND attempt = ?",
             (round, attempt),
         )
         if not rows:
             return None
-        r, a, agg, sha, cid, inc = rows[0]
+        r, a, agg, sha, cid, inc, inv = rows[0]
         included = tuple(x for x in str(inc).split(",") if x)
-        return Submission(int(r), int(a), str(agg), str(sha), str(cid), included)  # type: ignore[call-overload]
+        invalid = tuple(x for x in str(inv).split(",") if x)
+        return Submission(int(r), int(a), str(agg), str(sha), str(cid), included, invalid)  # type: ignore[call-overload]
 
     def set_outcome(self, o: Outcome) -> None:
         """Remember how a round ended."""

@@ -93,6 +93,11 @@ def global_holders(node: Node) -> list[str]:
     return sorted(m for m in node.members if m != node.me)
 
 
+def update_fetch_limit(node: Node) -> int:
+    """The most bytes anyone fetches of an update of this federation (see fetch_adapter)."""
+    return min(node.cfg.model.max_adapter_mb << 20, adapter_spec_for(node, "update").max_file_bytes())
+
+
 def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
     """Expected shape: updates and fedavg aggregates have the federation rank; exact aggregates n*r."""
     if kind in ("aggregate", "global") and node.cfg.model.strategy == "exact" and n_inputs > 1:
@@ -148,7 +153,7 @@ async def fetch_adapter(
     assert node.host is not None
     spec = adapter_spec_for(node, kind, n_inputs)
     # never accept (or keep reading) more than a valid adapter of this federation can be
-    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())
+    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())  # = update_fetch_limit
     last = "no provider known yet"
     while True:
         left = deadline - node.now()
@@ -180,7 +185,13 @@ async def fetch_adapter(
     try:
         await trio.to_thread.run_sync(validate_adapter, weights, spec, max_bytes)
     except TrainingError as exc:
-        weights.unlink(missing_ok=True)
+        if kind == "update":
+            # issue 12: the bytes match the commit, so they prove the update invalid; keep and serve
+            # them, so that verifiers can check the aggregator's claim (`invalid` in submitAggregate)
+            # even if the author refuses them. Every use of an update re-checks it (check_update).
+            await publish(node, sha256, kind, round)
+        else:
+            weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
     await publish(node, sha256, kind, round)
     size = weights.stat().st_size

@@ -124,13 +124,19 @@ def answer_loss(
 SUSPECT_START_ABS = 1e3
 
 
-def divergence_message(start_adapter: str | Path, lr: float) -> str:
-    """Why training diverged, naming the likely cause: a poisoned start adapter or the learning rate."""
+def _peak(adapter: str | Path) -> float:
+    """Largest |value| in an adapter file (NaN if it cannot be read)."""
     try:
-        start = read_adapter(start_adapter)
-        peak = max((float(np.max(np.abs(v))) for v in start.values() if v.size), default=0.0)
+        state = read_adapter(adapter)
+        return max((float(np.max(np.abs(v))) for v in state.values() if v.size), default=0.0)
     except TrainingError:
-        peak = float("nan")
+        return float("nan")
+
+
+def divergence_message(start_adapter: str | Path, lr: float, merged: Sequence[str | Path] = ()) -> str:
+    """Why training diverged, naming the likely cause: a poisoned start adapter, a poisoned global
+    delta merged into the base weights (``merged``: `exact` aggregation), or the learning rate."""
+    peak = _peak(start_adapter)
     if not math.isfinite(peak) or peak > SUSPECT_START_ABS:
         return (
             f"training diverged (NaN/Inf): the global adapter it started from is likely poisoned "
@@ -138,6 +144,15 @@ def divergence_message(start_adapter: str | Path, lr: float) -> str:
             "The federation's bounds should have kept it out; members fall back to the last healthy "
             "global after [aggregation] fallback_after failed rounds (docs/troubleshooting.md)"
         )
+    for path in merged:
+        bad = _peak(path)
+        if not math.isfinite(bad) or bad > SUSPECT_START_ABS:
+            return (
+                f"training diverged (NaN/Inf): the global delta {Path(path).parent.name[:12]} merged into "
+                f"the base weights (exact) is likely poisoned (largest |value| {bad:.3g}); not the "
+                "learning rate. Members fall back to the last healthy global after [aggregation] "
+                "fallback_after failed rounds, un-merging it (docs/troubleshooting.md)"
+            )
     return (
         f"training diverged (NaN/Inf) from a healthy-looking start adapter (largest |value| {peak:.3g}): "
         f"lower [training] learning_rate (now {lr:g})"

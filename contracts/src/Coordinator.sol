@@ -72,14 +72,16 @@ contract Coordinator {
         uint96 approveMask;
     }
 
-    /// Included set of the live attempt, the round that produced the global adapter, and the
-    /// committer index of the live round's first aggregator, drawn at the election (one slot).
+    /// Included set of the live attempt, the round that produced the global adapter, the
+    /// committer index of the live round's first aggregator, drawn at the election, and the
+    /// committers the live attempt's aggregator excluded as INVALID (one slot).
     /// (issue 12: the forfeit mask is gone: forfeits are settled from the attempt log at finalize.)
     struct RoundExtra {
         uint96 includedMask;
         uint32 globalRound;
         uint8 nonzero;
         uint8 firstAggregator;
+        uint96 invalidMask; // issue 12: their authors forfeit the round if the attempt is accepted
     }
 
     address public immutable admin;
@@ -111,7 +113,7 @@ contract Coordinator {
     /// verdict << 200 | round << 208 (the round tells stale entries of earlier rounds apart)
     mapping(uint256 => bytes32) internal _attemptSha;
     mapping(uint256 => uint256) internal _attemptVotes;
-    mapping(uint256 => uint256) internal _attemptIncluded; // its included mask
+    mapping(uint256 => uint256) internal _attemptIncluded; // its included mask | invalid mask << 96
     bytes32[2] internal _sha;
     string[2] internal _cid;
     mapping(uint256 => uint256) internal _finalizedBits;
@@ -138,9 +140,11 @@ contract Coordinator {
     /// issue 12 (election): the seed of the round's election and the block whose hash made it;
     /// committers[(seed % n + attempt) % n] aggregates attempt `attempt`.
     event ElectionSeed(uint256 indexed round, bytes32 seed, uint256 seedBlock, uint256 firstIndex);
-    /// issue 12 (B4/B5): a committer whose update the accepted aggregate left out (unavailable to
-    /// the aggregator, invalid, or withheld), with the aggregator that left it out.
-    event UpdateExcluded(uint256 indexed round, address indexed member, address indexed aggregator);
+    /// issue 12 (B4/B5): a committer whose update the accepted aggregate left out, with the
+    /// aggregator that left it out and why: "invalid" (named in submitAggregate's `invalid`: the
+    /// verifiers checked the claim, the member forfeits the round) or "unavailable" (not obtained
+    /// in time, or withheld: not punished beyond the lost contributor reward).
+    event UpdateExcluded(uint256 indexed round, address indexed member, address indexed aggregator, string reason);
     event AggregateSubmitted(
         uint256 indexed round,
         uint256 attempt,
@@ -148,6 +152,7 @@ contract Coordinator {
         bytes32 sha256,
         string cid,
         address[] included,
+        address[] invalid,
         uint256 verifyDeadline
     );
     event VoteCast(uint256 indexed round, uint256 attempt, address indexed voter, bool approve);
@@ -188,7 +193,7 @@ contract Coordinator {
         _sha[1] = initialSha256;
         _cid[0] = initialCid;
         _cid[1] = initialCid;
-        _extra = RoundExtra(0, 0, 1, 0);
+        _extra = RoundExtra(0, 0, 1, 0, 0);
         // issue 12: pre-warm the attempt log (a logged failure then rewrites non-zero slots)
         for (uint256 k = 0; k + 1 < p.maxAttempts; k++) {
             _attemptSha[k] = bytes32(uint256(1));
@@ -288,11 +293,18 @@ contract Coordinator {
         if (n + 1 >= _memberList.length) _times.commitDeadline = uint64(block.timestamp);
     }
 
+    /// `included`: the committers whose updates the aggregate is made of; `invalid` (issue 12):
+    /// the committers whose updates the aggregator obtained with the committed sha256 and found
+    /// invalid (bad bytes, out of bounds, bound to another author, round or federation). Both in
+    /// ascending address order, disjoint, this round's committers only. Verifiers check every
+    /// `invalid` claim like the aggregate itself; the named members forfeit the round if it is
+    /// accepted. A committer in neither list was unavailable to the aggregator (not punished).
     function submitAggregate(
         uint256 round,
         bytes32 sha256_,
         string calldata cid,
-        address[] calldata included
+        address[] calldata included,
+        address[] calldata invalid
     ) external {
         _requireLive(round);
         if (_state.phase == COMMIT) _stepOnce(round); // lazy election
@@ -302,24 +314,40 @@ contract Coordinator {
         require(msg.sender == _committer(_aggregatorIdx(round, s.attempt, s.nCommitters)), "not the elected aggregator");
         require(sha256_ != bytes32(0), "empty hash");
         require(included.length > 0, "included is empty");
-        uint256 mask;
-        address prev;
-        for (uint256 i = 0; i < included.length; i++) {
-            address a = included[i];
-            require(a > prev, "included must be ascending committer addresses");
-            Member storage m = _members[a];
-            require(m.commitRound == round, "included address did not commit this round");
-            mask |= uint256(1) << m.commitIdx;
-            prev = a;
-        }
+        uint256 mask = _maskOf(round, included, false);
+        uint256 bad = _maskOf(round, invalid, true);
+        require(mask & bad == 0, "an address is both included and invalid");
         uint8 pending = 1 - s.globalSel;
         _sha[pending] = sha256_;
         _cid[pending] = cid;
         _extra.includedMask = uint96(mask);
+        // (the slot is written anyway; a second write only when a mask changes, so a submission
+        // without invalid claims costs what it did)
+        if (bad != 0 || _extra.invalidMask != 0) _extra.invalidMask = uint96(bad);
         uint64 vd = uint64(block.timestamp) + verifyDuration;
         _times.verifyDeadline = vd;
         _state.phase = VERIFY;
-        emit AggregateSubmitted(round, s.attempt, msg.sender, sha256_, cid, included, vd);
+        emit AggregateSubmitted(round, s.attempt, msg.sender, sha256_, cid, included, invalid, vd);
+    }
+
+    /// The committer mask of `list` (submitAggregate's `included`, or its `invalid` when `inv`):
+    /// ascending addresses, each a committer of `round`.
+    function _maskOf(uint256 round, address[] calldata list, bool inv) internal view returns (uint256 mask) {
+        address prev;
+        for (uint256 i = 0; i < list.length; i++) {
+            address a = list[i];
+            require(
+                a > prev,
+                inv ? "invalid must be ascending committer addresses" : "included must be ascending committer addresses"
+            );
+            Member storage m = _members[a];
+            require(
+                m.commitRound == round,
+                inv ? "invalid address did not commit this round" : "included address did not commit this round"
+            );
+            mask |= uint256(1) << m.commitIdx;
+            prev = a;
+        }
     }
 
     function vote(uint256 round, bool approve) external {
@@ -477,7 +505,8 @@ contract Coordinator {
         if (verdict != 0 && next < maxAttempts) { // (a last attempt ends the round: nothing to settle)
             // issue 12 (B3/B7): remember who said what about which hash
             _attemptSha[s.attempt] = _sha[1 - s.globalSel];
-            _attemptIncluded[s.attempt] = _extra.includedMask;
+            RoundExtra memory x = _extra;
+            _attemptIncluded[s.attempt] = uint256(x.includedMask) | (uint256(x.invalidMask) << 96);
             _attemptVotes[s.attempt] =
                 uint256(s.approveMask) |
                 (uint256(s.votedMask & ~s.approveMask) << 96) |
@@ -506,15 +535,20 @@ contract Coordinator {
     }
 
     /// issue 12 (B3/B7): who forfeits, who is paid as aggregator and how many verifier credits
-    /// each committer earned, from the accepted attempt and the attempt log. The accepted hash is
-    /// the truth the round settles on (verification is deterministic):
-    /// - an earlier attempt with the SAME hash was right: its aggregator is paid as aggregator,
-    ///   its approvers are credited, its rejecters forfeit the round;
-    /// - an earlier attempt with another hash was wrong if it was REJECTED (two or more
-    ///   rejections), or if it included exactly the accepted set of updates (the same inputs give
-    ///   the same bytes): its aggregator and approvers forfeit the round, its rejecters are credited;
-    /// - a DISPUTED attempt with another hash over other inputs: nobody is credited or blamed;
-    /// - the accepted attempt: approvers credited, rejecters forfeit the round.
+    /// each committer earned, from the accepted attempt and the attempt log. The accepted hash and
+    /// its invalid claims are the truth the round settles on (verification is deterministic):
+    /// - an earlier attempt with the SAME hash whose invalid claims the accepted attempt also makes
+    ///   was right: its aggregator is paid as aggregator, its approvers are credited, its
+    ///   rejecters forfeit the round (a claim the accepted attempt does not make is unproven
+    ///   either way: the later aggregator may simply not have obtained that update);
+    /// - an earlier attempt that is not right was wrong if it was REJECTED (two or more
+    ///   rejections), or if it has another hash over exactly the accepted set of updates (the same
+    ///   inputs give the same bytes): its aggregator and approvers forfeit the round, its
+    ///   rejecters are credited;
+    /// - any other DISPUTED attempt: nobody is credited or blamed;
+    /// - the accepted attempt: approvers credited, rejecters forfeit the round;
+    /// - the accepted attempt's `invalid` committers (their bytes were checked by the verifiers
+    ///   who approved) forfeit the round: a hostile update earns its author nothing that round.
     /// A forfeit is total for the round (no contributor, aggregator or verifier reward).
     function _settle(uint256 round, RoundState memory s, bytes32 accepted, uint8[] memory credits)
         internal
@@ -523,7 +557,8 @@ contract Coordinator {
     {
         uint256 n = s.nCommitters;
         aggPaid = uint256(1) << _aggregatorIdx(round, s.attempt, n);
-        forfeit = uint256(s.votedMask) & ~uint256(s.approveMask);
+        RoundExtra memory x = _extra;
+        forfeit = (uint256(s.votedMask) & ~uint256(s.approveMask)) | x.invalidMask;
         _credit(credits, s.approveMask);
         for (uint256 k = 0; k < s.attempt; k++) {
             uint256 v = _attemptVotes[k];
@@ -531,11 +566,13 @@ contract Coordinator {
             uint256 approvers = v & MASK96;
             uint256 rejecters = (v >> 96) & MASK96;
             uint256 agg = (v >> 192) & 0xff;
-            if (_attemptSha[k] == accepted) {
+            uint256 inc = _attemptIncluded[k];
+            bool sameSha = _attemptSha[k] == accepted;
+            if (sameSha && (inc >> 96) & ~uint256(x.invalidMask) == 0) {
                 aggPaid |= uint256(1) << agg;
                 forfeit |= rejecters;
                 _credit(credits, approvers);
-            } else if ((v >> 200) & 0xff == REJECTED || _attemptIncluded[k] == _extra.includedMask) {
+            } else if ((v >> 200) & 0xff == REJECTED || (!sameSha && inc & MASK96 == x.includedMask)) {
                 forfeit |= (uint256(1) << agg) | approvers;
                 _credit(credits, rejecters);
             }
@@ -550,10 +587,11 @@ contract Coordinator {
     }
 
     /// Pays the committers of a finalized round as settled by _settle, and records (event) every
-    /// committer the accepted aggregate left out (issue 12, B4/B5).
+    /// committer the accepted aggregate left out and why (issue 12, B4/B5: "invalid" or "unavailable").
     function _payRewards(uint256 round, RoundState memory s) internal {
         uint256 n = s.nCommitters;
         uint256 incl = _extra.includedMask;
+        uint256 bad = _extra.invalidMask;
         uint8[] memory credits = new uint8[](n);
         (uint256 forfeit, uint256 aggPaid) = _settle(round, s, _sha[1 - s.globalSel], credits);
         address aggregator = _committer(_aggregatorIdx(round, s.attempt, n));
@@ -562,7 +600,8 @@ contract Coordinator {
         uint256 k;
         for (uint256 i = 0; i < n; i++) {
             address who = _committer(i);
-            if ((incl >> i) & 1 == 0) emit UpdateExcluded(round, who, aggregator);
+            if ((incl >> i) & 1 == 0)
+                emit UpdateExcluded(round, who, aggregator, (bad >> i) & 1 == 1 ? "invalid" : "unavailable");
             if ((forfeit >> i) & 1 == 1) continue;
             uint256 total;
             if (contributorReward > 0 && (incl >> i) & 1 == 1) {

@@ -190,6 +190,13 @@ class Api:
             for c in self.db.query("SELECT * FROM commits WHERE round = ? ORDER BY block, log_index", (n,))
         ]
         attempts = []
+        # issue 12: the committers each submission named invalid (read from its stored event)
+        invalid: dict[int, list[str | None]] = {}
+        for e in self.db.query(
+            "SELECT args FROM events WHERE name = 'AggregateSubmitted' AND round = ?", (n,)
+        ):
+            sa = json.loads(e["args"])
+            invalid[int(sa["attempt"])] = [_cs(x) for x in sa.get("invalid", [])]
         for at in self.db.query("SELECT * FROM attempts WHERE round = ? ORDER BY attempt", (n,)):
             votes = [
                 {"voter": _cs(v["voter"]), "approve": bool(v["approve"]), **self._where(v["block"], v["tx"])}
@@ -208,6 +215,7 @@ class Api:
                     "sha256": at["sha256"],
                     "cid": at["cid"],
                     "included": [_cs(x) for x in json.loads(at["included"])] if at["included"] else None,
+                    "invalid": invalid.get(int(at["attempt"])) if at["included"] else None,
                     "verify_deadline": at["verify_deadline"],
                     "verify_deadline_ms": self._deadline_ms(at["verify_deadline"]),
                     "submitted": self._where(at["submit_block"], at["submit_tx"])
@@ -252,6 +260,7 @@ class Api:
             {
                 "member": _cs(json.loads(e["args"])["member"]),
                 "aggregator": _cs(json.loads(e["args"])["aggregator"]),
+                "reason": json.loads(e["args"]).get("reason", "unavailable"),
             }
             for e in self.db.query(
                 "SELECT * FROM events WHERE name = 'UpdateExcluded' AND round = ? ORDER BY block, log_index",
@@ -415,6 +424,7 @@ class Api:
             {
                 "round": e["round"],
                 "aggregator": _cs(json.loads(e["args"])["aggregator"]),
+                "reason": json.loads(e["args"]).get("reason", "unavailable"),
                 **self._where(e["block"], e["tx"]),
             }
             for e in self.db.query(

@@ -7,6 +7,7 @@ aggregator and an honest verifier holding the same inputs produce the same bytes
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from node.errors import ArtifactError
 from node.learning import federation_rules
 from node.recovery import reference_sha
 from node.state import Commit
-from node.transfer import cid_of, fetch_adapter, global_holders, publish
+from node.transfer import cid_of, fetch_adapter, global_holders, publish, update_fetch_limit
 from training.adapter_io import check_update_binding, read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
 from training.bounds import bounded_inputs, check_update_bounds
@@ -39,7 +40,11 @@ class Collected:
     commit: Commit
     path: str | None
     problem: str  # empty when path is a valid adapter
-    final: bool = False  # the problem is in the bytes (same for everyone), not in getting them
+    # the problem is in the bytes (same for everyone), not in getting them: the update is INVALID.
+    # Only bytes with the committed sha256 can be: an answer `too_large`, or bytes with another
+    # hash, prove nothing about the committed file (a hostile author could serve the aggregator
+    # junk and the verifiers the real file), so they leave the update unavailable, not invalid.
+    final: bool = False
 
 
 async def collect_updates(
@@ -75,6 +80,15 @@ async def collect_updates(
                 for c in same:
                     log.warning("round %d: update of %s unusable: %s", round, c.member, exc)
                     results[c.member] = Collected(c, None, str(exc), final="not a valid adapter" in str(exc))
+                return
+            size, limit = os.path.getsize(path), update_fetch_limit(node)
+            if size > limit:
+                # held (our own update, say) but larger than anyone may fetch: others cannot check
+                # it, so it is unavailable to them, never claimed invalid (issue 12)
+                for c in same:
+                    why = f"update {sha[:12]} is too large: {size} bytes, fetches stop at {limit}"
+                    log.warning("round %d: update of %s unusable: %s", round, c.member, why)
+                    results[c.member] = Collected(c, None, why)
                 return
             for c in same:
                 try:
@@ -164,9 +178,13 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         collected = await collect_updates(node, round, commits, deadline - 3.0)
         node.store.add_timing(round, "transfer", time.monotonic() - t0)
         usable = [c for c in collected if c.path is not None]
+        # issue 12: updates proven invalid are named on-chain (their authors forfeit the round if
+        # the verifiers agree); the others that could not be had are simply left out (unavailable)
+        invalid = sorted(c.commit.member for c in collected if c.path is None and c.final)
         for c in collected:
             if c.problem:
-                log.warning("round %d: leaving out %s: %s", round, c.commit.member, c.problem)
+                why = "invalid" if c.final else "unavailable"
+                log.warning("round %d: leaving out %s (%s): %s", round, c.commit.member, why, c.problem)
         if not usable:
             log.error("round %d attempt %d: no usable update; cannot aggregate", round, attempt)
             return
@@ -178,17 +196,25 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", round)
         node.store.add_timing(round, "aggregate", time.monotonic() - t0)
         included = sorted(u.commit.member for u in usable)
-        node.store.record_aggregate(round, attempt, sha, included)
-        log.info("round %d attempt %d: aggregate %s of %d updates", round, attempt, sha[:12], len(included))
+        node.store.record_aggregate(round, attempt, sha, included, invalid)
+        log.info(
+            "round %d attempt %d: aggregate %s of %d updates; %d named invalid",
+            round,
+            attempt,
+            sha[:12],
+            len(included),
+            len(invalid),
+        )
     else:
         sha, included, _ = mine
+        invalid = node.store.aggregate_invalid(round, attempt)
     await publish(node, sha, "aggregate", round)
     weights = node.artifacts.weights(sha)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)
     t0 = time.monotonic()
     try:
-        tx = await node.chain(node.client.submit_aggregate, round, sha, cid, [a for a in included])
+        tx = await node.chain(node.client.submit_aggregate, round, sha, cid, list(included), invalid)
     except ContractRevert as exc:
         log.warning("round %d attempt %d: submitAggregate refused: %s", round, attempt, exc.reason)
         return

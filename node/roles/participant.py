@@ -14,6 +14,7 @@ import trio
 
 from chain.errors import ContractRevert
 from node.context import Node
+from node.recovery import effective_lineage
 from node.state import UpdateRecord
 from node.transfer import cid_of, fetch_adapter, global_holders, publish
 from training.adapter_io import update_metadata
@@ -32,13 +33,13 @@ async def ensure_base(node: Node, round: int, base_sha: str, deadline: float) ->
 
 
 async def global_history(node: Node, before: int, deadline: float) -> list[str]:
-    """Weights paths of the global adapters of the finalized rounds before ``before``, in order
-    (fetched from the aggregator or committers of each round if we do not hold them)."""
+    """`exact`: weights paths of the global adapters round ``before`` builds on, in order: those of
+    the finalized rounds before it, less any the fallback abandoned (node/recovery.py); fetched
+    from the aggregator or committers of each round if we do not hold them."""
     out = []
-    for k in range(1, before):
+    for k, _ in effective_lineage(node, before)[1:]:
         o = node.store.outcome(k)
-        if o is None or o.status != "finalized":
-            continue
+        assert o is not None and o.status == "finalized"
         sub = node.store.submission(k, o.attempt)
         owners = ([sub.aggregator] if sub else []) + [c.member for c in node.store.commits(k)]
         n_inputs = len(sub.included) if sub else 1

@@ -6,6 +6,13 @@ match. Abstain (no vote) when an included update cannot be obtained in time: tha
 against the aggregator (it may be our own network). An update left out is never a reason to reject
 (issue 12, B4/B5): we cannot tell "withheld from the aggregator" from "omitted"; the contract
 records every exclusion (UpdateExcluded) and the election moves the role on.
+
+Invalid claims (issue 12): the aggregator names, in its submission, the committers whose updates
+it found invalid; they forfeit the round if it is accepted. Each claim is checked like an included
+update: a claimed-invalid update that we obtain (with its committed sha256, from its author or the
+aggregator, which must serve what it claims) and find valid means the aggregator lied: reject. A
+claimed-invalid update we cannot obtain leaves the claim unchecked: abstain (never approve a claim
+we could not check; an honest aggregator serves every update it names invalid).
 """
 
 from __future__ import annotations
@@ -27,21 +34,43 @@ log = logging.getLogger("medfed.verifier")
 
 
 async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | None, str]:
-    """Recompute ``sub`` from its included updates; return (approve, reason), approve None = abstain."""
-    included = set(sub.included)
+    """Recompute ``sub`` from its included updates and check its invalid claims; return
+    (approve, reason), approve None = abstain."""
+    included, invalid = set(sub.included), set(sub.invalid)
     commits = [c for c in node.store.commits(sub.round) if c.member in included]
-    left_out = sorted(c.member for c in node.store.commits(sub.round) if c.member not in included)
+    claimed = [c for c in node.store.commits(sub.round) if c.member in invalid]
+    if len(claimed) < len(invalid):
+        return None, "an update claimed invalid is not among the commits we have seen yet"
+    left_out = sorted(c.member for c in node.store.commits(sub.round) if c.member not in included | invalid)
     if left_out:
         log.info("round %d attempt %d: left out by %s: %s", sub.round, sub.attempt, sub.aggregator, left_out)
+    if invalid:
+        log.info(
+            "round %d attempt %d: claimed invalid by %s: %s",
+            sub.round,
+            sub.attempt,
+            sub.aggregator,
+            sorted(invalid),
+        )
     t0 = time.monotonic()
-    collected = await collect_updates(node, sub.round, commits, deadline, also_from=(sub.aggregator,))
+    everything = await collect_updates(
+        node, sub.round, commits + claimed, deadline, also_from=(sub.aggregator,)
+    )
     node.store.add_timing(sub.round, "transfer", time.monotonic() - t0)
+    collected = [c for c in everything if c.commit.member in included]
+    checked = [c for c in everything if c.commit.member in invalid]
     for c in collected:
         if c.path is None and c.final:
             return False, f"included update of {c.commit.member} is invalid: {c.problem}"
+    for c in checked:
+        if c.path is not None:
+            return False, f"update of {c.commit.member} is claimed invalid but is valid"
     for c in collected:
         if c.path is None:
             return None, f"included update of {c.commit.member} cannot be checked yet: {c.problem}"
+    for c in checked:
+        if not c.final:
+            return None, f"the invalid claim on {c.commit.member} cannot be checked yet: {c.problem}"
     if not collected:
         return False, "the aggregate includes no committed update"
     t0 = time.monotonic()
@@ -51,7 +80,8 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     if sha != sub.sha256:
         return False, f"recomputed aggregate {sha[:12]} != submitted {sub.sha256[:12]}"
     await publish(node, sha, "aggregate", sub.round)
-    return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical"
+    confirmed = f"; {len(checked)} invalid claims confirmed" if checked else ""
+    return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical{confirmed}"
 
 
 _prefetched: set[int] = set()

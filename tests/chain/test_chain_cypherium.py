@@ -18,7 +18,7 @@ from cypherium_kit import federation, in_parallel
 from chain.client import CoordinatorClient
 from chain.errors import ContractRevert
 from chain.profile import CYPHERIUM
-from chain.types import DeployParams, Phase, RoundOpened, TxResult
+from chain.types import DeployParams, Phase, RoundOpened, TxResult, UpdateExcluded
 from localnet.cypherium import CypheriumNode
 
 CID = "bafkrei" + "c" * 52
@@ -99,7 +99,12 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     r = opened.events[0].round  # type: ignore[attr-defined]
     block_ts = int(boss.w3.eth.get_block(opened.block_number)["timestamp"])
     assert boss.round_info().commit_deadline == block_ts + 10_000
-    commit_all(members, r)
+    # two members commit the same hash: no duplicate-hash rule (issue 12, B6: a copy cannot block
+    # its author; nodes exclude it by the author named inside the file)
+    hashes = [sha(f"{r}-0"), sha(f"{r}-0"), sha(f"{r}-2")]
+    in_parallel(
+        [lambda m=m, h=h: m.commit_update(r, h, CID, 100) for m, h in zip(members, hashes, strict=True)]
+    )
     assert len(boss.committers()) == 3
 
     # a duplicate commit sent past the preflight is mined, says status 1, and is still a failure
@@ -122,20 +127,36 @@ def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
     # the elected aggregator's own submission makes the block whose timestamp elects it
     info = boss.round_info()
     wait_quietly_past(boss, info.commit_deadline)
+    # the aggregator is predicted from the seed (the hash of the last commit's block) before the
+    # election is mined: its submission is refused unless the prediction is the contract's draw
     aggregator = by_address(members, boss.rotation_aggregator(r, 0))
-    included = [m.sender_address for m in members]
-    sub = aggregator.submit_aggregate(r, sha(f"agg{r}"), CID, included)
+    verifiers = [m for m in members if m is not aggregator]
+    # issue 12: one update was found invalid (named in the submission), one was not obtained in
+    # time (unavailable). The invalid one's author vetoes: at three committers one approval and
+    # one rejection approve (B3: one vote never blames anyone)
+    bad, absent = verifiers
+    sub = aggregator.submit_aggregate(
+        r, sha(f"agg{r}"), CID, [aggregator.sender_address], [bad.sender_address]
+    )
     names = [type(e).__name__ for e in sub.events]
     assert names == ["ElectionSeed", "AggregatorElected", "AggregateSubmitted"]
-    verifiers = [m for m in members if m is not aggregator]
-    in_parallel([lambda v=v: v.vote(r, True) for v in verifiers])
+    assert sub.events[2].invalid == (bad.sender_address,)  # type: ignore[attr-defined]
+    in_parallel([lambda: absent.vote(r, True), lambda: bad.vote(r, False)])
     before = {m.sender_address: boss.token_balance(m.sender_address) for m in members}
-    boss.finalize(r)
+    fin = boss.finalize(r)
     assert boss.is_finalized(r) and boss.global_adapter().sha256 == sha(f"agg{r}")
+    excluded = {e.member: (e.reason, e.aggregator) for e in fin.events if isinstance(e, UpdateExcluded)}
+    agg_addr = aggregator.sender_address
+    assert excluded == {
+        bad.sender_address: ("invalid", agg_addr),
+        absent.sender_address: ("unavailable", agg_addr),
+    }
     c, a, v = PARAMS.contributor_reward, PARAMS.aggregator_reward, PARAMS.verifier_reward
+    # the invalid update's author (and vetoer) forfeits the round; the unavailable one keeps its
+    # verifier reward (to the wei)
+    expected = {aggregator: c + a, bad: 0, absent: v}
     for m in members:
-        expected = c + (a if m is aggregator else v)
-        assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected
+        assert boss.token_balance(m.sender_address) - before[m.sender_address] == expected[m]
     assert boss.token_balance(idle.sender_address) == 0
 
 

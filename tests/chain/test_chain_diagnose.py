@@ -53,6 +53,7 @@ def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
         sha("a"),
         CID,
         [fed.addr(0)],
+        [],
         expect="round is not in the aggregation phase",
     )
     agree(fed.m[0], "vote", r, True, expect="round is not in the verification phase")
@@ -65,9 +66,41 @@ def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
     agg_addr = fed.view.rotation_aggregator(r, 0)
     agg = fed.by_address(agg_addr)
     other = next(c for c in fed.m[:3] if c is not agg)
-    agree(other, "submitAggregate", r, sha("a"), CID, [fed.addr(0)], expect="not the elected aggregator")
+    agree(other, "submitAggregate", r, sha("a"), CID, [fed.addr(0)], [], expect="not the elected aggregator")
     ascending = sorted([fed.addr(0), fed.addr(1)], key=lambda a: int(a, 16))
-    agree(agg, "submitAggregate", r, sha("a"), CID, ascending, expect=None)
+    agree(agg, "submitAggregate", r, sha("a"), CID, ascending, [], expect=None)
+    # issue 12: the invalid claims: ascending committers, disjoint from included
+    agree(agg, "submitAggregate", r, sha("a"), CID, ascending, [fed.addr(2)], expect=None)
+    agree(
+        agg,
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        [fed.addr(0)],
+        ascending[::-1],
+        expect="invalid must be ascending committer addresses",
+    )
+    agree(
+        agg,
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        [fed.addr(0)],
+        [fed.addr(3)],
+        expect="invalid address did not commit this round",
+    )
+    agree(
+        agg,
+        "submitAggregate",
+        r,
+        sha("a"),
+        CID,
+        ascending,
+        [fed.addr(1)],
+        expect="an address is both included and invalid",
+    )
     descending = ascending[::-1]
     agree(
         agg,
@@ -76,6 +109,7 @@ def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
         sha("a"),
         CID,
         descending,
+        [],
         expect="included must be ascending committer addresses",
     )
     agree(
@@ -85,9 +119,10 @@ def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
         sha("a"),
         CID,
         [fed.addr(3)],
+        [],
         expect="included address did not commit this round",
     )
-    agree(agg, "submitAggregate", r, sha("a"), CID, [], expect="included is empty")
+    agree(agg, "submitAggregate", r, sha("a"), CID, [], [], expect="included is empty")
     agg.submit_aggregate(r, sha("a"), CID, [fed.addr(0), fed.addr(1), fed.addr(2)])
     agree(agg, "vote", r, True, expect="the aggregator does not vote")
     agree(fed.m[3], "vote", r, True, expect="only this round's committers vote")
@@ -108,7 +143,7 @@ def test_preflight_leaves_not_yet_due_transitions_to_the_contract(fed: Fed) -> N
         diagnose.check(c.contract, "advance", [r], c.sender_address, c.chain_time(), preflight=True) is None
     )
     agg = fed.m[0]
-    args = [r, sha("a"), CID, [fed.addr(0)]]
+    args = [r, sha("a"), CID, [fed.addr(0)], []]
     assert (
         diagnose.check(
             agg.contract, "submitAggregate", args, agg.sender_address, agg.chain_time(), preflight=True
@@ -134,14 +169,14 @@ def test_views_follow_the_early_close_and_the_later_election(fed: Fed) -> None:
     agg = fed.by_address(fed.view.rotation_aggregator(r, 0))
     other = next(c for c in fed.m if c is not agg)
     everyone = sorted((fed.addr(i) for i in range(4)), key=lambda a: int(a, 16))
-    agree(other, "submitAggregate", r, sha("a"), CID, everyone, expect="not the elected aggregator")
-    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, expect=None)
+    agree(other, "submitAggregate", r, sha("a"), CID, everyone, [], expect="not the elected aggregator")
+    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, [], expect=None)
     agree(fed.admin, "advance", r, expect=None)
     fed.admin.advance(r)
     agree(fed.m[0], "commitUpdate", r, sha("late"), CID, 1, expect="round is not open for commits")
     agree(fed.admin, "advance", r, expect="nothing to advance yet")
-    agree(other, "submitAggregate", r, sha("a"), CID, everyone, expect="not the elected aggregator")
-    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, expect=None)
+    agree(other, "submitAggregate", r, sha("a"), CID, everyone, [], expect="not the elected aggregator")
+    agree(agg, "submitAggregate", r, sha("a"), CID, everyone, [], expect=None)
 
 
 def test_views_follow_the_vote_rules(fed: Fed) -> None:

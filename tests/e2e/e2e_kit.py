@@ -57,12 +57,13 @@ def expected_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dic
 
 def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) -> dict[tuple[int, str], int]:
     """The contract's settlement (docs/contract.md, Rewards) per (round, lowercase address), zero
-    amounts left out, in rounds that finalized. The accepted hash is the truth: an earlier attempt
-    with the same hash pays its aggregator and its approvers, and its rejecters forfeit; an earlier
-    attempt with another hash that was "rejected", or that included the same updates, makes its
-    aggregator and approvers forfeit and credits its rejecters; a "disputed" one with another hash
-    over other inputs counts for nobody; rejecters of the accepted aggregate forfeit. A forfeit is
-    the whole round."""
+    amounts left out, in rounds that finalized. The accepted hash and its invalid claims are the
+    truth: an earlier attempt with the same hash whose invalid claims the accepted one also makes
+    pays its aggregator and its approvers, and its rejecters forfeit; any other earlier attempt
+    that was "rejected", or that has another hash over the same included updates, makes its
+    aggregator and approvers forfeit and credits its rejecters; any other "disputed" one counts
+    for nobody; rejecters of the accepted aggregate forfeit, and so do the committers it names
+    invalid (issue 12). A forfeit is the whole round."""
     contributor, aggregator, verifier = rewards
     pay: dict[tuple[int, str], int] = defaultdict(int)
     for f in h.of(ev.RoundFinalized):
@@ -74,7 +75,7 @@ def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) 
         def voters(attempt: int, approve: bool, votes: list[ev.VoteCast] = votes) -> set[str]:
             return {v.voter.lower() for v in votes if v.attempt == attempt and v.approve == approve}
 
-        forfeit = voters(f.attempt, False)
+        forfeit = voters(f.attempt, False) | {a.lower() for a in sub.invalid}
         agg_paid = {sub.aggregator.lower()}
         credits: dict[str, int] = defaultdict(int)
         for a in voters(f.attempt, True):
@@ -84,12 +85,13 @@ def expected_round_rewards(h: History, rewards: tuple[int, int, int] = REWARDS) 
                 continue
             k = failed.attempt
             earlier = h.submission(r, k)
-            if bytes(earlier.sha256) == accepted:
+            same_sha = bytes(earlier.sha256) == accepted
+            if same_sha and set(earlier.invalid) <= set(sub.invalid):
                 agg_paid.add(earlier.aggregator.lower())
                 forfeit |= voters(k, False)
                 for a in voters(k, True):
                     credits[a] += 1
-            elif failed.reason == "rejected" or set(earlier.included) == set(sub.included):
+            elif failed.reason == "rejected" or (not same_sha and set(earlier.included) == set(sub.included)):
                 forfeit |= {earlier.aggregator.lower()} | voters(k, True)
                 for a in voters(k, False):
                     credits[a] += 1

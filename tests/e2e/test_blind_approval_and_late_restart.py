@@ -121,8 +121,8 @@ def test_blind_approver_forfeits_and_a_late_member_costs_the_aggregator_nothing(
         assert all(e.reason == "aggregator timeout" for e in failed1), failed1  # never by vote
         assert late in {c.member.lower() for c in h.of(ev.UpdateCommitted, 1)}
         assert late not in inc1 and inc1 == set(members) - {late}
-        excluded = {(e.member.lower(), e.aggregator.lower()) for e in h.of(ev.UpdateExcluded, 1)}
-        assert excluded == {(late, agg1)}
+        excluded = {(e.member.lower(), e.aggregator.lower(), e.reason) for e in h.of(ev.UpdateExcluded, 1)}
+        assert excluded == {(late, agg1, "unavailable")}
         elected0 = [e.aggregator.lower() for e in h.of(ev.AggregatorElected, 1) if e.attempt == 0]
         if elected0 == [late]:  # the crashed member was elected: its attempt timed out, the next finished
             assert [e.attempt for e in failed1] == [0] and final1.attempt == 1

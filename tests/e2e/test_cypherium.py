@@ -6,6 +6,15 @@ blocks only while a transaction is pending, so the election must be sent by a no
 clock into a chain whose latest timestamp stands still (the stall of issue 10). Both rounds must
 finalize, rewards must be exactly what the rules pay (events and token balances), and the explorer
 and `medfed-node status` must read the chain's millisecond time unit from the chain itself.
+
+The other live member is hostile (issue 12, the attacks of tests/e2e/test_dishonest_member.py on
+the real node): it never trains, commits a copy of the honest member's update hash as its own
+(B6, front-running; the chain has no duplicate-hash rule), and as verifier always rejects (B3).
+With two committers its lone rejection can only dispute: the attempt then goes to the attacker,
+whose honest aggregate is the same hash, which proves it wrong (it forfeits the round, and the
+first author is paid as aggregator). Whichever member the seed elects, the copy is excluded
+(named invalid: it names another author) and its committer earns nothing that round, even as
+aggregator; the honest member loses nothing, and round 2 builds on round 1's global adapter.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from e2e_kit import expected_rewards, history, paid, run
+from e2e_kit import REWARDS, expected_rewards, expected_round_rewards, history, log_text, paid, run
 from web3 import Web3
 
 from chain import types as ev
@@ -30,13 +39,17 @@ pytestmark = pytest.mark.slow
 # the launcher's Cypherium sizing with a shorter commit phase: the tiny model trains in seconds,
 # and a member that misses it only changes who is paid (asserted from the events), not the outcome
 SIZING = dataclasses.replace(F.sizing_for("tiny", "cypherium"), commit_s=30)
+C, A, V = REWARDS
 
 
 def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = tmp_path / "fed"
-    faults = {2: "crash-after-train@1"}  # node 2 never commits: the deadline closes each commit phase
+    faults = {
+        1: "front-run,always-reject",  # hostile: copies node 0's hash, vetoes whatever it verifies
+        2: "crash-after-train@1",  # node 2 never commits: the deadline closes each commit phase
+    }
     fed, done = run(d, 3, 2, faults, False, 600, sizing=SIZING, chain="cypherium", genesis="official-rules")
     try:
         assert fed.devnet.kind == "cypherium" and fed.devnet.time_unit_ms
@@ -58,6 +71,43 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
             assert sender in members[:2], "the election came from outside the federation"
             stamp = int(client.w3.eth.get_block(elected[0].block_number)["timestamp"])
             assert stamp >= opened.commit_deadline
+
+        # the hostile member (issue 12): its copy is excluded and unpaid, its veto costs it the round
+        honest, copier = members[0], members[1]
+        per_round = expected_round_rewards(h)
+        for r in (1, 2):
+            commits = {c.member.lower(): bytes(c.sha256) for c in h.of(ev.UpdateCommitted, r)}
+            assert commits[copier] == commits[honest], "B6: the attacker did not commit a copy"
+            final = h.final(r)
+            sub = h.submission(r, final.attempt)
+            agg = sub.aggregator.lower()
+            assert [a.lower() for a in sub.included] == [honest], "B6: the copy was aggregated"
+            excluded = {(e.member.lower(), e.aggregator.lower()) for e in h.of(ev.UpdateExcluded, r)}
+            assert excluded == {(copier, agg)}
+            votes = {(v.attempt, v.voter.lower()): v.approve for v in h.of(ev.VoteCast, r)}
+            first = h.submission(r, 0)
+            if first.aggregator.lower() == honest:
+                # B3 with two committers: the lone veto disputes; the attempt goes to the vetoer,
+                # whose aggregate is the same hash: the vetoer forfeits, the first author is paid
+                failed = [(f.attempt, f.reason) for f in h.of(ev.AttemptFailed, r)]
+                assert failed == [(0, "disputed")] and final.attempt == 1 and agg == copier
+                assert bytes(sub.sha256) == bytes(first.sha256)
+                assert votes == {(0, copier): False, (1, honest): True}
+                want = {honest: C + A + V}
+            else:
+                assert agg == copier and final.attempt == 0 and not h.of(ev.AttemptFailed, r)
+                assert votes == {(0, honest): True}
+                # its own node names the copy invalid (it names another author): the copier
+                # forfeits the round, aggregator reward included (issue 12: an attacker never gains)
+                assert [a.lower() for a in sub.invalid] == [copier]
+                want = {honest: C + V}
+            assert paid(h, r) == want == {a: x for (rr, a), x in per_round.items() if rr == r}
+        assert "TEST FAULT front-run: committed a copy" in log_text(fed, 1)
+        victim = log_text(fed, 0)
+        assert "REFUSED" not in victim and victim.count("committed update") == 2
+        # the federation goes on: round 2 started from round 1's global adapter
+        (opened2,) = h.of(ev.RoundOpened, 2)
+        assert bytes(opened2.base_sha256) == bytes(h.final(1).global_sha256)
 
         # rewards: RewardPaid == the rules applied to votes and aggregates == token balances
         expected = expected_rewards(h)

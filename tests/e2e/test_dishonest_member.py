@@ -81,6 +81,9 @@ def test_front_runner_vetoer_and_selective_server_gain_nothing(tmp_path: Path) -
             assert (r in attacked) == (agg != withholder)
             excluded = {(e.member.lower(), e.aggregator.lower()) for e in h.of(ev.UpdateExcluded, r)}
             assert excluded == {(m, agg) for m in (honest, copier, withholder) if m not in included}
+            reasons = {e.member.lower(): e.reason for e in h.of(ev.UpdateExcluded, r)}
+            if r in attacked:  # withheld: unavailable (only its contributor reward lost), not invalid
+                assert reasons[withholder] == "unavailable"
             # B3: the vetoer rejected, the round was still approved at once
             votes = {v.voter.lower(): v.approve for v in h.of(ev.VoteCast, r)}
             if agg != copier:
@@ -89,10 +92,11 @@ def test_front_runner_vetoer_and_selective_server_gain_nothing(tmp_path: Path) -
             # who was paid what in this round
             got = paid(h, r)
             assert got == {a: x for (rr, a), x in expected_round_rewards(h).items() if rr == r}
-            # the honest aggregator that left the withheld update out is paid in full
-            assert got[agg] == A + (C if agg in included else 0)
+            # an honest aggregator that left the withheld update out is paid in full
+            if agg != copier:
+                assert got[agg] == A + (C if agg in included else 0)
             assert got[honest] == C + (A if agg == honest else V)  # the victim of the copy
-            assert got.get(copier, 0) == (A if agg == copier else 0)  # the copy and the veto earn nothing
+            assert got.get(copier, 0) == 0  # its copy is invalid: it forfeits the round, even as aggregator
             if r in attacked:  # the withholder: an honest verifier's V, no contributor reward
                 assert got[withholder] == V
             else:  # it aggregated: exactly what an honest aggregator gets

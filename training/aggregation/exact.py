@@ -12,7 +12,9 @@ Next round with ``exact``: each site merges the global delta into its copy of th
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +82,34 @@ def merge_exact_delta(
             merged = weight.detach().to("cpu", torch.float64) + torch.from_numpy(delta * scaling)
             weight.copy_(merged.to(weight.dtype))
     return target
+
+
+def save_base_weights(model: Any, state: Mapping[str, np.ndarray], folder: Path) -> None:
+    """Write into ``folder`` (one safetensors file per module) the weights that merging ``state``
+    would change and that are not saved there yet, so that :func:`restore_base_weights` can undo
+    every merge bit for bit. On disk, not in memory: the copy is needed only after a fallback."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = dict(model.named_modules())
+    for key_a in sorted(k for k in state if k.endswith("lora_A.weight")):
+        name = key_a[len(PEFT_PREFIX) : -len(".lora_A.weight")]
+        module = modules.get(name)
+        path = folder / f"{name}.safetensors"
+        if module is not None and not path.exists():
+            tmp = folder / f"{name}.tmp"
+            save_file({"weight": module.weight.detach().to("cpu").contiguous()}, str(tmp))
+            os.replace(tmp, path)
+
+
+def restore_base_weights(model: Any, folder: Path) -> None:
+    """Put back the weights :func:`save_base_weights` saved in ``folder``: the model is then the
+    unmerged base again, byte for byte, and merging a history anew gives what a freshly loaded
+    model gives."""
+    from safetensors.torch import load_file
+
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for path in sorted(folder.glob("*.safetensors")):
+            weight = modules[path.name[: -len(".safetensors")]].weight
+            weight.copy_(load_file(str(path))["weight"].to(weight.device))
