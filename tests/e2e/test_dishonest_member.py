@@ -96,7 +96,13 @@ def test_front_runner_vetoer_and_selective_server_gain_nothing(tmp_path: Path) -
             if agg != copier:
                 assert got[agg] == A + (C if agg in included else 0)
             assert got[honest] == C + (A if agg == honest else V)  # the victim of the copy
-            assert got.get(copier, 0) == 0  # its copy is invalid: it forfeits the round, even as aggregator
+            if agg == copier and commits[copier] == commits[withholder]:
+                # it aggregated and copied the withheld update: nobody could fetch the copied file
+                # to prove the copy invalid; left out as unavailable, it keeps only its aggregator
+                # reward (for an aggregation the verifiers checked), nothing for the copy
+                assert got.get(copier, 0) == A and reasons[copier] == "unavailable"
+            else:
+                assert got.get(copier, 0) == 0  # its copy is invalid: it forfeits, even as aggregator
             if r in attacked:  # the withholder: an honest verifier's V, no contributor reward
                 assert got[withholder] == V
             else:  # it aggregated: exactly what an honest aggregator gets
