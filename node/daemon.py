@@ -187,8 +187,11 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
         withhold = kind == "update" and node.faults.active("withhold-from-aggregator", rnd)
-        # TEST-ONLY selective serving: nobody until the election is seen, then all but the aggregator
-        if withhold and node.elected.get(rnd, address.lower()) == address.lower():
+        # TEST-ONLY selective serving: nobody until an aggregate of the round is on-chain (a
+        # verifier holding a copy would pass it on to the aggregator), then all but the aggregator
+        if withhold and (
+            not _submitted(node, rnd) or node.elected.get(rnd, address.lower()) == address.lower()
+        ):
             log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
             return False
         if (
@@ -204,6 +207,11 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         return True
 
     return may_serve
+
+
+def _submitted(node: Node, rnd: int) -> bool:
+    """TEST-ONLY (withhold-from-aggregator): whether an aggregate of round ``rnd`` was submitted."""
+    return any(node.store.submission(rnd, k) is not None for k in range(8))
 
 
 def published_addrs(cfg: NodeConfig, listening: list[str], peer_id: str) -> list[str]:

@@ -19,9 +19,14 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``slow-commit``: wait 3 s before sending the commit transaction (a chain whose mempool is slow
   to mine, which gives a front-runner its window).
 - ``always-reject``: as verifier, vote reject whatever the recomputation says (issue 12, B3).
-- ``withhold-from-aggregator``: serve our update to every member except the elected aggregator
-  (and to nobody before this node has seen the election, so the aggregator cannot ask first)
-  (selective serving, issue 12, B4).
+- ``withhold-from-aggregator``: serve our update to nobody until the round's aggregate is
+  submitted (so no verifier holds a copy it could pass on to the aggregator), then to every
+  member except the elected aggregator (selective serving, issue 12, B4).
+- ``blind-approve``: as verifier, vote approve without fetching or recomputing anything (and
+  fetch nothing while the aggregator works): a lazy verifier (issue 12, B7).
+- ``slow-verify``: as verifier, send the verdict ``SLOW_VERIFY_S`` after reaching it (an honest
+  verifier whose recomputation takes as long as a real model's: the tiny model's is quicker
+  than a blind approver's poll).
 - ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
   (hostile member B1; skips the node's own check of its update, as a modified node would).
 - ``huge-update``: commit an update whose LoRA B values are all ``HUGE_VALUE`` (finite, B2).
@@ -48,12 +53,15 @@ KNOWN = frozenset(
         "slow-commit",
         "always-reject",
         "withhold-from-aggregator",
+        "blind-approve",
+        "slow-verify",
         "pad-update",
         "huge-update",
     }
 )
 CRASH_EXIT_CODE = 17
 HUGE_VALUE = 1e30  # huge-update: every LoRA B value of the committed update
+SLOW_VERIFY_S = 2.0  # slow-verify: delay between a verdict and its vote
 PAD_BYTES = 40 << 20  # pad-update: trailing bytes appended to a valid update (under max_adapter_mb)
 log = logging.getLogger("medfed.faults")
 

@@ -92,6 +92,13 @@ def providers_for(node: Node, sha256: str, owners: list[str], fallback: list[str
     return out
 
 
+def global_holders(node: Node) -> list[str]:
+    """Whom to ask for a global adapter besides the peers that announced it: every other member
+    (each one fetches, evaluates and re-serves a new global). A node that restarted after the
+    announcement (a member back late, issue 12 B5) otherwise knows no provider at all."""
+    return sorted(m for m in node.members if m != node.me)
+
+
 def update_fetch_limit(node: Node) -> int:
     """The most bytes anyone fetches of an update of this federation (see fetch_adapter)."""
     return min(node.cfg.model.max_adapter_mb << 20, adapter_spec_for(node, "update").max_file_bytes())

@@ -20,7 +20,7 @@ from node.errors import ArtifactError
 from node.learning import federation_rules
 from node.recovery import reference_sha
 from node.state import Commit
-from node.transfer import cid_of, fetch_adapter, publish, update_fetch_limit
+from node.transfer import cid_of, fetch_adapter, global_holders, publish, update_fetch_limit
 from training.adapter_io import check_update_binding, read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
 from training.bounds import bounded_inputs, check_update_bounds
@@ -131,7 +131,7 @@ async def ensure_reference(node: Node, round: int, deadline: float) -> str:
     path = node.artifacts.weights(sha)
     if path is not None:
         return str(path)
-    return await fetch_adapter(node, sha, "global", round - 1, [], deadline)
+    return await fetch_adapter(node, sha, "global", round - 1, global_holders(node), deadline)
 
 
 def reference_state(node: Node, round: int) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from chain.errors import ContractRevert
 from node.context import Node
 from node.recovery import effective_lineage
 from node.state import UpdateRecord
-from node.transfer import cid_of, fetch_adapter, publish
+from node.transfer import cid_of, fetch_adapter, global_holders, publish
 from training.adapter_io import update_metadata
 from training.errors import TrainingError
 
@@ -29,7 +29,7 @@ async def ensure_base(node: Node, round: int, base_sha: str, deadline: float) ->
     if path is not None:
         return str(path)
     log.info("round %d: fetching the base adapter %s", round, base_sha[:12])
-    return await fetch_adapter(node, base_sha, "global", round - 1, [], deadline)
+    return await fetch_adapter(node, base_sha, "global", round - 1, global_holders(node), deadline)
 
 
 async def global_history(node: Node, before: int, deadline: float) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,12 +139,20 @@ def run(
     data: Path | None = None,
     monitoring: bool = False,
     aggregate_s: int | None = None,
+    verify_s: int | None = None,
+    until: Callable[[F.Federation, History], bool] | None = None,
+    restart_when: Callable[[F.Federation, History, int], bool] | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
+    With ``until``: follow until ``until(fed, history)`` holds instead (``rounds`` is then the most
+    the nodes run; a round in progress is cut short), restarting a node that a crash fault stopped
+    once ``restart_when(fed, history, node)`` holds (see `follow`).
     The chain stays up (read its history, then `F.down(dir)`); on failure everything is stopped.
     """
     sizing = sizing or E2E_SIZING
+    if verify_s is not None:
+        sizing = dataclasses.replace(sizing, verify_s=verify_s)
     if commit_s is not None:
         sizing = dataclasses.replace(sizing, commit_s=commit_s)
     if fetch_patience_s is not None:
@@ -170,7 +179,11 @@ def run(
     try:
         F.wait_ready(fed, 180)
         F.open_first_round(fed)
-        done = F.wait_rounds(fed, rounds, timeout_s, restart_crashed=restart_crashed, progress=False)
+        if until is None:
+            done = F.wait_rounds(fed, rounds, timeout_s, restart_crashed=restart_crashed, progress=False)
+        else:
+            follow(fed, until, timeout_s, restart_when)
+            done = F.rounds_done(fed)
     except BaseException:
         for i in list(fed._procs):
             fed.stop_node(i)
@@ -179,6 +192,37 @@ def run(
     for i in list(fed._procs):
         fed.stop_node(i)
     return fed, done
+
+
+def follow(
+    fed: F.Federation,
+    until: Callable[[F.Federation, History], bool],
+    timeout_s: float,
+    restart_when: Callable[[F.Federation, History, int], bool] | None = None,
+) -> History:
+    """Poll the chain (every second) until ``until(fed, history)``; return that history.
+
+    A node stopped by a crash fault (exit code 17) is started again once ``restart_when(fed,
+    history, node)`` holds: a member that comes back late. Any other exit, or the timeout, is an
+    error."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        h = history(fed)
+        for i in range(len(fed.sites)):
+            code = fed.node_exit_code(i)
+            if code is None:
+                continue
+            if code == 17 and restart_when is not None:  # node.faults.CRASH_EXIT_CODE
+                if restart_when(fed, h, i):
+                    fed.restarts[i] = fed.restarts.get(i, 0) + 1
+                    fed.start_node(i)
+                continue
+            raise F.FederationError(f"node {i} exited with code {code}; see {fed.log_path(i)}")
+        if until(fed, h):
+            return h
+        if time.monotonic() > deadline:
+            raise F.FederationError(f"the federation did not reach the test's goal in {timeout_s:.0f} s")
+        time.sleep(1.0)
 
 
 def log_text(fed: F.Federation, i: int) -> str:

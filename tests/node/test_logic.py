@@ -74,6 +74,8 @@ def test_fault_specs() -> None:
     assert not f.active("tamper-aggregate", 1, 1) and not Faults(Path("/x"), "").active(
         "tamper-aggregate", 2, 1
     )
+    blind = Faults(Path("/nonexistent"), "blind-approve")  # every round and attempt
+    assert blind.active("blind-approve", 1, 0) and blind.active("blind-approve", 5, 2)
 
 
 def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> None:
@@ -111,8 +113,9 @@ def test_published_addresses_end_with_the_peer_id(tmp_path: Path) -> None:
     assert published_addrs(cfg, listening, "16UiuX") == ["/dns4/site.example/tcp/4001/p2p/16UiuX"]
 
 
-def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
+def test_withhold_fault_refuses_everyone_before_the_submission_then_only_the_aggregator() -> None:
     now = 1000.0
+    submitted: set[tuple[int, int]] = set()
     node: Any = SimpleNamespace(
         members=frozenset({"0xaa", "0xbb"}),
         served={"u1": ("update", 1), "g": ("global", 1)},
@@ -121,10 +124,14 @@ def test_withhold_fault_refuses_only_the_elected_aggregator() -> None:
         now=lambda: now,
         faults=Faults(Path("/nonexistent"), "withhold-from-aggregator"),
         elected={1: "0xaa"},
+        store=SimpleNamespace(submission=lambda r, k: object() if (r, k) in submitted else None),
     )
     may = _may_serve(node)
+    # elected, nothing submitted yet: a verifier holding a copy could pass it on to the aggregator
+    assert not may("0xbb", "u1") and not may("0xaa", "u1") and may("0xbb", "g")
+    submitted.add((1, 0))
     assert not may("0xAA", "u1") and may("0xbb", "u1") and may("0xaa", "g")
-    node.elected = {}  # the election not seen yet: anyone may be the aggregator
+    node.elected = {}  # the election not seen: anyone may be the aggregator
     assert not may("0xbb", "u1") and may("0xbb", "g")
 
 
@@ -213,3 +220,10 @@ def test_update_providers_announcers_first_then_owners_then_the_other_committers
     assert got == ["Qm33", "Qm11", "Qm22", "Qm44"]
     assert [a.rsplit("/", 1)[1] for a in providers_for(node, "ab" * 32, [owner])] == ["Qm33", "Qm11"]
     store.close()
+
+
+def test_a_member_back_late_asks_every_other_member_for_a_global() -> None:
+    from node.transfer import global_holders
+
+    node: Any = SimpleNamespace(members=frozenset({"0xcc", "0xaa", "0xbb"}), me="0xbb")
+    assert global_holders(node) == ["0xaa", "0xcc"]  # it missed the announcement: not nobody
