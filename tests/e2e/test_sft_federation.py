@@ -23,7 +23,7 @@ import pytest
 from e2e_kit import history, run
 
 from chain import types as ev
-from localnet.federation import write_summary
+from localnet.federation import down, write_summary
 from node.metric_report import decode_report
 
 pytestmark = pytest.mark.slow
@@ -128,51 +128,55 @@ def test_chat_sft_federation_loss_goes_down_metrics_move_and_no_data_leaves(tmp_
     fed, done = run(
         tmp_path / "fed", 3, 2, {}, restart_crashed=False, timeout_s=300, data=plan, monitoring=True
     )
-    for w in watchers:
-        w.stop.set()
-    assert done == {1: "finalized", 2: "finalized"}
-    summary = write_summary(fed)
-    base = summary["base"]["loss"]
-    r1, r2 = (r["loss"] for r in summary["rounds"])
-    assert sorted(base) == sorted(SITES) and sorted(r2) == sorted(SITES)
-    mean = [sum(x.values()) / len(x) for x in (base, r1, r2)]
-    assert mean[0] > mean[1] > mean[2], mean
-    assert all(r2[s] < base[s] for s in SITES), (base, r2)
-    assert summary["rounds"][0]["accuracy"] == {}  # chat sites report no accuracy
+    try:
+        for w in watchers:
+            w.stop.set()
+        assert done == {1: "finalized", 2: "finalized"}
+        summary = write_summary(fed)
+        base = summary["base"]["loss"]
+        r1, r2 = (r["loss"] for r in summary["rounds"])
+        assert sorted(base) == sorted(SITES) and sorted(r2) == sorted(SITES)
+        mean = [sum(x.values()) / len(x) for x in (base, r1, r2)]
+        assert mean[0] > mean[1] > mean[2], mean
+        assert all(r2[s] < base[s] for s in SITES), (base, r2)
+        assert summary["rounds"][0]["accuracy"] == {}  # chat sites report no accuracy
 
-    # on-chain: the reports say they are losses; the names are in the peer records
-    h = history(fed)
-    reports = h.of(ev.MetricsReported)
-    assert len(reports) == 6
-    assert all(decode_report(bytes(e.eval_set_hash), e.accuracy_ppm)["kind"] == "sft" for e in reports)
-    client = fed.client()
-    names = {client.member_peer(a).display_name for a in fed.devnet.addresses}
-    assert names == set(SITES)
+        # on-chain: the reports say they are losses; the names are in the peer records
+        h = history(fed)
+        reports = h.of(ev.MetricsReported)
+        assert len(reports) == 6
+        assert all(decode_report(bytes(e.eval_set_hash), e.accuracy_ppm)["kind"] == "sft" for e in reports)
+        client = fed.client()
+        names = {client.member_peer(a).display_name for a in fed.devnet.addresses}
+        assert names == set(SITES)
 
-    # monitoring: the round gauge moved while we watched (0/1 -> 2)
-    (w,) = watchers
-    assert w.rounds and max(w.rounds) >= 2 and len(set(w.rounds)) >= 2, w.rounds
-    assert 200 in w.health
-    assert re.search(r"^medfed_training_tokens_per_second [1-9]", w.sample, re.M)
-    assert re.search(r'^medfed_transfer_bytes_total\{direction="in"\} [1-9]', w.sample, re.M)
+        # monitoring: the round gauge moved while we watched (0/1 -> 2)
+        (w,) = watchers
+        assert w.rounds and max(w.rounds) >= 2 and len(set(w.rounds)) >= 2, w.rounds
+        assert 200 in w.health
+        assert re.search(r"^medfed_training_tokens_per_second [1-9]", w.sample, re.M)
+        assert re.search(r'^medfed_transfer_bytes_total\{direction="in"\} [1-9]', w.sample, re.M)
 
-    # nothing from the data left the sites: chain, adapter files (weights + metadata)
-    chain = _chain_bytes(fed)
-    assert len(chain) > 1000
-    sent_files = [
-        p
-        for p in (tmp_path / "fed" / "nodes").rglob("*")
-        if p.is_file() and (p.suffix == ".safetensors" or p.name == "adapter_config.json")
-    ]
-    assert len(sent_files) >= 3
-    blobs = [chain, chain.hex().encode()] + [p.read_bytes() for p in sent_files]
-    for marker in markers:
-        needle = marker.encode()
-        assert not any(needle in b or needle.hex().encode() in b for b in blobs), marker
-    gossip = [log for i in range(3) for log in _gossip_lines(fed, i)]
-    assert gossip, "no gossip announcements were recorded"
-    assert not any(m in line for line in gossip for m in markers)
-    print(f"\nheld-out loss base/r1/r2 (mean of 3 sites): {mean}; round gauge seen: {w.rounds}")
+        # nothing from the data left the sites: chain, adapter files (weights + metadata)
+        chain = _chain_bytes(fed)
+        assert len(chain) > 1000
+        sent_files = [
+            p
+            for p in (tmp_path / "fed" / "nodes").rglob("*")
+            if p.is_file() and (p.suffix == ".safetensors" or p.name == "adapter_config.json")
+        ]
+        assert len(sent_files) >= 3
+        blobs = [chain, chain.hex().encode()] + [p.read_bytes() for p in sent_files]
+        for marker in markers:
+            needle = marker.encode()
+            assert not any(needle in b or needle.hex().encode() in b for b in blobs), marker
+        gossip = [log for i in range(3) for log in _gossip_lines(fed, i)]
+        assert gossip, "no gossip announcements were recorded"
+        assert not any(m in line for line in gossip for m in markers)
+        print(f"\nheld-out loss base/r1/r2 (mean of 3 sites): {mean}; round gauge seen: {w.rounds}")
+
+    finally:
+        down(fed.dir)  # the devnet (anvil) too, not only the nodes
 
 
 def _gossip_lines(fed: Any, i: int) -> list[str]:
