@@ -99,9 +99,15 @@ def global_holders(node: Node) -> list[str]:
     return sorted(m for m in node.members if m != node.me)
 
 
+def fetch_limit(node: Node, spec: AdapterSpec) -> int:
+    """The most bytes anyone fetches of an adapter of shape ``spec``: more than a valid one can be
+    is never accepted (or kept reading)."""
+    return min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())
+
+
 def update_fetch_limit(node: Node) -> int:
     """The most bytes anyone fetches of an update of this federation (see fetch_adapter)."""
-    return min(node.cfg.model.max_adapter_mb << 20, adapter_spec_for(node, "update").max_file_bytes())
+    return fetch_limit(node, adapter_spec_for(node, "update"))
 
 
 def adapter_spec_for(node: Node, kind: str, n_inputs: int = 1) -> AdapterSpec:
@@ -159,8 +165,7 @@ async def fetch_adapter(
         return str(held)
     assert node.host is not None
     spec = adapter_spec_for(node, kind, n_inputs)
-    # never accept (or keep reading) more than a valid adapter of this federation can be
-    max_bytes = min(node.cfg.model.max_adapter_mb << 20, spec.max_file_bytes())  # = update_fetch_limit
+    max_bytes = fetch_limit(node, spec)
     last = "no provider known yet"
     pause = RETRY_FIRST_S
     while True:
@@ -200,7 +205,8 @@ async def fetch_adapter(
             # issue 12: the bytes match the commit, so they prove the update invalid; keep and serve
             # them, so that verifiers can check the aggregator's claim (`invalid` in submitAggregate)
             # even if the author refuses them. Every use of an update re-checks it (check_update).
-            await publish(node, sha256, kind, round)
+            # (served, not announced, like every fetched update: see below)
+            await publish(node, sha256, kind, round, announce=False)
         else:
             weights.unlink(missing_ok=True)
         raise ArtifactError(f"{kind} {sha256[:12]} of round {round} is not a valid adapter: {exc}") from None
