@@ -7,14 +7,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import requests
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from chain import diagnose, peer_record
 from chain.artifacts import load_artifact
-from chain.errors import ChainError, ContractRevert
-from chain.events import EventDecoder
+from chain.errors import ChainError, ContractRevert, NotACoordinator, RpcUnreachable
+from chain.abi_text import TOLERANT_CODEC
+from chain.events import EventDecoder, decode_or_skip
 from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile
 from chain.rpc import connect, detect_time_unit_ms, require_code
@@ -78,8 +80,11 @@ class CoordinatorClient:
         self.rpc_url = rpc_url
         self.profile = profile
         self.w3 = w3 if w3 is not None else connect(rpc_url, profile)
+        self.w3.codec = TOLERANT_CODEC  # view results are member-written strings too (chain.abi_text)
         self.address = require_code(self.w3, coordinator_address, rpc_url)
         self.contract = self.w3.eth.contract(address=self.address, abi=load_artifact("Coordinator").abi)  # type: ignore[call-overload]
+        if w3 is None:  # a new connection: make sure the address is ours before anything else
+            self._require_coordinator()
         self._token_abi = load_artifact("RewardToken").abi
         self.decoder = EventDecoder(self.contract)
         self.wallet = wallet
@@ -101,6 +106,24 @@ class CoordinatorClient:
         if self.wallet is None:
             raise ChainError("this client has no wallet: load one with --key to send transactions")
         return self.wallet.address
+
+    def _require_coordinator(self) -> None:
+        """NotACoordinator unless the code at the address answers the Coordinator's identity views
+        (another contract, e.g. the reward token, reverts or answers nothing)."""
+        try:
+            bytes(self.contract.functions.loraConfigHash().call())
+            str(self.contract.functions.baseModel().call())
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise RpcUnreachable(
+                f"RPC {self.rpc_url} unreachable ({type(exc).__name__}): "
+                "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
+            ) from None
+        except Exception as exc:
+            raise NotACoordinator(
+                f"the contract at {self.address} on {self.rpc_url} is not a medfed Coordinator "
+                f"({type(exc).__name__}): fix the coordinator address ([chain] coordinator, "
+                "--coordinator; deployment.json has it)"
+            ) from None
 
     def _call(self, fn: str, *args: Any) -> Any:
         try:
@@ -177,7 +200,7 @@ class CoordinatorClient:
         for raw in receipt["logs"]:
             if to_checksum_address(raw["address"]) != self.address:
                 continue
-            event = self.decoder.decode(raw)
+            event = decode_or_skip(self.decoder, raw)
             if event is not None:
                 out.append(event)
         return out

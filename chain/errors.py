@@ -23,6 +23,10 @@ class NoContract(ChainError):
     """No contract code at the configured address."""
 
 
+class NotACoordinator(NoContract):
+    """The code at the configured address is some other contract, not a medfed Coordinator."""
+
+
 class ArtifactError(ChainError):
     """Compiled contract artifacts are missing, stale, or the compiler failed."""
 

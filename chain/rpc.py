@@ -9,6 +9,7 @@ from eth_utils import to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 
+from chain.abi_text import TOLERANT_CODEC
 from chain.errors import NoContract, RpcUnreachable, WrongChain
 from chain.profile import ChainProfile
 
@@ -19,6 +20,7 @@ def connect(rpc_url: str, profile: ChainProfile) -> Web3:
     """A Web3 for `rpc_url` whose chain id was checked against the profile."""
     provider = HTTPProvider(rpc_url, request_kwargs={"timeout": profile.rpc_timeout_s})
     w3 = Web3(provider)
+    w3.codec = TOLERANT_CODEC  # a member's invalid UTF-8 in a string must not break a view call
     if profile.poa_extra_data:
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     chain_id = rpc_chain_id(w3, rpc_url)
@@ -34,16 +36,35 @@ def rpc_chain_id(w3: Web3, rpc_url: str) -> int:
     """eth_chainId, turning connection failures into RpcUnreachable."""
     try:
         response = w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
-    except (requests.exceptions.RequestException, OSError) as exc:
+    except requests.exceptions.HTTPError as exc:  # a web server, but not a JSON-RPC one
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise RpcUnreachable(
+            f"RPC {rpc_url} answered HTTP {status} to a JSON-RPC request: is it an Ethereum RPC? "
+            "fix the RPC URL (--rpc, [chain] rpc_url)"
+        ) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError) as exc:
         raise RpcUnreachable(
             f"RPC {rpc_url} unreachable ({type(exc).__name__}): "
             "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
         ) from None
-    if "result" not in response:
+    except (requests.exceptions.RequestException, ValueError) as exc:  # not JSON, not JSON-RPC
         raise RpcUnreachable(
-            f"RPC {rpc_url} gave no chain id ({response.get('error')}): is it an Ethereum RPC?"
+            f"RPC {rpc_url} did not answer JSON-RPC ({type(exc).__name__}): is it an Ethereum RPC? "
+            "fix the RPC URL (--rpc, [chain] rpc_url)"
+        ) from None
+    result = response.get("result") if isinstance(response, dict) else None
+    if not isinstance(result, str):
+        error = response.get("error") if isinstance(response, dict) else response
+        raise RpcUnreachable(
+            f"RPC {rpc_url} gave no chain id ({str(error)[:120]}): is it an Ethereum RPC? "
+            "fix the RPC URL (--rpc, [chain] rpc_url)"
         )
-    return int(response["result"], 16)
+    try:
+        return int(result, 16)
+    except ValueError:
+        raise RpcUnreachable(
+            f"RPC {rpc_url} gave a chain id that is not a number ({result[:40]!r}): is it an Ethereum RPC?"
+        ) from None
 
 
 def require_code(w3: Web3, address: str, rpc_url: str, what: str = "coordinator") -> str:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sqlite3
 import time
 from pathlib import Path
 
 from chain import types as ev
-from chain.errors import ContractRevert
+from chain.errors import ChainError, ContractRevert
 from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
 from node.errors import ArtifactError
@@ -52,8 +53,27 @@ async def sync_events(node: Node) -> None:
 
     events = await node.chain(EventReader(node.client).read, start, latest)
     for e in events:
-        await apply_event(node, e)
+        await _apply_or_skip(node, e)
     node.store.set_last_block(latest)
+
+
+async def _apply_or_skip(node: Node, e: ev.ChainEvent) -> None:
+    """`apply_event`, except that an event this node cannot fold in (hostile content it did not
+    foresee) is skipped with one warning instead of stopping the sync at its block forever. A
+    chain or disk failure still propagates: the page is read again on the next tick."""
+    try:
+        await apply_event(node, e)
+    except (ChainError, OSError, sqlite3.OperationalError):
+        raise
+    except Exception as exc:
+        log.warning(
+            "skipping chain event %s in block %d, tx %s: %s: %s",
+            e.name,
+            e.block_number,
+            e.tx_hash,
+            type(exc).__name__,
+            exc,
+        )
 
 
 async def apply_event(node: Node, e: ev.ChainEvent) -> None:

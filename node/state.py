@@ -9,6 +9,7 @@ own transaction, so a kill at any point leaves a consistent file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from node.errors import StateError
 
 SCHEMA_VERSION = 1
+MAX_STORED_INT = 2**62  # below SQLite's signed 64-bit INTEGER limit
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -50,6 +52,18 @@ CREATE TABLE IF NOT EXISTS peers (member TEXT PRIMARY KEY, peer_id TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS timings (
     round INTEGER NOT NULL, what TEXT NOT NULL, seconds REAL NOT NULL);
 """
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (as root, permission bits say nothing; a
+    read-only mount does)."""
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -127,9 +141,15 @@ class StateStore:
     """SQLite-backed state, safe to call from worker threads (one connection, one lock)."""
 
     def __init__(self, state_dir: Path, coordinator: str, address: str) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"{state_dir}: cannot create the state dir ({exc.strerror}); choose a writable state_dir"
+            ) from None
         self.path = state_dir / "state.sqlite"
         self._lock = threading.Lock()
+        self._db = None  # type: ignore[assignment]
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -140,6 +160,13 @@ class StateStore:
                 if "invalid" not in columns:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN invalid TEXT NOT NULL DEFAULT ''")
         except sqlite3.DatabaseError as exc:
+            if self._db is not None:
+                self._db.close()  # hold nothing open on a store we refuse
+            if not _writable(state_dir):
+                raise StateError(
+                    f"{state_dir}: the state dir is read-only ({exc}); make it writable for this user "
+                    "(permissions, a read-only mount, a full disk) — the node records its progress there"
+                ) from None
             raise StateError(
                 f"{self.path}: not a medfed state store ({exc}); move it away or fix state_dir"
             ) from None
@@ -327,7 +354,9 @@ class StateStore:
         """Remember an UpdateCommitted event."""
         self._exec(
             "INSERT OR REPLACE INTO commits (round, member, sha256, cid, num_samples) VALUES (?,?,?,?,?)",
-            (c.round, c.member.lower(), c.sha256, c.cid, c.num_samples),
+            # a uint256 from a member; past SQLite's 64 bits it only needs to stay "huge" (the
+            # aggregation caps sample weights at a multiple of the round's median anyway)
+            (c.round, c.member.lower(), c.sha256, c.cid, min(int(c.num_samples), MAX_STORED_INT)),
         )
 
     def commits(self, round: int) -> list[Commit]:

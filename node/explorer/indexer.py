@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -70,6 +71,25 @@ def to_fact(event: ChainEvent) -> Fact:
     return Fact(
         name=event.name, block=event.block_number, log_index=event.log_index, tx=event.tx_hash, args=args
     )
+
+
+def _store_event(conn: sqlite3.Connection, e: ChainEvent) -> None:
+    """Store one event; one the index cannot hold (hostile content nobody foresaw) is skipped
+    with a warning naming it, never the page: the indexer moves past it."""
+    conn.execute("SAVEPOINT event")
+    try:
+        apply_fact(conn, to_fact(e))
+    except (ValueError, TypeError, KeyError, OverflowError, sqlite3.IntegrityError) as exc:
+        conn.execute("ROLLBACK TO event")
+        log.warning(
+            "explorer: skipping %s in block %d, tx %s: %s: %s",
+            e.name,
+            e.block_number,
+            e.tx_hash,
+            type(exc).__name__,
+            exc,
+        )
+    conn.execute("RELEASE event")
 
 
 def find_deploy_block(client: CoordinatorClient, head: int) -> int:
@@ -160,7 +180,7 @@ class Indexer:
             for b, ms in times.items():
                 conn.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?)", (b, ms))
             for e in events:
-                apply_fact(conn, to_fact(e))
+                _store_event(conn, e)
             self.db.set_meta("last_block", str(last), conn)
         self.pages_indexed += 1
         return len(events)

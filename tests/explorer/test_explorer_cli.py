@@ -53,6 +53,17 @@ def test_no_contract_at_the_address_is_one_line_exit_2(
     assert len(err) == 1 and "no contract at" in err[0] and "Traceback" not in err[0]
 
 
+def test_another_contract_at_the_address_is_one_line_exit_2(
+    fresh_devnet: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: the reward token's address instead of the coordinator's (the explorer used to
+    retry it forever)."""
+    token = fresh_devnet.token
+    assert cli.main(["--rpc", fresh_devnet.rpc_url, "--coordinator", token, "--db", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a medfed Coordinator" in err[0] and token in err[0]
+
+
 def test_unreachable_rpc_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     coordinator = "0x" + "12" * 20
     assert (

@@ -166,6 +166,66 @@ def test_start_refuses_unreachable_rpc_and_no_contract(
     assert "0x1212" in line.lower() or "no contract" in line.lower() or "code" in line.lower()
 
 
+def test_start_and_status_refuse_another_contract_and_a_non_rpc_url(
+    devnet: Devnet, tmp_path: Path, pwfile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: the reward token's address as coordinator, and a web server that is not JSON-RPC."""
+    key = _member_wallet(devnet, tmp_path)
+    cfg = _config(tmp_path, devnet.rpc_url, devnet.token)
+    line = _start_fails(capsys, key, cfg, pwfile)
+    assert f"the contract at {devnet.token}" in line and "not a medfed Coordinator" in line
+    assert main(["status", "--config", str(cfg), "--address", devnet.addresses[0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a medfed Coordinator" in err[0]
+
+    port = _free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        cfg = _config(tmp_path, f"http://127.0.0.1:{port}", devnet.coordinator)
+        line = _start_fails(capsys, key, cfg, pwfile)
+        assert "is it an Ethereum RPC?" in line and "unreachable" not in line
+    finally:
+        web.kill()
+        web.wait()
+
+
+def test_a_read_only_state_dir_says_so(
+    devnet: Devnet, tmp_path: Path, pwfile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: a read-only state dir is not called "not a medfed state store" (which invites
+    moving good state away). Root ignores permission bits, so the dir is a read-only bind mount."""
+    from node.state import StateStore
+
+    src, ro = tmp_path / "state-src", tmp_path / "state"
+    StateStore(src, devnet.coordinator, devnet.addresses[0]).close()
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot make a read-only bind mount here (needs root)")
+    try:
+        key = _member_wallet(devnet, tmp_path)
+        cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator, **{'state_dir = "medfed-state"': f'state_dir = "{ro}"'})
+        line = _start_fails(capsys, key, cfg, pwfile)
+        assert "read-only" in line and "not a medfed state store" not in line
+        assert (src / "state.sqlite").stat().st_size > 0  # nothing lost
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)  # lazy: whatever the failure left open
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
 def test_start_refuses_wrong_chain_id(
     tmp_path: Path, pwfile: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
