@@ -33,7 +33,7 @@ def _escape(c: str) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
-class TolerantStringDecoder(decoding.StringDecoder):  # type: ignore[misc]
+class TolerantStringDecoder(decoding.StringDecoder):
     """eth_abi's string decoder with invalid UTF-8 escaped instead of raised."""
 
     def __init__(self) -> None:
@@ -49,7 +49,7 @@ def tolerant_registry() -> ABIRegistry:
     registry = build_strict_registry()
     registry.unregister("string")
     registry.register(
-        BaseEquals("string"),  # type: ignore[no-untyped-call]
+        BaseEquals("string"),
         encoding.TextStringEncoder,
         TolerantStringDecoder,
         label="string",

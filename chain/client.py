@@ -13,9 +13,9 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from chain import diagnose, peer_record
+from chain.abi_text import TOLERANT_CODEC
 from chain.artifacts import load_artifact
 from chain.errors import ChainError, ContractRevert, NotACoordinator, RpcUnreachable
-from chain.abi_text import TOLERANT_CODEC
 from chain.events import EventDecoder, decode_or_skip
 from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile

@@ -67,7 +67,9 @@ class EventDecoder:
             return None
         name, inputs = spec
         try:
-            fields = _decode_fields(inputs, [bytes(HexBytes(t)) for t in topics[1:]], bytes(HexBytes(raw["data"])))
+            fields = _decode_fields(
+                inputs, [bytes(HexBytes(t)) for t in topics[1:]], bytes(HexBytes(raw["data"]))
+            )
         except Exception as exc:
             raise UndecodableLog(f"{name}: {type(exc).__name__}: {exc}") from None
         if name == "PeerPublished":

@@ -149,9 +149,9 @@ class StateStore:
             ) from None
         self.path = state_dir / "state.sqlite"
         self._lock = threading.Lock()
-        self._db = None  # type: ignore[assignment]
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             # issue 12: the invalid claims of an aggregate (a store written before them lacks the column)
@@ -160,8 +160,8 @@ class StateStore:
                 if "invalid" not in columns:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN invalid TEXT NOT NULL DEFAULT ''")
         except sqlite3.DatabaseError as exc:
-            if self._db is not None:
-                self._db.close()  # hold nothing open on a store we refuse
+            if db is not None:
+                db.close()  # hold nothing open on a store we refuse
             if not _writable(state_dir):
                 raise StateError(
                     f"{state_dir}: the state dir is read-only ({exc}); make it writable for this user "

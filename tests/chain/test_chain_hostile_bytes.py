@@ -51,11 +51,13 @@ MEMBER_NUMBERS = {("UpdateCommitted", "numSamples"), ("MetricsReported", "n")}
 
 
 def _value(abi_type: str, wild: bool) -> st.SearchStrategy[Any]:
+    honest_uint = st.integers(0, 2**40)
+    wild_uint = st.one_of(st.integers(0, 2**256 - 1), st.integers(0, 10))
     address = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address(b))
     by_type: dict[str, st.SearchStrategy[Any]] = {
         "address": address,
         "address[]": st.lists(address, max_size=5),
-        "uint256": st.one_of(st.integers(0, 2**256 - 1), st.integers(0, 10)) if wild else st.integers(0, 2**40),
+        "uint256": wild_uint if wild else honest_uint,
         "bytes32": st.binary(min_size=32, max_size=32),
         "bool": st.booleans(),
         "string": st.one_of(

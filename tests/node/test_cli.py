@@ -208,7 +208,12 @@ def test_a_read_only_state_dir_says_so(
         pytest.skip("cannot make a read-only bind mount here (needs root)")
     try:
         key = _member_wallet(devnet, tmp_path)
-        cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator, **{'state_dir = "medfed-state"': f'state_dir = "{ro}"'})
+        cfg = _config(
+            tmp_path,
+            devnet.rpc_url,
+            devnet.coordinator,
+            **{'state_dir = "medfed-state"': f'state_dir = "{ro}"'},
+        )
         line = _start_fails(capsys, key, cfg, pwfile)
         assert "read-only" in line and "not a medfed state store" not in line
         assert (src / "state.sqlite").stat().st_size > 0  # nothing lost
