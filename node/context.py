@@ -18,6 +18,7 @@ from node.artifacts import ArtifactStore
 from node.config import NodeConfig
 from node.data import SiteData
 from node.faults import Faults
+from node.outage import OutageLog
 from node.state import StateStore
 from p2p.host import MedfedHost
 from training.adapter_io import AdapterSpec
@@ -51,6 +52,7 @@ class Node:
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
+    chain_outage: OutageLog = field(default_factory=lambda: OutageLog(log, "chain RPC"))
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
     _woken: trio.Event = field(default_factory=trio.Event)
 

@@ -32,6 +32,7 @@ from node.data import load_site_data
 from node.errors import NodeError, StartupError
 from node.faults import Faults
 from node.learning import Learner, federation_hash, lora_settings
+from node.outage import rpc_unreachable
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
 
@@ -347,15 +348,19 @@ async def _refresh_balances(node: Node) -> None:
 async def _safe_tick(node: Node) -> bool:
     try:
         moved = await rounds.tick(node)
+        node.chain_outage.ok()
         if node.monitor is not None:
             node.monitor.ticked()
         return moved
     except ContractRevert as exc:
         log.warning("the contract refused %s: %s", exc.function, exc.reason)
-    except (ChainError, NodeError) as exc:
-        log.warning("%s (retrying)", exc)
-    except Exception:
-        log.exception("unexpected error in the round machine (retrying)")
+    except Exception as exc:
+        if rpc_unreachable(exc):  # one line when it goes down, one a minute, one when it is back
+            node.chain_outage.failed(exc)
+        elif isinstance(exc, ChainError | NodeError):
+            log.warning("%s (retrying)", exc)
+        else:
+            log.exception("unexpected error in the round machine (retrying)")
     if node.monitor is not None:
         node.monitor.tick_errors.inc()
     return False

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from node.explorer.api import Api, safe_route
 from node.explorer.db import Database
 from node.explorer.errors import ExplorerError
+from node.outage import OutageLog, rpc_unreachable
 
 log = logging.getLogger("medfed.explorer")
 
@@ -165,16 +166,24 @@ class ExplorerHandle:
 
 def _index_loop(indexer: Any, stop: threading.Event, poll_s: float) -> None:
     failures = 0
+    outage = OutageLog(log, "explorer: chain RPC")
+    # the same indexing error at every poll is said once a minute too
+    errors = OutageLog(log, "explorer: indexing", state="failing")
     while not stop.is_set():
         try:
             indexer.sync_once()
             failures = 0
+            outage.ok()
+            errors.ok()
         except ExplorerError as e:
             failures += 1
-            log.warning("explorer: indexing paused: %s", e)
+            errors.failed(e)
         except Exception as e:  # RPC hiccups must not kill the indexer thread
             failures += 1
-            log.warning("explorer: indexing failed (%s: %s); retrying", type(e).__name__, e)
+            if rpc_unreachable(e):
+                outage.failed(e)
+            else:
+                errors.failed(e)
         stop.wait(min(poll_s * (1 + failures), 30.0))
 
 
