@@ -22,9 +22,13 @@ $(NPM_STAMP): package.json package-lock.json
 	bash scripts/bootstrap.sh node
 	touch $@
 
+# Three workers (pytest-xdist), one test file each at a time: much of the suite's time is
+# federations waiting on chain deadlines and an idle chain, not CPU (README, "Two commands").
+TEST_WORKERS ?= 3
+
 test: bootstrap
 	bash scripts/bootstrap.sh system
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: bootstrap
 	$(VENV)/bin/medfed-localnet up --nodes 3 --rounds 2 --model default --dir $(DEMO_DIR) --fresh
