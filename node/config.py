@@ -194,7 +194,7 @@ start_block = 0
 # ~120 s after ~3 minutes without one (until its operators restart it), which would make the next
 # round's commits late. When the chain has made no block for this many seconds, the members take
 # turns sending one 0-value transfer to themselves (21,000 gas). "auto" = 60 on Cypherium, off on
-# anvil; 0 = off; otherwise at least 10. See docs/operations.md, "Idle chain".
+# anvil; 0 = off; otherwise at least 10. See docs/operations.md, "Idle is normal".
 keepalive_s = "auto"
 
 [p2p]

@@ -12,7 +12,7 @@ commit accepted and mined before the deadline; the idle phase's blocks are the m
 self-transfers, one per idle minute, sent by more than one member in turn.
 
 `idle_rounds(dir, keepalive_s=0)` is the same scenario without the keepalive (the old behaviour),
-run by hand to show this test fails there (docs/operations.md, "Idle chain").
+run by hand to show this test fails there (docs/operations.md, "Idle is normal").
 """
 
 from __future__ import annotations
