@@ -90,6 +90,8 @@ async def _send(node: Node, number: int, age: float) -> None:
         await trio.sleep(RETRY_S)
         return
     took = time.monotonic() - t0
+    if node.monitor is not None:
+        node.monitor.kept_alive(took)
     log.info(
         "keepalive: no block for %.0f s after block %d; sent %s, mined in block %d after %.1f s",
         age,
