@@ -19,7 +19,7 @@ from chain.errors import ChainError, ContractRevert, NotACoordinator, RpcUnreach
 from chain.events import EventDecoder, decode_or_skip
 from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile
-from chain.rpc import connect, detect_time_unit_ms, require_code
+from chain.rpc import MS_THRESHOLD, connect, detect_time_unit_ms, require_code
 from chain.tx import TxSender, decode_revert
 from chain.types import ChainEvent, ChainParams, GlobalAdapter, PeerRecord, Phase, RoundInfo, TxResult
 from chain.wallet import Wallet
@@ -27,6 +27,7 @@ from chain.wallet import Wallet
 log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x" + "00" * 20
+KEEPALIVE_GAS = 21_000  # a plain transfer: the cheapest transaction there is
 
 # The events each state-changing call owes. A transaction counts as done only when one of them,
 # from this coordinator, is in its receipt: receipt status alone proves nothing on Cypherium.
@@ -288,6 +289,24 @@ class CoordinatorClient:
             (),
         )
 
+    def send_keepalive(self) -> TxResult:
+        """One cheap legacy transaction (a 0-value transfer to ourselves, 21,000 gas at the
+        profile's gasPrice) so that a chain which makes blocks only on demand makes one.
+
+        Waits for the receipt (its block proves the chain is live). Who sends when is the node's
+        decision (node/keepalive.py); this only sends.
+        """
+        if self._sender is None:
+            raise ChainError("this client has no wallet: load one with --key to send transactions")
+        me = self._sender.wallet.address
+        receipt = self._sender.send({"to": me, "value": 0}, "keepalive", gas=KEEPALIVE_GAS)
+        return TxResult(
+            "0x" + bytes(receipt["transactionHash"]).hex(),
+            int(receipt["blockNumber"]),
+            int(receipt["gasUsed"]),
+            (),
+        )
+
     # ---------------------------------------------------------------- views
 
     def admin(self) -> str:
@@ -413,6 +432,13 @@ class CoordinatorClient:
         if self._time_unit_ms is None:
             self._time_unit_ms = detect_time_unit_ms(self.w3)
         return self._time_unit_ms
+
+    def latest_block(self) -> tuple[int, float]:
+        """The latest block's number and when it was made, in unix seconds (whatever the unit:
+        Cypherium stamps its genesis block in seconds and produced blocks in milliseconds)."""
+        block = self.w3.eth.get_block("latest")
+        stamp = int(block["timestamp"])
+        return int(block["number"]), stamp / 1000.0 if stamp > MS_THRESHOLD else float(stamp)
 
     def chain_time(self) -> int:
         """The latest block's timestamp, in chain units."""

@@ -5,7 +5,9 @@ The node itself (`bin/cypher`, Cypherium's own client) and its `start.sh DATADIR
 (override with MEDFED_CYPHERIUM_DIR). Its README lists how it differs from anvil: blocks only
 while transactions are pending, millisecond timestamps, receipts always `status: 1`, and the
 single-member quirk (after ~3 idle minutes the node slows to one block per ~120 s until it is
-restarted), which `restart_if_idle` works around by restarting it on the same port.
+restarted), which `restart_if_idle` works around by restarting it on the same port. That restart
+is a dev-only fallback of the launcher (a site cannot restart the chain's node): `medfed-node`
+itself keeps the chain live with its keepalive (node/keepalive.py, `[chain] keepalive_s`).
 """
 
 from __future__ import annotations

@@ -217,6 +217,9 @@ class Federation:
     exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
     _last_wake: float = 0.0  # when keep_chain_awake last looked (monotonic)
     monitoring_ports: dict[int, int] = field(default_factory=dict)  # node -> its /metrics port
+    # Cypherium: restart the chain node after IDLE_RESTART_S without a block (keep_chain_awake), a
+    # dev-only workaround for the one-member slow-down; tests of the nodes' own keepalive turn it off
+    restart_idle_chain: bool = True
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -392,9 +395,11 @@ def node_config_text(
     strategy: str = "fedavg",
     rules: Any = None,
     monitoring_port: int = 0,
+    keepalive_s: float | None = None,
 ) -> str:
     """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
-    full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given)."""
+    full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given;
+    ``keepalive_s``: [chain] keepalive_s, None = "auto")."""
     extra = ""
     if rules is not None:
         strategy = rules.strategy
@@ -416,6 +421,7 @@ rpc_url = "{devnet.rpc_url}"
 coordinator = "{devnet.coordinator}"
 profile = "{devnet.profile.name}"
 start_block = {devnet.deploy_block}
+keepalive_s = {'"auto"' if keepalive_s is None else keepalive_s}
 
 [p2p]
 listen = ["/ip4/127.0.0.1/tcp/0"]
@@ -472,12 +478,14 @@ def launch(
     rules: Any = None,
     data: str | Path | None = None,
     monitoring: bool = False,
+    keepalive_s: float | None = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
     `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set);
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
-    ``monitoring``: each node serves /metrics and /healthz on a free local port."""
+    ``monitoring``: each node serves /metrics and /healthz on a free local port;
+    ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium)."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
@@ -568,6 +576,7 @@ def launch(
                 strategy,
                 rules,
                 ports.get(i, 0),
+                keepalive_s,
             )
         )
         configs.append(cfg)
@@ -635,7 +644,11 @@ def keep_chain_awake(fed: Federation, every_s: float = 10.0) -> None:
     Checked at most every `every_s`; the restart sends no transaction, so a stalled federation
     stays stalled (no outside traffic), it only keeps the node's block rate.
     """
-    if fed.devnet.kind != "cypherium" or time.monotonic() - fed._last_wake < every_s:
+    if (
+        fed.devnet.kind != "cypherium"
+        or not fed.restart_idle_chain
+        or time.monotonic() - fed._last_wake < every_s
+    ):
         return
     from localnet.chain import wake_chain
 

@@ -37,6 +37,9 @@ class ChainSection:
     profile: str = "auto"  # node.chainkind: "auto" picks it from the chain's client version
     gas_price_gwei: float = 0.0  # 0 = the profile's default
     start_block: int = 0  # events are read from here (the deployment block)
+    # node/keepalive.py: a keepalive transaction after this many seconds without a block;
+    # None = "auto" (60 on a chain that makes blocks only on demand, i.e. Cypherium; off on anvil)
+    keepalive_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,12 @@ profile = "auto"
 gas_price_gwei = 0
 # Block the Coordinator was deployed in: events are read from here.
 start_block = 0
+# Cypherium makes blocks only while transactions are pending and slows down to one block per
+# ~120 s after ~3 minutes without one (until its operators restart it), which would make the next
+# round's commits late. When the chain has made no block for this many seconds, the members take
+# turns sending one 0-value transfer to themselves (21,000 gas). "auto" = 60 on Cypherium, off on
+# anvil; 0 = off; otherwise at least 10. See docs/operations.md, "Idle is normal".
+keepalive_s = "auto"
 
 [p2p]
 # Where the libp2p host listens (TCP). Open this port in the firewall for the other members.
@@ -462,6 +471,16 @@ def _data_files(sec: _Section, key: str) -> tuple[DataFile, ...]:
     return tuple(out)
 
 
+def _keepalive_s(sec: _Section) -> float | None:
+    """[chain] keepalive_s: "auto" (or absent) = None, else 0 (off) or at least 10 seconds."""
+    if sec.table.get("keepalive_s", "auto") == "auto":
+        return None
+    v = sec.float_("keepalive_s", 0.0)
+    if 0 < v < 10:
+        raise sec.fail("keepalive_s", f'must be "auto", 0 (off) or at least 10 seconds, got {v}')
+    return v
+
+
 def _display_name(sec: _Section) -> str:
     name = sec.str_("name", "")
     try:
@@ -501,7 +520,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     monitoring = MonitoringSection(mo.bool_("enabled", False), listen_at)
 
     c = top.sub("chain")
-    c.unknown({"rpc_url", "coordinator", "profile", "gas_price_gwei", "start_block"})
+    c.unknown({"rpc_url", "coordinator", "profile", "gas_price_gwei", "start_block", "keepalive_s"})
     rpc = c.str_("rpc_url")
     if not rpc.startswith(("http://", "https://")):
         raise c.fail("rpc_url", f"must be an http(s):// URL, got {rpc!r}")
@@ -511,7 +530,14 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     profile = c.str_("profile", "auto")
     if profile not in PROFILES:
         raise c.fail("profile", f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
-    chain = ChainSection(rpc, coordinator, profile, c.float_("gas_price_gwei", 0.0), c.int_("start_block", 0))
+    chain = ChainSection(
+        rpc,
+        coordinator,
+        profile,
+        c.float_("gas_price_gwei", 0.0),
+        c.int_("start_block", 0),
+        _keepalive_s(c),
+    )
 
     p = top.sub("p2p", required=False)
     p.unknown({"listen", "announce", "bootstrap", "ipfs_api"})

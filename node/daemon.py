@@ -6,7 +6,9 @@ that differs from the federation's on-chain record, missing or malformed data, a
 cannot be loaded, and a state dir that belongs to another federation or wallet.
 
 Then a trio loop runs: the p2p host (wallet key, members' published multiaddrs as bootstrap),
-the gossip reader, and `round.tick` every poll interval (at once again when the round moved on).
+the gossip reader, the chain keepalive (node.keepalive: on Cypherium, a transaction when the
+chain has been silent for `[chain] keepalive_s`), and `round.tick` every poll interval (at once
+again when the round moved on).
 Chain calls and training run in worker threads. A failing tick is logged and retried; the node
 does not die on a hiccup.
 """
@@ -31,6 +33,7 @@ from node.context import Node
 from node.data import load_site_data
 from node.errors import NodeError, StartupError
 from node.faults import Faults
+from node.keepalive import keep_chain_live, keepalive_interval
 from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
 from node.state import StateStore
@@ -247,6 +250,9 @@ async def serve(node: Node) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain_gossip, node)
             nursery.start_soon(_watch_chain, node)
+            nursery.start_soon(
+                keep_chain_live, node, keepalive_interval(node.cfg.chain.keepalive_s, node.client.profile)
+            )
             await rounds.evaluate_initial(node)
             node.set_status(ready=True, address=node.address, peer_id=node.peer_id, activity="idle")
             log.info("node %s ready (peer %s, %d members)", node.address, node.peer_id, len(node.members))

@@ -78,6 +78,10 @@ class Monitor:
         )
         self.token_balance = gauge("medfed_token_balance", "Reward token balance (whole tokens)")
         self.native_balance = gauge("medfed_native_balance", "Gas coin balance (whole coins)")
+        self.keepalives = counter("medfed_keepalives", "Keepalive transactions this node sent (idle chain)")
+        self.keepalive_seconds = gauge(
+            "medfed_last_keepalive_seconds", "How long this node's last keepalive took to be mined"
+        )
         self.last_tick_at = 0.0
         self.round_now = 0
         self.up_since = time.time()
@@ -136,6 +140,11 @@ class Monitor:
 
     def chain_failed(self, revert: bool) -> None:
         self.tx_failures.labels(kind="revert" if revert else "error").inc()
+
+    def kept_alive(self, seconds: float) -> None:
+        """A keepalive of ours was mined after ``seconds`` (node/keepalive.py)."""
+        self.keepalives.inc()
+        self.keepalive_seconds.set(seconds)
 
     def balances(self, token_wei: int, native_wei: int) -> None:
         self.token_balance.set(token_wei / 10**18)

@@ -11,7 +11,7 @@ from eth_account import Account
 
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
-from chain.errors import ContractRevert, NoContract, RpcUnreachable, TransactionFailed, WrongChain
+from chain.errors import ChainError, ContractRevert, NoContract, RpcUnreachable, TransactionFailed, WrongChain
 from chain.profile import CYPHERIUM, DEVNET, get_profile
 from chain.tx import TxSender
 from chain.wallet import Wallet
@@ -135,3 +135,16 @@ def test_profiles() -> None:
 def test_bad_sha_length_refused_before_sending(fed: Fed) -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         fed.m[0].commit_update(1, b"short", CID, 1)
+
+
+def test_keepalive_is_a_zero_value_self_transfer_that_makes_a_block(fed: Fed) -> None:
+    before, made = fed.m[0].latest_block()
+    assert made == float(fed.view.chain_time())  # anvil stamps in seconds
+    tx = fed.m[0].send_keepalive()
+    assert tx.block_number > before and tx.gas_used == 21_000 and not tx.events
+    sent = fed.view.w3.eth.get_transaction(tx.tx_hash)  # type: ignore[arg-type]
+    assert sent["from"] == sent["to"] == fed.addr(0) and sent["value"] == 0
+    assert sent["gasPrice"] == DEVNET.gas_price_wei and sent["type"] == 0  # legacy, explicit price
+    assert fed.view.latest_block()[0] == tx.block_number
+    with pytest.raises(ChainError, match="no wallet"):
+        fed.view.send_keepalive()

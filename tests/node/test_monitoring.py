@@ -36,6 +36,7 @@ def test_metrics_health_and_errors() -> None:
         mon.balances(15 * 10**18, 2 * 10**17)
         mon.evaluated("sft", 5.25)
         mon.ticked()
+        mon.kept_alive(2.5)
         code, body = _get(base + "/metrics")
         assert code == 200
         samples = {
@@ -53,6 +54,8 @@ def test_metrics_health_and_errors() -> None:
         assert samples[("medfed_chain_tx_failures_total", (("kind", "revert"),))] == 1
         assert samples[("medfed_token_balance", ())] == 15
         assert samples[("medfed_eval_value", (("kind", "sft"),))] == 5.25
+        assert samples[("medfed_keepalives_total", ())] == 1
+        assert samples[("medfed_last_keepalive_seconds", ())] == 2.5
         code, body = _get(base + "/healthz")
         assert code == 200 and json.loads(body)["status"] == "ok"
         time.sleep(0.7)  # no tick for longer than stale_after_s
