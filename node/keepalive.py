@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from chain.profile import ChainProfile
+from node.outage import OutageLog, rpc_unreachable
 
 if TYPE_CHECKING:
     from node.context import Node
@@ -63,6 +64,7 @@ async def keep_chain_live(node: Node, keepalive_s: float, spacing_s: float = SPA
     if keepalive_s <= 0:
         return
     log.info("keepalive: a transaction when the chain has made no block for %.0f s", keepalive_s)
+    failing = OutageLog(log, "keepalive: sending one", state="failing")  # no ETH for gas: once a minute
     while True:
         try:
             number, made = await node.chain(node.client.latest_block)
@@ -76,19 +78,21 @@ async def keep_chain_live(node: Node, keepalive_s: float, spacing_s: float = SPA
             # look again when it is due (the block may be newer by then); at least every keepalive_s
             await trio.sleep(min(due - age, keepalive_s) + min(0.5, spacing_s / 4))
             continue
-        await _send(node, number, age)
+        await _send(node, number, age, failing)
 
 
-async def _send(node: Node, number: int, age: float) -> None:
+async def _send(node: Node, number: int, age: float, failing: OutageLog) -> None:
     """Send one keepalive and wait for its block, outside the node's chain lock (TxSender keeps
     the nonces in order), so the round machine is not held up if the chain is slow."""
     t0 = time.monotonic()
     try:
         tx = await trio.to_thread.run_sync(node.client.send_keepalive)
-    except Exception as exc:  # no ETH for gas, node down: say so once per try, retry later
-        log.warning("keepalive: could not send one (%s); retrying in %.0f s", exc, RETRY_S)
+    except Exception as exc:  # no ETH for gas, node down: said once, then once a minute; retried
+        if not rpc_unreachable(exc):  # an outage is the round machine's line to say
+            failing.failed(exc)
         await trio.sleep(RETRY_S)
         return
+    failing.ok()
     took = time.monotonic() - t0
     if node.monitor is not None:
         node.monitor.kept_alive(took)
