@@ -28,6 +28,22 @@ log = logging.getLogger("medfed.node")
 
 
 @dataclass
+class RoundMemo:
+    """What the node remembers for the live round only (`Node.enter_round` clears it); keys still
+    name their round, so a call about another round never reads this one's."""
+
+    round: int
+    first_due: dict[tuple[object, ...], float] = field(default_factory=dict)  # housekeeping key -> first seen
+    training_failed: set[int] = field(default_factory=set)  # said once: no update this round
+    fallback_said: set[int] = field(default_factory=set)  # said once: training from an older global
+    refused_own: set[tuple[int, str]] = field(default_factory=set)  # (round, sha256) of our invalid update
+    pinned: set[str] = field(default_factory=set)  # sha256 of our update pinned on IPFS
+    prefetched: set[int] = field(default_factory=set)  # rounds whose updates we fetched ahead
+    # (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
+    checked: dict[tuple[str, int, str, str, str], str] = field(default_factory=dict)
+
+
+@dataclass
 class Node:
     """A running site: config, identity, chain client, local state, data, model and p2p host."""
 
@@ -51,8 +67,14 @@ class Node:
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
+    memo: RoundMemo = field(default_factory=lambda: RoundMemo(0))
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
     _woken: trio.Event = field(default_factory=trio.Event)
+
+    def enter_round(self, round: int) -> None:
+        """The live round is ``round``: forget what was remembered for another one."""
+        if self.memo.round != round:
+            self.memo = RoundMemo(round)
 
     @property
     def me(self) -> str:

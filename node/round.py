@@ -198,6 +198,7 @@ async def tick(node: Node) -> bool:
     await sync_events(node)
     info = await node.chain(node.client.round_info)
     r = info.round
+    node.enter_round(r)
     if r:
         # the contract moves the deadline to the close when every member committed early
         due = node.to_unix(info.commit_deadline)
@@ -241,7 +242,7 @@ async def open_next(node: Node, info: RoundInfo) -> None:
     if info.phase == Phase.FINALIZED and node.me in node.members and not _reported(node, r):
         return
     if info.phase == Phase.FINALIZED:
-        first = _first_due.setdefault(("reports", r), node.now())
+        first = node.memo.first_due.setdefault(("reports", r), node.now())
         busy = {c.member for c in node.store.commits(r)} - node.reported.get(r, set()) - {node.me}
         if busy and node.now() < first + rc.fetch_patience_s:
             node.set_status(activity=f"waiting for {len(busy)} sites to report on round {r}")
@@ -272,12 +273,12 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     rec = node.store.update(r)
     if rec is not None and rec.committed:
         return
-    if r in _training_failed:
+    if r in node.memo.training_failed:
         return
     on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
     base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
-    if base != on_chain and r not in _fallback_said:
-        _fallback_said.add(r)
+    if base != on_chain and r not in node.memo.fallback_said:
+        node.memo.fallback_said.add(r)
         log.warning(
             "round %d: training from the last healthy global adapter %s%s, not the chain's %s: "
             "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
@@ -290,7 +291,7 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     try:
         rec = await train_update(node, r, base, deadline)
     except TrainingError as exc:  # said once; the round goes on without our update
-        _training_failed.add(r)
+        node.memo.training_failed.add(r)
         log.error("round %d: not committing an update this round: %s", r, exc)
         return
     if node.now() >= deadline - 1.0:
@@ -302,10 +303,6 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         )
         return
     await commit(node, r, rec)
-
-
-_training_failed: set[int] = set()
-_fallback_said: set[int] = set()
 
 
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
@@ -341,18 +338,15 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
     await _nudge(node, info, "advance", deadline)
 
 
-_pinned: set[str] = set()
-
-
 async def pin_own_update(node: Node, r: int) -> None:
     """With an IPFS API configured, pin our update once the commit phase is over (not before:
     nobody may copy it earlier), so it can be fetched by CID if we go offline."""
     rec = node.store.update(r)
-    if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in _pinned:
+    if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in node.memo.pinned:
         return
     path = node.artifacts.weights(rec.sha256)
     if path is not None:
-        _pinned.add(rec.sha256)
+        node.memo.pinned.add(rec.sha256)
         await pin(node, path)
 
 
@@ -516,12 +510,9 @@ def _reported(node: Node, r: int) -> bool:
 
 
 # --------------------------------------------------------------------------- housekeeping
-_first_due: dict[tuple[object, ...], float] = {}
-
-
 async def _due(node: Node, key: tuple[object, ...], at: float, staggered: bool = True) -> bool:
     """True once ``at`` + rank * stagger has passed (``at`` = 0: counted from first sight)."""
-    first = _first_due.setdefault(key, node.now())
+    first = node.memo.first_due.setdefault(key, node.now())
     start = max(at, first) if at else first
     return node.now() >= start + (node.rank() * node.cfg.rounds.stagger_s if staggered else 0.0)
 

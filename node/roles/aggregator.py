@@ -31,8 +31,6 @@ log = logging.getLogger("medfed.aggregator")
 # latency and use the link, few enough that memory, file handles and the providers' upload stay
 # bounded (each transfer holds at most one 1 MiB chunk; files are capped at max_adapter_mb).
 MAX_PARALLEL_FETCHES = 8
-# (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
-_checked: dict[tuple[str, int, str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ async def collect_updates(
                 # sha256 on arrival) for this author, round and reference cannot change, so the
                 # prefetch's verdict is the verification's
                 key = (node.federation_id, round, c.member, sha, reference_sha(node, round))
-                verdict = _checked.get(key)
+                verdict = node.memo.checked.get(key)
                 if verdict is None:
                     try:
                         check_update_binding(path, c.member, round, node.federation_id)
@@ -112,7 +110,7 @@ async def collect_updates(
                         verdict = ""
                     except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
                         verdict = f"invalid: {exc}"
-                    _checked[key] = verdict
+                    node.memo.checked[key] = verdict
                 if verdict:
                     log.warning("round %d: update of %s is %s", round, c.member, verdict)
                     results[c.member] = Collected(c, None, verdict, final=True)

@@ -89,15 +89,12 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     return rec
 
 
-_refused_own: set[tuple[int, str]] = set()
-
-
 async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
     """Our update passes the checks we apply to everyone's; a bad one is never committed (and
     this says so once, not at every tick)."""
     from node.roles.aggregator import check_update
 
-    if (round, rec.sha256) in _refused_own:
+    if (round, rec.sha256) in node.memo.refused_own:
         return False
     weights = node.artifacts.weights(rec.sha256)
     try:
@@ -105,7 +102,7 @@ async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
             raise TrainingError(f"update {rec.sha256[:12]} is not in the adapter store")
         await trio.to_thread.run_sync(check_update, node, round, str(weights))
     except TrainingError as exc:
-        _refused_own.add((round, rec.sha256))
+        node.memo.refused_own.add((round, rec.sha256))
         log.error(
             "round %d: NOT committing our update %s: it fails the federation's checks: %s",
             round,

@@ -84,17 +84,14 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical{confirmed}"
 
 
-_prefetched: set[int] = set()
-
-
 async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     """While the elected aggregator works, fetch (concurrently) the round's committed updates that
     verification will need, once per round; what cannot be had now is retried by `judge`. Stops as
     soon as the round leaves the aggregation phase (a submission): it never eats into the
     verification window."""
-    if round in _prefetched or node.faults.active("blind-approve", round):
+    if round in node.memo.prefetched or node.faults.active("blind-approve", round):
         return  # (TEST-ONLY blind-approve: a lazy verifier fetches nothing)
-    _prefetched.add(round)
+    node.memo.prefetched.add(round)
     commits = [c for c in node.store.commits(round) if node.artifacts.weights(c.sha256) is None]
     if not commits:
         return

@@ -17,6 +17,7 @@ from fake_kubo import FakeKubo
 
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config
+from node.context import RoundMemo
 from node.errors import ArtifactError
 from node.faults import Faults
 from node.state import StateStore
@@ -56,6 +57,7 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         members=frozenset(),
         host=None,
         now=time.time,
+        memo=RoundMemo(1),
         _model=model,
     )
 

@@ -11,6 +11,7 @@ import pytest
 
 from localnet.federation import plan_sites
 from node.config import TEMPLATE, load_config
+from node.context import RoundMemo
 from node.daemon import _may_serve, published_addrs
 from node.data import SiteData, load_site_data
 from node.faults import Fault, Faults, parse
@@ -174,6 +175,7 @@ def _closed_round_node(me: str, committers: list[str], aggregator: str | None = 
         to_unix=float,
         store=SimpleNamespace(update=lambda r: None, add_timing=lambda *a: None),
         set_status=lambda **kv: None,
+        memo=RoundMemo(1),
         info=info,
         sent=sent,
     )
@@ -193,11 +195,9 @@ def test_after_an_early_close_the_closer_and_the_predicted_aggregator_advance_at
         ("0x02", None, False),  # rank 1, neither: waits 5 s
         ("0x02", "0x02", True),  # the predicted aggregator
     ]:
-        rounds._first_due.clear()
         node = _closed_round_node(me, members, aggregator)  # committed in this order
         trio.run(rounds.elect_and_aggregate, node, node.info)
         assert node.sent == ([("advance", 1)] if at_once else []), (me, aggregator)
-    rounds._first_due.clear()
 
 
 def test_update_providers_announcers_first_then_owners_then_the_other_committers(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from eth_account import Account
 
 from node.artifacts import ArtifactStore
 from node.config import TEMPLATE, load_config
+from node.context import RoundMemo
 from node.faults import Faults
 from node.roles.aggregator import MAX_PARALLEL_FETCHES, collect_updates
 from node.state import Commit, StateStore
@@ -54,6 +55,7 @@ def _node(dir: Path, key: bytes, model: Any) -> Any:
         members=frozenset(),
         host=None,
         now=time.time,
+        memo=RoundMemo(1),
     )
 
 
