@@ -15,9 +15,9 @@ import trio
 
 from chain.client import CoordinatorClient
 from node.artifacts import ArtifactStore
+from node.behaviour import Behaviour, HonestBehaviour
 from node.config import NodeConfig
 from node.data import SiteData
-from node.faults import Faults
 from node.state import StateStore
 from p2p.host import MedfedHost
 from training.adapter_io import AdapterSpec
@@ -57,7 +57,7 @@ class Node:
     learner: Any  # node.learning.Learner (kept loose so round logic can be exercised without torch)
     settings: LoraSettings
     spec: AdapterSpec  # what a valid update looks like (from the federation's initial adapter)
-    faults: Faults
+    behaviour: Behaviour = field(default_factory=HonestBehaviour)
     host: MedfedHost | None = None
     members: frozenset[str] = frozenset()  # lower-case addresses
     commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds

@@ -77,10 +77,8 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         if own is not None and not own.committed and own.sha256 == _hex(e.sha256):
             s.mark_committed(e.round, e.tx_hash)  # a crash lost the local record; the chain has it
             log.info("round %d: the chain shows our commit (tx %s); recorded it", e.round, e.tx_hash)
-        if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
-            await _hostile_offer(node, e)
-        if node.faults.active("front-run", e.round) and e.member.lower() != node.me:
-            await front_run(node, e.round, _hex(e.sha256), "the chain")
+        if e.member.lower() != node.me:
+            await node.behaviour.saw_update(node, e.round, e.member.lower(), _hex(e.sha256), "chain")
     elif isinstance(e, ev.AggregatorElected):
         node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
         node.elected[e.round] = e.aggregator.lower()
@@ -153,40 +151,6 @@ async def _dial(node: Node, addrs: list[str]) -> None:
         await node.host.connect(addrs, keep=True)
     except Exception as exc:  # the reconnect loop keeps trying
         log.info("peer %s not reachable yet: %s", addrs[0] if addrs else "?", exc)
-
-
-async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
-    """TEST-ONLY (serve-wrong-bytes fault): claim another member's update and serve garbage for it."""
-    from p2p.messages import Announcement
-
-    assert node.host is not None
-    sha = _hex(e.sha256)
-    fake = node.artifacts.wrong_bytes_copy(sha, 4096)
-    node.served[sha] = ("update", e.round)
-    node.host.serve(sha, fake)
-    log.warning("TEST FAULT serve-wrong-bytes: offering garbage for %s's update %s", e.member, sha[:12])
-    try:
-        await node.host.announce(Announcement.new("update", e.round, sha, fake.stat().st_size, node.peer_id))
-    except Exception as exc:
-        log.info("announce failed: %r", exc)
-
-
-async def front_run(node: Node, round: int, sha: str, seen_on: str) -> None:
-    """TEST-ONLY (front-run fault): commit another member's update hash as ours (16 samples)."""
-    if node.me in {c.member for c in node.store.commits(round)}:
-        return
-    rec = node.store.update(round)
-    if rec is not None and rec.committed:
-        return
-    log.warning("TEST FAULT front-run: committing %s (seen on %s) as our update", sha[:12], seen_on)
-    try:
-        tx = await node.chain(node.client.commit_update, round, sha, "", 16)
-    except ContractRevert as exc:
-        log.warning("TEST FAULT front-run: our copy was refused: %s", exc.reason)
-        return
-    node.store.record_update(round, sha, 16, 0.0)
-    node.store.mark_committed(round, tx.tx_hash)
-    log.warning("TEST FAULT front-run: committed a copy of %s, tx %s", sha[:12], tx.tx_hash)
 
 
 # ------------------------------------------------------------------------------- the machine
@@ -267,8 +231,8 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         node.set_status(role="observer")
         return
     node.set_status(role="participant")
-    if node.faults.active("front-run", r):
-        return  # TEST-ONLY: this node only commits copies (see front_run)
+    if not node.behaviour.trains(node, r):
+        return
     deadline = node.to_unix(info.commit_deadline)
     rec = node.store.update(r)
     if rec is not None and rec.committed:

@@ -1,5 +1,5 @@
 """Pure pieces of the node and the launcher, on plain values: data windows and shards, the site plan,
-fault specs, the transfer access policy, published addresses."""
+fault specs of the test behaviour, the transfer access policy, published addresses."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hostile_behaviour import Fault, from_faults, parse
 
 from localnet.federation import plan_sites
+from node.behaviour import HonestBehaviour
 from node.config import TEMPLATE, load_config
 from node.context import RoundMemo
 from node.daemon import _may_serve, published_addrs
 from node.data import SiteData, load_site_data
-from node.faults import Fault, Faults, parse
 from training.data import Question
 
 COORD = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -70,12 +71,10 @@ def test_fault_specs() -> None:
     )
     with pytest.raises(ValueError, match="unknown fault"):
         parse("explode")
-    f = Faults(Path("/nonexistent"), "tamper-aggregate@2.1")
+    f = from_faults("tamper-aggregate@2.1")
     assert f.active("tamper-aggregate", 2, 1) and not f.active("tamper-aggregate", 2, 0)
-    assert not f.active("tamper-aggregate", 1, 1) and not Faults(Path("/x"), "").active(
-        "tamper-aggregate", 2, 1
-    )
-    blind = Faults(Path("/nonexistent"), "blind-approve")  # every round and attempt
+    assert not f.active("tamper-aggregate", 1, 1) and not from_faults("").active("tamper-aggregate", 2, 1)
+    blind = from_faults("blind-approve")  # every round and attempt
     assert blind.active("blind-approve", 1, 0) and blind.active("blind-approve", 5, 2)
 
 
@@ -87,7 +86,7 @@ def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> N
         commit_deadlines={1: now - 1, 2: now + 30},
         commits_closed=set(),
         now=lambda: now,
-        faults=Faults(Path("/nonexistent"), ""),
+        behaviour=HonestBehaviour(),
         elected={},
     )
     may = _may_serve(node)
@@ -123,7 +122,7 @@ def test_withhold_fault_refuses_everyone_before_the_submission_then_only_the_agg
         commit_deadlines={1: now - 1},
         commits_closed=set(),
         now=lambda: now,
-        faults=Faults(Path("/nonexistent"), "withhold-from-aggregator"),
+        behaviour=from_faults("withhold-from-aggregator"),
         elected={1: "0xaa"},
         store=SimpleNamespace(submission=lambda r, k: object() if (r, k) in submitted else None),
     )
