@@ -1,4 +1,4 @@
-"""Tolerant ABI decoding: every string the chain hands back is hostile data.
+"""Tolerant ABI decoding: every string the chain hands back is untrusted data.
 
 An ABI ``string`` is only bytes: any member can put invalid UTF-8 in ``publishPeer``, a commit's
 ``cid`` or a submission's ``cid``. web3's default codec raises ``UnicodeDecodeError`` on such a

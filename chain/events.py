@@ -57,7 +57,7 @@ class EventDecoder:
         """The typed event of one log, or None for a log that is not a coordinator event.
 
         Raises UndecodableLog when the log claims a coordinator event but its topics or data do
-        not decode as that event (only a broken or hostile RPC can produce one).
+        not decode as that event (only a broken or lying RPC can produce one).
         """
         topics = raw.get("topics") or []
         if not topics:

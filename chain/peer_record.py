@@ -9,7 +9,7 @@ reading a named record dials the addresses before it reaches (and skips) the nam
 
 A display name is at most NAME_MAX characters, printable (no control, format or bidi-override
 characters), without leading or trailing spaces. :func:`decode` returns "" for a name that breaks
-these rules, so whatever a hostile member writes on-chain, readers get either a clean name or none.
+these rules, so whatever a dishonest member writes on-chain, readers get either a clean name or none.
 """
 
 from __future__ import annotations

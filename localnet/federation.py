@@ -41,6 +41,9 @@ log = logging.getLogger("medfed.localnet")
 PROCESSES_FILE = "processes.json"
 REPORT_GRACE_S = 60.0  # how long `up` waits for the last round's on-chain metrics after evaluation
 SUMMARY_FILE = "summary.json"
+# a node that exits with this code asks `wait_rounds(restart_crashed=True)` to start it again (test
+# behaviours crash with it: a site that dies at a precise step and comes back)
+RESTART_EXIT_CODE = 17
 INITIAL_SEED = 0  # must equal node.daemon.INITIAL_SEED
 SOURCES = (
     # institution name, train (source, split), eval (source, split)
@@ -212,8 +215,9 @@ class Federation:
     node_pids: dict[int, int] = field(default_factory=dict)
     explorer_pid: int | None = None
     explorer_url: str | None = None
-    faults: dict[int, str] = field(default_factory=dict)
-    restarts: dict[int, int] = field(default_factory=dict)  # node -> times restarted after a test crash
+    # node -> `medfed-node start --behaviour` spec (node/behaviour.py): a test harness's dishonest node
+    behaviours: dict[int, str] = field(default_factory=dict)
+    restarts: dict[int, int] = field(default_factory=dict)  # node -> restarts after RESTART_EXIT_CODE
     exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
     _last_wake: float = 0.0  # when keep_chain_awake last looked (monotonic)
     monitoring_ports: dict[int, int] = field(default_factory=dict)  # node -> its /metrics port
@@ -238,13 +242,9 @@ class Federation:
         """Log file of node i."""
         return self.dir / "logs" / f"node-{i}.log"
 
-    def start_node(self, i: int, fault: str | None = None) -> int:
-        """Start node i as its own `medfed-node start` process; return its pid."""
+    def start_node(self, i: int) -> int:
+        """Start node i as its own `medfed-node start` process (its behaviour, if any); return its pid."""
         env = dict(os.environ)
-        env.pop("MEDFED_TEST_FAULT", None)
-        spec = self.faults.get(i) if fault is None else fault
-        if spec:
-            env["MEDFED_TEST_FAULT"] = spec
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.log_path(i).parent.mkdir(parents=True, exist_ok=True)
         out = self.log_path(i).open("ab")
@@ -260,6 +260,8 @@ class Federation:
             "--password-file",
             str(self.devnet.password_file),
         ]
+        if self.behaviours.get(i):
+            cmd += ["--behaviour", self.behaviours[i]]
         proc = subprocess.Popen(
             cmd,
             stdout=out,
@@ -469,7 +471,7 @@ def launch(
     model: str = "tiny",
     sizing: Sizing | None = None,
     fresh: bool = False,
-    faults: Mapping[int, str] | None = None,
+    behaviours: Mapping[int, str] | None = None,
     explorer: bool = True,
     rewards: tuple[int, int, int] | None = None,
     strategy: str = "fedavg",
@@ -485,7 +487,8 @@ def launch(
     `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set);
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
     ``monitoring``: each node serves /metrics and /healthz on a free local port;
-    ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium)."""
+    ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium);
+    ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`)."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
@@ -581,7 +584,9 @@ def launch(
         )
         configs.append(cfg)
         states.append(d / "state")
-    fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}), monitoring_ports=ports)
+    fed = Federation(
+        root, devnet, sites, configs, states, behaviours=dict(behaviours or {}), monitoring_ports=ports
+    )
     for i, port in ports.items():
         print(f"node {i} ({sites[i].name}) metrics on http://127.0.0.1:{port}/metrics", flush=True)
     fed.record()
@@ -701,14 +706,14 @@ def wait_rounds(
             code = fed.node_exit_code(i)
             if code is None or i not in fed._procs:
                 continue
-            if restart_crashed and code == 17:  # node.faults.CRASH_EXIT_CODE: a test fault fired
+            if restart_crashed and code == RESTART_EXIT_CODE:
                 if progress:
-                    print(f"node {i} crashed by a test fault; restarting it", flush=True)
+                    print(f"node {i} crashed on purpose (a test behaviour); restarting it", flush=True)
                 fed.restarts[i] = fed.restarts.get(i, 0) + 1
                 fed.start_node(i)
             elif i not in fed.exited:
                 fed.exited[i] = code
-                if progress or code != 17:
+                if progress or code != RESTART_EXIT_CODE:
                     print(f"node {i} exited with code {code}: {_tail(fed.log_path(i))}", flush=True)
         done = rounds_done(fed)
         live = [i for i in range(len(fed.sites)) if fed.node_exit_code(i) is None]

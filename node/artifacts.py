@@ -111,13 +111,6 @@ class ArtifactStore:
             os.replace(tmp, dest)
         self.store.add_artifact(sha, dest / WEIGHTS_NAME, kind, round)
 
-    def wrong_bytes_copy(self, sha256: str, size: int) -> Path:
-        """TEST-ONLY (serve-wrong-bytes fault): random bytes that do not hash to ``sha256``."""
-        p = self.scratch / f"hostile-{sha256}"
-        if not p.exists():
-            p.write_bytes(os.urandom(max(size, 64)))
-        return p
-
 
 def _rank_of(weights: Path) -> int:
     from training.adapter_io import AdapterSpec

@@ -89,7 +89,12 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     wallet = load_wallet(Path(args.key), _password(args))
-    run_daemon(cfg, wallet)
+    behaviour = None
+    if args.behaviour:
+        from node.behaviour import load
+
+        behaviour = load(args.behaviour)
+    run_daemon(cfg, wallet, behaviour)
     return 0
 
 
@@ -152,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
     )
+    # for test harnesses only (node/behaviour.py): MODULE:FACTORY[=ARGUMENT] replaces the honest node
+    start.add_argument("--behaviour", default="", help=argparse.SUPPRESS)
     start.set_defaults(func=cmd_start)
 
     status = sub.add_parser("status", help="membership, round, phase, role, global adapter, balance")

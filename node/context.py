@@ -15,9 +15,9 @@ import trio
 
 from chain.client import CoordinatorClient
 from node.artifacts import ArtifactStore
+from node.behaviour import Behaviour, HonestBehaviour
 from node.config import NodeConfig
 from node.data import SiteData
-from node.faults import Faults
 from node.outage import OutageLog
 from node.state import StateStore
 from p2p.host import MedfedHost
@@ -26,6 +26,22 @@ from training.lora import LoraSettings
 
 T = TypeVar("T")
 log = logging.getLogger("medfed.node")
+
+
+@dataclass
+class RoundMemo:
+    """What the node remembers for the live round only (`Node.enter_round` clears it); keys still
+    name their round, so a call about another round never reads this one's."""
+
+    round: int
+    first_due: dict[tuple[object, ...], float] = field(default_factory=dict)  # housekeeping key -> first seen
+    training_failed: set[int] = field(default_factory=set)  # said once: no update this round
+    fallback_said: set[int] = field(default_factory=set)  # said once: training from an older global
+    refused_own: set[tuple[int, str]] = field(default_factory=set)  # (round, sha256) of our invalid update
+    pinned: set[str] = field(default_factory=set)  # sha256 of our update pinned on IPFS
+    prefetched: set[int] = field(default_factory=set)  # rounds whose updates we fetched ahead
+    # (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
+    checked: dict[tuple[str, int, str, str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,7 +58,7 @@ class Node:
     learner: Any  # node.learning.Learner (kept loose so round logic can be exercised without torch)
     settings: LoraSettings
     spec: AdapterSpec  # what a valid update looks like (from the federation's initial adapter)
-    faults: Faults
+    behaviour: Behaviour = field(default_factory=HonestBehaviour)
     host: MedfedHost | None = None
     members: frozenset[str] = frozenset()  # lower-case addresses
     commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds
@@ -53,8 +69,14 @@ class Node:
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
     chain_outage: OutageLog = field(default_factory=lambda: OutageLog(log, "chain RPC"))
+    memo: RoundMemo = field(default_factory=lambda: RoundMemo(0))
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)
     _woken: trio.Event = field(default_factory=trio.Event)
+
+    def enter_round(self, round: int) -> None:
+        """The live round is ``round``: forget what was remembered for another one."""
+        if self.memo.round != round:
+            self.memo = RoundMemo(round)
 
     @property
     def me(self) -> str:

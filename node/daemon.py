@@ -27,12 +27,12 @@ from chain.errors import ChainError, ContractRevert
 from chain.wallet import Wallet
 from node import round as rounds
 from node.artifacts import ArtifactStore
+from node.behaviour import Behaviour, HonestBehaviour
 from node.chainkind import resolve_profile
 from node.config import NodeConfig
 from node.context import Node
 from node.data import load_site_data
 from node.errors import NodeError, StartupError
-from node.faults import Faults
 from node.keepalive import keep_chain_live, keepalive_interval
 from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
@@ -148,7 +148,7 @@ def _install_initial_adapter(node: Node) -> None:
         log.info("initial adapter rebuilt from seed %d does not match the chain; will fetch it", INITIAL_SEED)
 
 
-def prepare(cfg: NodeConfig, wallet: Wallet) -> Node:
+def prepare(cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None) -> Node:
     """Every start-up check and load, before the event loop; raises one-line errors."""
     from training.adapter_io import AdapterSpec
 
@@ -174,7 +174,7 @@ def prepare(cfg: NodeConfig, wallet: Wallet) -> Node:
         learner=learner,
         settings=settings,
         spec=spec,
-        faults=Faults(cfg.state_dir),
+        behaviour=behaviour or HonestBehaviour(),
         members=frozenset(a.lower() for a in client.members()),
     )
     _install_initial_adapter(node)
@@ -190,20 +190,14 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         if address.lower() not in node.members:
             return False
         kind, rnd = node.served.get(sha256.lower(), ("", 0))
-        withhold = kind == "update" and node.faults.active("withhold-from-aggregator", rnd)
-        # TEST-ONLY selective serving: nobody until an aggregate of the round is on-chain (a
-        # verifier holding a copy would pass it on to the aggregator), then all but the aggregator
-        if withhold and (
-            not _submitted(node, rnd) or node.elected.get(rnd, address.lower()) == address.lower()
-        ):
-            log.warning("TEST FAULT withhold-from-aggregator: refusing %s our update", address)
-            return False
         if (
             kind == "update"
             and rnd not in node.commits_closed  # seen on-chain: no commit can be added any more
             and node.now() < node.commit_deadlines.get(rnd, math.inf)
         ):
             return False  # nobody may copy an update before committing their own
+        if not node.behaviour.serves_to(node, address.lower(), sha256.lower(), kind, rnd):
+            return False
         monitor = getattr(node, "monitor", None)
         if monitor is not None:  # bytes offered to a peer (the transfer follows)
             path = node.artifacts.weights(sha256.lower())
@@ -211,11 +205,6 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
         return True
 
     return may_serve
-
-
-def _submitted(node: Node, rnd: int) -> bool:
-    """TEST-ONLY (withhold-from-aggregator): whether an aggregate of round ``rnd`` was submitted."""
-    return any(node.store.submission(rnd, k) is not None for k in range(8))
 
 
 def published_addrs(cfg: NodeConfig, listening: list[str], peer_id: str) -> list[str]:
@@ -338,8 +327,8 @@ async def _drain_gossip(node: Node) -> None:
         # the whole announcement as it came over the wire (typed fields only: kind, round, sha256,
         # size, peer id, time): operators and tests can see everything members say to each other
         log.info("gossip: from %s %s", address, ann.encode().decode())
-        if ann.kind == "update" and node.faults.active("front-run", ann.round) and address.lower() != node.me:
-            await rounds.front_run(node, ann.round, ann.sha256, "gossip")
+        if ann.kind == "update" and address.lower() != node.me:
+            await node.behaviour.saw_update(node, ann.round, address.lower(), ann.sha256, "gossip")
 
 
 async def _refresh_balances(node: Node) -> None:
@@ -396,9 +385,10 @@ def start_monitor(node: Node) -> MonitoringServer | None:
     return server
 
 
-def run_daemon(cfg: NodeConfig, wallet: Wallet) -> None:
-    """Start-up checks, then the event loop until interrupted."""
-    node = prepare(cfg, wallet)
+def run_daemon(cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None) -> None:
+    """Start-up checks, then the event loop until interrupted (honest unless a test harness
+    passes another ``behaviour``)."""
+    node = prepare(cfg, wallet, behaviour)
     server = start_monitor(node)
     try:
         trio.run(serve, node)

@@ -58,7 +58,7 @@ async def sync_events(node: Node) -> None:
 
 
 async def _apply_or_skip(node: Node, e: ev.ChainEvent) -> None:
-    """`apply_event`, except that an event this node cannot fold in (hostile content it did not
+    """`apply_event`, except that an event this node cannot fold in (adversarial content it did not
     foresee) is skipped with one warning instead of stopping the sync at its block forever. A
     chain or disk failure still propagates: the page is read again on the next tick."""
     try:
@@ -97,10 +97,8 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         if own is not None and not own.committed and own.sha256 == _hex(e.sha256):
             s.mark_committed(e.round, e.tx_hash)  # a crash lost the local record; the chain has it
             log.info("round %d: the chain shows our commit (tx %s); recorded it", e.round, e.tx_hash)
-        if node.faults.active("serve-wrong-bytes", e.round) and e.member.lower() != node.me:
-            await _hostile_offer(node, e)
-        if node.faults.active("front-run", e.round) and e.member.lower() != node.me:
-            await front_run(node, e.round, _hex(e.sha256), "the chain")
+        if e.member.lower() != node.me:
+            await node.behaviour.saw_update(node, e.round, e.member.lower(), _hex(e.sha256), "chain")
     elif isinstance(e, ev.AggregatorElected):
         node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
         node.elected[e.round] = e.aggregator.lower()
@@ -175,40 +173,6 @@ async def _dial(node: Node, addrs: list[str]) -> None:
         log.info("peer %s not reachable yet: %s", addrs[0] if addrs else "?", exc)
 
 
-async def _hostile_offer(node: Node, e: ev.UpdateCommitted) -> None:
-    """TEST-ONLY (serve-wrong-bytes fault): claim another member's update and serve garbage for it."""
-    from p2p.messages import Announcement
-
-    assert node.host is not None
-    sha = _hex(e.sha256)
-    fake = node.artifacts.wrong_bytes_copy(sha, 4096)
-    node.served[sha] = ("update", e.round)
-    node.host.serve(sha, fake)
-    log.warning("TEST FAULT serve-wrong-bytes: offering garbage for %s's update %s", e.member, sha[:12])
-    try:
-        await node.host.announce(Announcement.new("update", e.round, sha, fake.stat().st_size, node.peer_id))
-    except Exception as exc:
-        log.info("announce failed: %r", exc)
-
-
-async def front_run(node: Node, round: int, sha: str, seen_on: str) -> None:
-    """TEST-ONLY (front-run fault): commit another member's update hash as ours (16 samples)."""
-    if node.me in {c.member for c in node.store.commits(round)}:
-        return
-    rec = node.store.update(round)
-    if rec is not None and rec.committed:
-        return
-    log.warning("TEST FAULT front-run: committing %s (seen on %s) as our update", sha[:12], seen_on)
-    try:
-        tx = await node.chain(node.client.commit_update, round, sha, "", 16)
-    except ContractRevert as exc:
-        log.warning("TEST FAULT front-run: our copy was refused: %s", exc.reason)
-        return
-    node.store.record_update(round, sha, 16, 0.0)
-    node.store.mark_committed(round, tx.tx_hash)
-    log.warning("TEST FAULT front-run: committed a copy of %s, tx %s", sha[:12], tx.tx_hash)
-
-
 # ------------------------------------------------------------------------------- the machine
 async def tick(node: Node) -> bool:
     """Look at the chain once and do whatever this node owes the live round.
@@ -218,6 +182,7 @@ async def tick(node: Node) -> bool:
     await sync_events(node)
     info = await node.chain(node.client.round_info)
     r = info.round
+    node.enter_round(r)
     if r:
         # the contract moves the deadline to the close when every member committed early
         due = node.to_unix(info.commit_deadline)
@@ -261,7 +226,7 @@ async def open_next(node: Node, info: RoundInfo) -> None:
     if info.phase == Phase.FINALIZED and node.me in node.members and not _reported(node, r):
         return
     if info.phase == Phase.FINALIZED:
-        first = _first_due.setdefault(("reports", r), node.now())
+        first = node.memo.first_due.setdefault(("reports", r), node.now())
         busy = {c.member for c in node.store.commits(r)} - node.reported.get(r, set()) - {node.me}
         if busy and node.now() < first + rc.fetch_patience_s:
             node.set_status(activity=f"waiting for {len(busy)} sites to report on round {r}")
@@ -286,18 +251,18 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         node.set_status(role="observer")
         return
     node.set_status(role="participant")
-    if node.faults.active("front-run", r):
-        return  # TEST-ONLY: this node only commits copies (see front_run)
+    if not node.behaviour.trains(node, r):
+        return
     deadline = node.to_unix(info.commit_deadline)
     rec = node.store.update(r)
     if rec is not None and rec.committed:
         return
-    if r in _training_failed:
+    if r in node.memo.training_failed:
         return
     on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
     base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
-    if base != on_chain and r not in _fallback_said:
-        _fallback_said.add(r)
+    if base != on_chain and r not in node.memo.fallback_said:
+        node.memo.fallback_said.add(r)
         log.warning(
             "round %d: training from the last healthy global adapter %s%s, not the chain's %s: "
             "%d failed rounds in a row abandon a global ([aggregation] fallback_after)",
@@ -310,7 +275,7 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     try:
         rec = await train_update(node, r, base, deadline)
     except TrainingError as exc:  # said once; the round goes on without our update
-        _training_failed.add(r)
+        node.memo.training_failed.add(r)
         log.error("round %d: not committing an update this round: %s", r, exc)
         return
     if node.now() >= deadline - 1.0:
@@ -322,10 +287,6 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         )
         return
     await commit(node, r, rec)
-
-
-_training_failed: set[int] = set()
-_fallback_said: set[int] = set()
 
 
 async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
@@ -361,18 +322,15 @@ async def elect_and_aggregate(node: Node, info: RoundInfo) -> None:
     await _nudge(node, info, "advance", deadline)
 
 
-_pinned: set[str] = set()
-
-
 async def pin_own_update(node: Node, r: int) -> None:
     """With an IPFS API configured, pin our update once the commit phase is over (not before:
     nobody may copy it earlier), so it can be fetched by CID if we go offline."""
     rec = node.store.update(r)
-    if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in _pinned:
+    if not node.cfg.p2p.ipfs_api or rec is None or not rec.committed or rec.sha256 in node.memo.pinned:
         return
     path = node.artifacts.weights(rec.sha256)
     if path is not None:
-        _pinned.add(rec.sha256)
+        node.memo.pinned.add(rec.sha256)
         await pin(node, path)
 
 
@@ -536,12 +494,9 @@ def _reported(node: Node, r: int) -> bool:
 
 
 # --------------------------------------------------------------------------- housekeeping
-_first_due: dict[tuple[object, ...], float] = {}
-
-
 async def _due(node: Node, key: tuple[object, ...], at: float, staggered: bool = True) -> bool:
     """True once ``at`` + rank * stagger has passed (``at`` = 0: counted from first sight)."""
-    first = _first_due.setdefault(key, node.now())
+    first = node.memo.first_due.setdefault(key, node.now())
     start = max(at, first) if at else first
     return node.now() >= start + (node.rank() * node.cfg.rounds.stagger_s if staggered else 0.0)
 

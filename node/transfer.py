@@ -37,11 +37,8 @@ async def publish(node: Node, sha256: str, kind: str, round: int, announce: bool
     path = node.artifacts.weights(sha256)
     if path is None or node.host is None:
         return
-    if (
-        node.faults.active("serve-wrong-bytes", round)
-        and (node.artifacts.scratch / f"hostile-{sha256}").exists()
-    ):
-        return  # TEST-ONLY: a hostile provider keeps serving its garbage after it got the real file
+    if not node.behaviour.offers(node, sha256, kind, round):
+        return
     node.served[sha256] = (kind, round)
     node.host.serve(sha256, path)
     if node.cfg.p2p.ipfs_api and kind != "update":

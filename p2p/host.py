@@ -58,7 +58,7 @@ from p2p.transfer import (
 log = logging.getLogger(__name__)
 
 # Penalty points order providers (least first). Failures (offline, timeout, hung up) add 1 and
-# are forgiven by the next good transfer; hostile bytes (wrong hash, oversize) add 10 and ban the
+# are forgiven by the next good transfer; malicious bytes (wrong hash, oversize) add 10 and ban the
 # peer as a provider for BAN_SECONDS, so an honest peer that was briefly offline is never banned.
 PENALTY_FAILED = 1.0
 PENALTY_HOSTILE = 10.0
@@ -261,7 +261,7 @@ class MedfedHost:
         self._served.pop(sha256_hex.lower(), None)
 
     def penalty(self, peer_id: str) -> float:
-        """Accumulated penalty points of a peer (failed or hostile transfers)."""
+        """Accumulated penalty points of a peer (failed or malicious transfers)."""
         return self._penalty.get(peer_id, 0.0)
 
     def _penalise(self, peer_id: str, points: float, reason: str) -> None:

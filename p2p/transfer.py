@@ -152,7 +152,7 @@ async def fetch_from_stream(
                 got += len(chunk)
                 if on_progress is not None:
                     on_progress(got)
-            # The body must end exactly at `size`: extra bytes mean a broken or hostile sender.
+            # The body must end exactly at `size`: extra bytes mean a broken or malicious sender.
             with trio.move_on_after(timeout):
                 extra = await reader.read_some(1)
                 if extra:

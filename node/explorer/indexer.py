@@ -74,7 +74,7 @@ def to_fact(event: ChainEvent) -> Fact:
 
 
 def _store_event(conn: sqlite3.Connection, e: ChainEvent) -> None:
-    """Store one event; one the index cannot hold (hostile content nobody foresaw) is skipped
+    """Store one event; one the index cannot hold (adversarial content nobody foresaw) is skipped
     with a warning naming it, never the page: the indexer moves past it."""
     conn.execute("SAVEPOINT event")
     try:

@@ -31,8 +31,6 @@ log = logging.getLogger("medfed.aggregator")
 # latency and use the link, few enough that memory, file handles and the providers' upload stay
 # bounded (each transfer holds at most one 1 MiB chunk; files are capped at max_adapter_mb).
 MAX_PARALLEL_FETCHES = 8
-# (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
-_checked: dict[tuple[str, int, str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Collected:
     problem: str  # empty when path is a valid adapter
     # the problem is in the bytes (same for everyone), not in getting them: the update is INVALID.
     # Only bytes with the committed sha256 can be: an answer `too_large`, or bytes with another
-    # hash, prove nothing about the committed file (a hostile author could serve the aggregator
+    # hash, prove nothing about the committed file (a dishonest author could serve the aggregator
     # junk and the verifiers the real file), so they leave the update unavailable, not invalid.
     final: bool = False
 
@@ -104,7 +102,7 @@ async def collect_updates(
                 # sha256 on arrival) for this author, round and reference cannot change, so the
                 # prefetch's verdict is the verification's
                 key = (node.federation_id, round, c.member, sha, reference_sha(node, round))
-                verdict = _checked.get(key)
+                verdict = node.memo.checked.get(key)
                 if verdict is None:
                     try:
                         check_update_binding(path, c.member, round, node.federation_id)
@@ -112,7 +110,7 @@ async def collect_updates(
                         verdict = ""
                     except TrainingError as exc:  # AdapterInvalid, bounds: the bytes are bad for everyone
                         verdict = f"invalid: {exc}"
-                    _checked[key] = verdict
+                    node.memo.checked[key] = verdict
                 if verdict:
                     log.warning("round %d: update of %s is %s", round, c.member, verdict)
                     results[c.member] = Collected(c, None, verdict, final=True)
@@ -168,16 +166,6 @@ def compute_aggregate(node: Node, round: int, usable: list[Collected]) -> dict[s
     return aggregate(node.cfg.model.strategy, inputs)
 
 
-def _tamper(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """TEST-ONLY (tamper-aggregate fault): alter one value of the first tensor."""
-    out = dict(state)
-    key = sorted(out)[0]
-    arr = out[key].copy()
-    arr.flat[0] += np.float32(0.125)
-    out[key] = arr
-    return out
-
-
 async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: float) -> None:
     """Run the elected aggregator's job for ``(round, attempt)``, at most one submission."""
     mine = node.store.aggregate(round, attempt)
@@ -187,7 +175,7 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         if mine is not None:
             node.store.mark_aggregate_submitted(round, attempt, None)
         return
-    node.faults.crash("crash-as-aggregator", round, attempt)
+    await node.behaviour.reached(node, "aggregating", round, attempt)
     node.set_status(activity=f"aggregating round {round} attempt {attempt}")
     if mine is None:
         commits = node.store.commits(round)
@@ -209,9 +197,7 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
             return
         t0 = time.monotonic()
         state = await trio.to_thread.run_sync(compute_aggregate, node, round, usable)
-        if node.faults.active("tamper-aggregate", round, attempt):
-            log.warning("TEST FAULT tamper-aggregate: altering the aggregate of round %d", round)
-            state = _tamper(state)
+        state = node.behaviour.aggregate_to_submit(node, round, attempt, state)
         sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", round)
         node.store.add_timing(round, "aggregate", time.monotonic() - t0)
         included = sorted(u.commit.member for u in usable)

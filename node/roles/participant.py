@@ -83,13 +83,10 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     # the node's CPU over the round to get what coordination cost this site
     node.store.add_timing(round, "train_cpu", time.process_time() - cpu0)
     log.info("round %d: trained update %s on %d samples in %.1f s", round, sha[:12], n, seconds)
-    node.faults.crash("crash-after-train", round)
+    await node.behaviour.reached(node, "trained", round)
     rec = node.store.update(round)
     assert rec is not None
     return rec
-
-
-_refused_own: set[tuple[int, str]] = set()
 
 
 async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
@@ -97,7 +94,7 @@ async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
     this says so once, not at every tick)."""
     from node.roles.aggregator import check_update
 
-    if (round, rec.sha256) in _refused_own:
+    if (round, rec.sha256) in node.memo.refused_own:
         return False
     weights = node.artifacts.weights(rec.sha256)
     try:
@@ -105,7 +102,7 @@ async def _own_update_valid(node: Node, round: int, rec: UpdateRecord) -> bool:
             raise TrainingError(f"update {rec.sha256[:12]} is not in the adapter store")
         await trio.to_thread.run_sync(check_update, node, round, str(weights))
     except TrainingError as exc:
-        _refused_own.add((round, rec.sha256))
+        node.memo.refused_own.add((round, rec.sha256))
         log.error(
             "round %d: NOT committing our update %s: it fails the federation's checks: %s",
             round,
@@ -130,20 +127,11 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         return
     if not await _own_update_valid(node, round, rec):
         return
-    if node.faults.active("pad-update", round):
-        from node.hostile import pad_update  # TEST-ONLY hostile member
-
-        rec = await trio.to_thread.run_sync(pad_update, node, round, rec)
-    if node.faults.active("huge-update", round):
-        from node.hostile import huge_update  # TEST-ONLY hostile member
-
-        rec = await trio.to_thread.run_sync(huge_update, node, round, rec)
+    rec = await node.behaviour.update_to_commit(node, round, rec)
     weights = node.artifacts.weights(rec.sha256)
     assert weights is not None
     cid = await trio.to_thread.run_sync(cid_of, weights)
-    if node.faults.active("slow-commit", round):
-        log.warning("TEST FAULT slow-commit: the commit transaction waits 3 s (a slow mempool)")
-        await trio.sleep(3.0)
+    await node.behaviour.reached(node, "committing", round)
     t0 = time.monotonic()
     try:
         tx = await node.chain(node.client.commit_update, round, rec.sha256, cid, rec.num_samples)
@@ -157,7 +145,7 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
         log.error("round %d: our commit of %s was REFUSED: %s", round, rec.sha256[:12], exc.reason)
         raise
     node.store.add_timing(round, "chain", time.monotonic() - t0)
-    node.faults.crash("crash-after-commit", round)
+    await node.behaviour.reached(node, "committed", round)
     node.store.mark_committed(round, tx.tx_hash)
     node.set_status(activity=f"committed round {round}")
     log.info(

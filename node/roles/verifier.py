@@ -25,7 +25,6 @@ import trio
 from chain.errors import ContractRevert
 from chain.types import Phase
 from node.context import Node
-from node.faults import SLOW_VERIFY_S
 from node.roles.aggregator import collect_updates, compute_aggregate
 from node.state import Submission
 from node.transfer import publish
@@ -84,17 +83,14 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical{confirmed}"
 
 
-_prefetched: set[int] = set()
-
-
 async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
     """While the elected aggregator works, fetch (concurrently) the round's committed updates that
     verification will need, once per round; what cannot be had now is retried by `judge`. Stops as
     soon as the round leaves the aggregation phase (a submission): it never eats into the
     verification window."""
-    if round in _prefetched or node.faults.active("blind-approve", round):
-        return  # (TEST-ONLY blind-approve: a lazy verifier fetches nothing)
-    _prefetched.add(round)
+    if round in node.memo.prefetched or not node.behaviour.prefetches(node, round):
+        return
+    node.memo.prefetched.add(round)
     commits = [c for c in node.store.commits(round) if node.artifacts.weights(c.sha256) is None]
     if not commits:
         return
@@ -140,27 +136,11 @@ async def verify_and_vote(node: Node, sub: Submission, deadline: float) -> bool:
             sub.sha256[:12],
             sub.aggregator,
         )
-        verdict: bool | None
-        if node.faults.active("blind-approve", sub.round, sub.attempt):
-            log.warning(
-                "TEST FAULT blind-approve: approving round %d attempt %d aggregate %s without "
-                "fetching or recomputing it",
-                sub.round,
-                sub.attempt,
-                sub.sha256[:12],
-            )
-            verdict, reason = True, "TEST FAULT blind-approve"
-        else:
-            verdict, reason = await judge(node, sub, deadline - 3.0)
-        if node.faults.active("always-reject", sub.round, sub.attempt):
-            log.warning("TEST FAULT always-reject: rejecting whatever the recomputation says")
-            verdict, reason = False, "TEST FAULT always-reject"
+        verdict, reason = await node.behaviour.verdict(node, sub, lambda: judge(node, sub, deadline - 3.0))
         if verdict is None:
             log.warning("round %d attempt %d: not voting (yet): %s", sub.round, sub.attempt, reason)
             return False
-        if node.faults.active("slow-verify", sub.round, sub.attempt):
-            log.warning("TEST FAULT slow-verify: voting %.0f s after the verdict", SLOW_VERIFY_S)
-            await trio.sleep(SLOW_VERIFY_S)
+        await node.behaviour.reached(node, "voting", sub.round, sub.attempt)
         approve: bool = verdict
         node.store.record_vote(sub.round, sub.attempt, approve, reason)
         rec = node.store.vote(sub.round, sub.attempt)

@@ -28,6 +28,7 @@ from chain.artifacts import load_artifact
 from chain.events import EventDecoder, EventReader
 from chain.types import EVENT_TYPES
 from node import round as rounds
+from node.behaviour import HonestBehaviour
 from node.explorer.api import Api, safe_route
 from node.explorer.db import Database
 from node.explorer.indexer import _store_event
@@ -110,7 +111,7 @@ def _node(tmp: Path) -> Any:
         elected={},
         reported={},
         to_unix=lambda t: t / 1000,
-        faults=SimpleNamespace(active=lambda *a: False),
+        behaviour=HonestBehaviour(),
         chain=chain,
         client=SimpleNamespace(members=lambda: [ME]),
     )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hostile_behaviour import behaviour_spec
+
 from chain import types as ev
 from chain.events import EventReader
 from localnet import federation as F
@@ -145,6 +147,9 @@ def run(
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
+    ``faults``: node -> a fault spec of tests/support/hostile_behaviour.py: that node runs the
+    dishonest behaviour (`medfed-node start --behaviour`); the others are honest.
+
     With ``until``: follow until ``until(fed, history)`` holds instead (``rounds`` is then the most
     the nodes run; a round in progress is cut short), restarting a node that a crash fault stopped
     once ``restart_when(fed, history, node)`` holds (see `follow`).
@@ -166,7 +171,7 @@ def run(
         model="tiny",
         sizing=sizing,
         fresh=True,
-        faults=faults,
+        behaviours={i: behaviour_spec(spec) for i, spec in faults.items() if spec},
         explorer=False,
         rewards=REWARDS,
         strategy=strategy,
@@ -202,7 +207,7 @@ def follow(
 ) -> History:
     """Poll the chain (every second) until ``until(fed, history)``; return that history.
 
-    A node stopped by a crash fault (exit code 17) is started again once ``restart_when(fed,
+    A node stopped by a crash fault (exit code F.RESTART_EXIT_CODE) is started again once ``restart_when(fed,
     history, node)`` holds: a member that comes back late. Any other exit, or the timeout, is an
     error."""
     deadline = time.monotonic() + timeout_s
@@ -212,7 +217,7 @@ def follow(
             code = fed.node_exit_code(i)
             if code is None:
                 continue
-            if code == 17 and restart_when is not None:  # node.faults.CRASH_EXIT_CODE
+            if code == F.RESTART_EXIT_CODE and restart_when is not None:
                 if restart_when(fed, h, i):
                     fed.restarts[i] = fed.restarts.get(i, 0) + 1
                     fed.start_node(i)

@@ -16,9 +16,10 @@ from eth_account import Account
 from fake_kubo import FakeKubo
 
 from node.artifacts import ArtifactStore
+from node.behaviour import HonestBehaviour
 from node.config import TEMPLATE, load_config
+from node.context import RoundMemo
 from node.errors import ArtifactError
-from node.faults import Faults
 from node.state import StateStore
 from node.transfer import cid_of, fetch_adapter, publish
 from p2p.host import open_host
@@ -49,13 +50,14 @@ def _node(tmp_path: Path, api: str, key: bytes) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
-        faults=Faults(cfg.state_dir, ""),  # none: publish() consults it
         federation_id=FEDERATION,
         address=address,
         me=address.lower(),
         members=frozenset(),
         host=None,
         now=time.time,
+        behaviour=HonestBehaviour(),
+        memo=RoundMemo(1),
         _model=model,
     )
 

@@ -1,5 +1,5 @@
 """Pure pieces of the node and the launcher, on plain values: data windows and shards, the site plan,
-fault specs, the transfer access policy, published addresses."""
+fault specs of the test behaviour, the transfer access policy, published addresses."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hostile_behaviour import Fault, from_faults, parse
 
 from localnet.federation import plan_sites
+from node.behaviour import HonestBehaviour
 from node.config import TEMPLATE, load_config
+from node.context import RoundMemo
 from node.daemon import _may_serve, published_addrs
 from node.data import SiteData, load_site_data
-from node.faults import Fault, Faults, parse
 from training.data import Question
 
 COORD = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -69,12 +71,10 @@ def test_fault_specs() -> None:
     )
     with pytest.raises(ValueError, match="unknown fault"):
         parse("explode")
-    f = Faults(Path("/nonexistent"), "tamper-aggregate@2.1")
+    f = from_faults("tamper-aggregate@2.1")
     assert f.active("tamper-aggregate", 2, 1) and not f.active("tamper-aggregate", 2, 0)
-    assert not f.active("tamper-aggregate", 1, 1) and not Faults(Path("/x"), "").active(
-        "tamper-aggregate", 2, 1
-    )
-    blind = Faults(Path("/nonexistent"), "blind-approve")  # every round and attempt
+    assert not f.active("tamper-aggregate", 1, 1) and not from_faults("").active("tamper-aggregate", 2, 1)
+    blind = from_faults("blind-approve")  # every round and attempt
     assert blind.active("blind-approve", 1, 0) and blind.active("blind-approve", 5, 2)
 
 
@@ -86,7 +86,7 @@ def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> N
         commit_deadlines={1: now - 1, 2: now + 30},
         commits_closed=set(),
         now=lambda: now,
-        faults=Faults(Path("/nonexistent"), ""),
+        behaviour=HonestBehaviour(),
         elected={},
     )
     may = _may_serve(node)
@@ -122,7 +122,7 @@ def test_withhold_fault_refuses_everyone_before_the_submission_then_only_the_agg
         commit_deadlines={1: now - 1},
         commits_closed=set(),
         now=lambda: now,
-        faults=Faults(Path("/nonexistent"), "withhold-from-aggregator"),
+        behaviour=from_faults("withhold-from-aggregator"),
         elected={1: "0xaa"},
         store=SimpleNamespace(submission=lambda r, k: object() if (r, k) in submitted else None),
     )
@@ -174,6 +174,7 @@ def _closed_round_node(me: str, committers: list[str], aggregator: str | None = 
         to_unix=float,
         store=SimpleNamespace(update=lambda r: None, add_timing=lambda *a: None),
         set_status=lambda **kv: None,
+        memo=RoundMemo(1),
         info=info,
         sent=sent,
     )
@@ -193,11 +194,9 @@ def test_after_an_early_close_the_closer_and_the_predicted_aggregator_advance_at
         ("0x02", None, False),  # rank 1, neither: waits 5 s
         ("0x02", "0x02", True),  # the predicted aggregator
     ]:
-        rounds._first_due.clear()
         node = _closed_round_node(me, members, aggregator)  # committed in this order
         trio.run(rounds.elect_and_aggregate, node, node.info)
         assert node.sent == ([("advance", 1)] if at_once else []), (me, aggregator)
-    rounds._first_due.clear()
 
 
 def test_update_providers_announcers_first_then_owners_then_the_other_committers(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ import trio
 from eth_account import Account
 
 from node.artifacts import ArtifactStore
+from node.behaviour import HonestBehaviour
 from node.config import TEMPLATE, load_config
-from node.faults import Faults
+from node.context import RoundMemo
 from node.roles.aggregator import MAX_PARALLEL_FETCHES, collect_updates
 from node.state import Commit, StateStore
 from p2p.host import open_host
@@ -47,13 +48,14 @@ def _node(dir: Path, key: bytes, model: Any) -> Any:
         spec=AdapterSpec.from_model(model, SETTINGS),
         peer_id=peer_id_from_private_key(key),
         served={},
-        faults=Faults(cfg.state_dir, ""),
         federation_id=FEDERATION,
         address=address,
         me=address.lower(),
         members=frozenset(),
         host=None,
         now=time.time,
+        behaviour=HonestBehaviour(),
+        memo=RoundMemo(1),
     )
 
 
