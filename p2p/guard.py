@@ -43,12 +43,14 @@ def b58(peer: bytes) -> str:
 class GossipGuard:
     """Per-peer gossip budgets and the collapsed drop log (see the module docstring)."""
 
-    def __init__(self, limits: FloodLimits, dropped: deque[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, limits: FloodLimits, dropped: deque[tuple[str, str]] | None = None, host: str = ""
+    ) -> None:
         self.limits = limits
         self.senders = PeerBuckets(limits.gossip_rate, limits.gossip_burst)
         self.forwarders = PeerBuckets(limits.invalid_rate, limits.invalid_burst)
         self.recent = RecentSet(limits.dedupe_entries)
-        self.drops = DropLog("gossip messages", limits.log_interval)
+        self.drops = DropLog("gossip messages", limits.log_interval, host)
         self.dropped: deque[tuple[str, str]] = dropped if dropped is not None else deque(maxlen=1000)
 
     def _drop(self, peer: str, category: str, reason: str) -> bool:

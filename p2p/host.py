@@ -145,9 +145,9 @@ class MedfedHost:
         # (peer id, reason) of the latest gossip dropped (by the flood guard or the validator)
         self.dropped: deque[tuple[str, str]] = deque(maxlen=1000)
         self.limits = limits or FloodLimits()
-        self.guard = GossipGuard(self.limits, self.dropped)
+        self.guard = GossipGuard(self.limits, self.dropped, self.peer_id)
         self.streams = StreamLimiter(self.limits.max_streams_per_peer, self.limits.max_streams)
-        self.stream_drops = DropLog("adapter streams", self.limits.log_interval)
+        self.stream_drops = DropLog("adapter streams", self.limits.log_interval, self.peer_id)
 
     # ----------------------------------------------------------------- addresses
     def listen_multiaddrs(self) -> list[str]:

@@ -139,12 +139,16 @@ class RecentSet:
 
 class DropLog:
     """Collapses drop logging: a peer's first dropped message is logged with its reason, then only
-    a summary per peer and interval ("dropped N gossip messages from PEER in the last 60 s ...")."""
+    a summary per peer and interval ("dropped N gossip messages from PEER in the last 60 s ...").
 
-    def __init__(self, what: str, interval: float, logger: logging.Logger = log) -> None:
+    `host` (our own peer id) goes into each record as the `host` attribute, not into the text.
+    """
+
+    def __init__(self, what: str, interval: float, host: str = "", logger: logging.Logger = log) -> None:
         self.what = what
         self.interval = interval
         self.log = logger
+        self.extra = {"host": host}
         self.totals: Counter[str] = Counter()  # category -> drops since start (tests, metrics)
         self._pending: dict[str, Counter[str]] = {}  # peer -> category -> drops since last summary
         self._announced: set[str] = set()
@@ -161,6 +165,7 @@ class DropLog:
                 peer,
                 reason,
                 self.interval,
+                extra=self.extra,
             )
             return
         self._pending.setdefault(peer, Counter())[category] += 1
@@ -176,7 +181,7 @@ class DropLog:
             detail = ", ".join(f"{c} {n}" for c, n in counts.most_common())
             total = sum(counts.values())
             line = "dropped %d %s from %s in the last %.0f s (%s)"
-            self.log.warning(line, total, self.what, peer, span, detail)
+            self.log.warning(line, total, self.what, peer, span, detail, extra=self.extra)
         return len(pending)
 
 
