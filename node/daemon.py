@@ -26,7 +26,7 @@ from chain.wallet import Wallet
 from node import round as rounds
 from node.artifacts import ArtifactStore
 from node.chainkind import resolve_profile
-from node.config import NodeConfig
+from node.config import NodeConfig, P2PSection
 from node.context import Node
 from node.data import load_site_data
 from node.errors import NodeError, StartupError
@@ -34,6 +34,7 @@ from node.faults import Faults
 from node.learning import Learner, federation_hash, lora_settings
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
+from p2p.limits import FloodLimits
 
 if TYPE_CHECKING:
     from node.monitoring import MonitoringServer
@@ -236,6 +237,7 @@ async def serve(node: Node) -> None:
         store_dir=node.cfg.state_dir / "p2p",
         max_file_bytes=node.cfg.model.max_adapter_mb << 20,
         bootstrap=node.cfg.p2p.bootstrap,
+        limits=flood_limits(node.cfg.p2p),
     ) as host:
         node.host = host
         for sha, path, _kind, _rnd in node.store.artifacts():
@@ -260,6 +262,16 @@ async def serve(node: Node) -> None:
                     # the next poll, or at once when the chain watcher sees a coordinator event
                     with trio.move_on_after(node.cfg.rounds.poll_interval_s):
                         await woken.wait()
+
+
+def flood_limits(p2p: P2PSection) -> FloodLimits:
+    """The [p2p] flood limits as the p2p layer takes them."""
+    return FloodLimits(
+        gossip_rate=p2p.gossip_rate,
+        gossip_burst=p2p.gossip_burst,
+        max_streams_per_peer=p2p.max_streams_per_peer,
+        max_streams=p2p.max_streams,
+    )
 
 
 def node_key(node: Node) -> bytes:
