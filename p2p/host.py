@@ -44,7 +44,7 @@ from p2p.errors import (
     TransferError,
     TransferRefused,
 )
-from p2p.guard import GossipGuard, GuardedPubsub
+from p2p.guard import GossipGuard, GuardedGossipSub, GuardedPubsub
 from p2p.identity import address_from_peer_id, key_pair_from_private_key
 from p2p.ipfs import KuboClient
 from p2p.limits import DropLog, FloodLimits, StreamLimiter
@@ -232,7 +232,7 @@ class MedfedHost:
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         own = forwarder == self.host.get_id()
-        if not own and not self.guard.admit(msg):
+        if not own and not self.guard.admit(forwarder, msg):
             return False  # over the signer's rate (counted by the guard)
         sender = ID(msg.from_id).to_base58() if msg.from_id else "?"
         reason = _invalid_reason(msg, sender, self.is_member)
@@ -553,7 +553,7 @@ async def open_host(
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=maddrs,
     )
-    gossipsub = GossipSub(
+    gossipsub = GuardedGossipSub(
         protocols=[MESHSUB_1_1, MESHSUB_1_0],
         degree=settings.degree,
         degree_low=settings.degree_low,
@@ -579,7 +579,8 @@ async def open_host(
         KuboClient(ipfs_api_url) if ipfs_api_url else None,
         limits,
     )
-    pubsub.guard = node.guard
+    pubsub.attach(node.guard)
+    gossipsub.guard = node.guard
     host.set_stream_handler(TProtocol(PROTOCOL_ID), node._handle_stream)
     pubsub.set_topic_validator(topic, node._validate, False)
     failure: BaseException | None = None

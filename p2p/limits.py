@@ -28,6 +28,12 @@ class FloodLimits:
     max_message_bytes: gossip payloads larger than this are dropped unread.
     max_streams_per_peer / max_streams: adapter requests served at once to one peer / to all;
     the excess is answered ``busy`` at once, never queued.
+    cutoff_drops / cutoff_seconds: a directly connected peer whose messages we drop faster than
+    that (a bucket of `cutoff_drops`, refilled at `gossip_rate`) has its gossip stream to us reset
+    and is not read again for `cutoff_seconds` (its sends cost us nothing more); then it is
+    disconnected so that it reconnects afresh. The same happens to a peer that sends us more than
+    `cutoff_bytes` of gossip at once, beyond `cutoff_bytes_rate` per second (accepted or not: a
+    member that floods costs us reading even what we drop).
     log_interval: seconds between the summary lines of dropped gossip (one per noisy peer).
     dedupe_entries: identical (signer, payload) pairs remembered to drop replays unverified.
     """
@@ -37,16 +43,28 @@ class FloodLimits:
     invalid_rate: float = 1.0
     invalid_burst: int = 20
     max_message_bytes: int = 1024
-    max_streams_per_peer: int = 8
+    max_streams_per_peer: int = 2
     max_streams: int = 64
+    cutoff_drops: int = 300
+    cutoff_bytes: int = 512 << 10
+    cutoff_bytes_rate: float = 32 << 10
+    cutoff_seconds: float = 60.0
     log_interval: float = 60.0
     dedupe_entries: int = 16384
 
     def __post_init__(self) -> None:
-        for name in ("gossip_rate", "invalid_rate", "log_interval"):
+        for name in ("gossip_rate", "invalid_rate", "log_interval", "cutoff_seconds", "cutoff_bytes_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FloodLimits.{name} must be > 0")
-        counts = ("gossip_burst", "invalid_burst", "max_message_bytes", "max_streams_per_peer", "max_streams")
+        counts = (
+            "gossip_burst",
+            "invalid_burst",
+            "max_message_bytes",
+            "max_streams_per_peer",
+            "max_streams",
+            "cutoff_drops",
+            "cutoff_bytes",
+        )
         for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"FloodLimits.{name} must be >= 1")
@@ -73,12 +91,13 @@ class TokenBucket:
         self._refill(now)
         return self.tokens >= 1.0
 
-    def take(self, now: float) -> bool:
-        """Take one token if available."""
+    def take(self, now: float, n: float = 1.0) -> bool:
+        """Take `n` tokens if available; else empty the bucket and say no."""
         self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= n:
+            self.tokens -= n
             return True
+        self.tokens = 0.0
         return False
 
 
@@ -104,13 +123,13 @@ class PeerBuckets:
         b = self._bucket(key, now)
         return b is None or b.has(now)
 
-    def take(self, key: Hashable) -> bool:
-        """Spend one of `key`'s tokens; False if it has none left."""
+    def take(self, key: Hashable, n: float = 1.0) -> bool:
+        """Spend `n` of `key`'s tokens (never below zero); False if it had fewer than `n` left."""
         now = self.clock()
         b = self._bucket(key, now)
         if b is None:
             b = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
-        return b.take(now)
+        return b.take(now, n)
 
     def _prune(self, now: float) -> None:
         self._next_prune = now + 60.0
