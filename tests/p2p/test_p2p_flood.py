@@ -22,6 +22,8 @@ from p2p.limits import FloodLimits
 from p2p.messages import Announcement
 from p2p.transfer import PROTOCOL_ID
 
+NO_CUTOFF: dict[str, int] = {"cutoff_drops": 10**6, "cutoff_bytes": 1 << 30}  # to count every drop
+
 
 def sha(i: int) -> str:
     return hashlib.sha256(str(i).encode()).hexdigest()
@@ -69,7 +71,7 @@ async def drain(host: MedfedHost, into: list[Announcement]) -> None:
 def test_well_signed_flood_is_rate_limited_and_honest_gossip_gets_through(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    limits = FloodLimits(gossip_rate=1.0, gossip_burst=20)
+    limits = FloodLimits(gossip_rate=1.0, gossip_burst=20, **NO_CUTOFF)
     flood = 400
 
     async def main() -> None:
@@ -112,7 +114,7 @@ def test_well_signed_flood_is_rate_limited_and_honest_gossip_gets_through(
 def test_garbage_flood_is_dropped_cheaply_and_logged_collapsed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    limits = FloodLimits(invalid_rate=0.2, invalid_burst=10, max_message_bytes=512)
+    limits = FloodLimits(invalid_rate=0.2, invalid_burst=10, max_message_bytes=512, **NO_CUTOFF)
 
     async def main() -> None:
         async with running_hosts([new_key() for _ in range(3)], tmp_path, limits=limits) as hosts:
@@ -152,6 +154,41 @@ def test_garbage_flood_is_dropped_cheaply_and_logged_collapsed(
             assert receiver.guard.forwarders.has(honest.host.get_id().to_bytes())
             assert p2p_warnings(caplog, honest.peer_id, receiver) == []
             assert all_p2p_warnings(caplog) <= 4  # receiver 2, the honest host 1-2 (it saw the flood too)
+
+    with caplog.at_level(logging.INFO, logger="p2p"):
+        trio.run(main)
+
+
+def test_peer_that_keeps_flooding_is_cut_off_and_no_longer_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = FloodLimits(gossip_rate=1.0, gossip_burst=20, cutoff_drops=50)
+    flood = 400
+
+    async def main() -> None:
+        async with running_hosts([new_key() for _ in range(3)], tmp_path, limits=limits) as hosts:
+            await link(hosts)
+            receiver, honest, flooder = hosts
+            got: list[Announcement] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain, receiver, got)
+                for i in range(flood):
+                    await flooder.announce(Announcement.new("update", 1, sha(i), i, flooder.peer_id))
+                    if i % 50 == 0:
+                        await trio.sleep(0)  # let the writers send as we go
+                guard = receiver.guard
+                await wait_until(lambda: guard.cut_offs == 1)
+                assert guard.is_cut(flooder.host.get_id().to_bytes())
+                await settle(lambda: (len(got), sum(guard.drops.totals.values())))
+                # after the cut-off nothing more of it was read: far fewer than `flood` accounted for
+                from_flooder = sum(a.peer_id == flooder.peer_id for a in got)
+                assert from_flooder + guard.drops.totals["rate_limited"] < flood - 100
+                # the honest peer is unaffected
+                await honest.announce(Announcement.new("global", 1, sha(9999), 1, honest.peer_id))
+                await wait_until(lambda: any(a.sha256 == sha(9999) for a in got))
+                nursery.cancel_scope.cancel()
+            cut = [m for m in p2p_warnings(caplog, flooder.peer_id, receiver) if m.startswith("cutting off")]
+            assert len(cut) == 1
 
     with caplog.at_level(logging.INFO, logger="p2p"):
         trio.run(main)
