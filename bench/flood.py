@@ -13,11 +13,18 @@ four and, until stopped, repeats: 3,000 well-signed valid announcements and 3,00
 garbage messages as fast as it can, then a 1 s pause; meanwhile 250 tasks keep an adapter stream
 open to the aggregator each, downloading its latest global (on `busy`, they retry after 50 ms).
 
-Each configuration runs `--rounds` unflooded rounds, starts the flooder, then `--rounds`
-flooded rounds; ratio = median flooded / median unflooded. The default limits run first
-(`RESULT flood_round_ratio <ratio>`), then, unless --quick or --no-compare, the same with every
-limit lifted (as before issue 18's limits: `RESULT flood_round_ratio_unlimited <ratio>`). Warning
-lines the honest hosts logged while flooded: `RESULT flood_log_lines <n>` (all four hosts).
+Each configuration runs `--rounds` unflooded rounds, starts the flooder, waits until the
+aggregator has dropped 300 of its messages (at most 20 s), then runs `--rounds` flooded rounds;
+ratio = median flooded / median unflooded round wall time. A flooded round that fails or takes
+over 60 s counts as inf. The honest process and the flooder are pinned to different CPUs (when
+there are two), since on one machine the flooder's own CPU would otherwise slow the honest
+hosts as no remote flooder can; `flood_cpu_ratio` is the same ratio of the honest process's CPU
+seconds per round (the work the flood adds to honest nodes, less sensitive to a busy machine).
+
+The default limits run first (`RESULT flood_round_ratio <ratio>`, `RESULT flood_cpu_ratio`),
+then, unless --quick or --no-compare, the same with every limit lifted (as before issue 18:
+`RESULT flood_round_ratio_unlimited <ratio>`). Warning lines the honest hosts logged from the
+flooder's start to the end of the flooded rounds: `RESULT flood_log_lines <n>` (all four hosts).
 """
 
 from __future__ import annotations

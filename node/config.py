@@ -50,7 +50,7 @@ class P2PSection:
     # flood limits (docs/p2p.md "Flood limits"): what one peer may cost this node
     gossip_rate: float = 10.0  # announcements/s one member may have accepted, sustained
     gossip_burst: int = 100  # ... and at once
-    max_streams_per_peer: int = 2  # adapter requests served to one peer at once; more: "busy"
+    max_streams_per_peer: int = 1  # adapter requests served to one peer at once; more: "busy"
     max_streams: int = 64  # ... to all peers together
 
 
@@ -208,7 +208,7 @@ ipfs_api = ""
 gossip_rate = 10.0
 gossip_burst = 100
 # Adapter downloads served at once to one peer, and to all peers; the excess is answered "busy".
-max_streams_per_peer = 2
+max_streams_per_peer = 1
 max_streams = 64
 
 [data]

@@ -43,7 +43,7 @@ class FloodLimits:
     invalid_rate: float = 1.0
     invalid_burst: int = 20
     max_message_bytes: int = 1024
-    max_streams_per_peer: int = 2
+    max_streams_per_peer: int = 1
     max_streams: int = 64
     cutoff_drops: int = 300
     cutoff_bytes: int = 512 << 10
