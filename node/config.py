@@ -50,6 +50,11 @@ class P2PSection:
     announce: tuple[str, ...] = ()  # published on-chain; empty = the addresses the host listens on
     bootstrap: tuple[str, ...] = ()
     ipfs_api: str = ""
+    # flood limits (docs/p2p.md "Flood limits"): what one peer may cost this node
+    gossip_rate: float = 10.0  # announcements/s one member may have accepted, sustained
+    gossip_burst: int = 100  # ... and at once
+    max_streams_per_peer: int = 1  # adapter requests served to one peer at once; more: "busy"
+    max_streams: int = 64  # ... to all peers together
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,13 @@ announce = []
 bootstrap = []
 # Optional IPFS (Kubo) RPC API used to pin adapters and fetch by CID, e.g. "http://127.0.0.1:5001".
 ipfs_api = ""
+# Flood limits: announcements per second one member may send us (sustained, and at once); the
+# excess is dropped before its signature is checked. An honest member sends a few per round.
+gossip_rate = 10.0
+gossip_burst = 100
+# Adapter downloads served at once to one peer, and to all peers; the excess is answered "busy".
+max_streams_per_peer = 1
+max_streams = 64
 
 [data]
 # Label of this site's data in metrics and reports.
@@ -540,7 +552,18 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     )
 
     p = top.sub("p2p", required=False)
-    p.unknown({"listen", "announce", "bootstrap", "ipfs_api"})
+    p.unknown(
+        {
+            "listen",
+            "announce",
+            "bootstrap",
+            "ipfs_api",
+            "gossip_rate",
+            "gossip_burst",
+            "max_streams_per_peer",
+            "max_streams",
+        }
+    )
     listen = p.strs("listen", P2PSection.listen)
     if not listen:
         raise p.fail("listen", 'needs at least one address like "/ip4/0.0.0.0/tcp/4001"')
@@ -555,7 +578,19 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     ipfs = p.str_("ipfs_api", "")
     if ipfs and not ipfs.startswith(("http://", "https://")):
         raise p.fail("ipfs_api", f"must be an http(s):// URL or empty, got {ipfs!r}")
-    p2p = P2PSection(listen, p.strs("announce", ()), p.strs("bootstrap", ()), ipfs)
+    gossip_rate = p.float_("gossip_rate", P2PSection.gossip_rate)
+    if gossip_rate <= 0:
+        raise p.fail("gossip_rate", "must be > 0 (announcements per second)")
+    p2p = P2PSection(
+        listen,
+        p.strs("announce", ()),
+        p.strs("bootstrap", ()),
+        ipfs,
+        gossip_rate,
+        p.int_("gossip_burst", P2PSection.gossip_burst, lo=1),
+        p.int_("max_streams_per_peer", P2PSection.max_streams_per_peer, lo=1),
+        p.int_("max_streams", P2PSection.max_streams, lo=1),
+    )
 
     d = top.sub("data")
     d.unknown({"name", "train", "eval", "train_per_round", "eval_limit"})

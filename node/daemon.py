@@ -29,7 +29,7 @@ from node import round as rounds
 from node.artifacts import ArtifactStore
 from node.behaviour import Behaviour, HonestBehaviour
 from node.chainkind import resolve_profile
-from node.config import NodeConfig
+from node.config import NodeConfig, P2PSection
 from node.context import Node
 from node.data import load_site_data
 from node.errors import NodeError, StartupError
@@ -38,6 +38,7 @@ from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
+from p2p.limits import FloodLimits
 
 if TYPE_CHECKING:
     from node.monitoring import MonitoringServer
@@ -229,6 +230,7 @@ async def serve(node: Node) -> None:
         store_dir=node.cfg.state_dir / "p2p",
         max_file_bytes=node.cfg.model.max_adapter_mb << 20,
         bootstrap=node.cfg.p2p.bootstrap,
+        limits=flood_limits(node.cfg.p2p),
     ) as host:
         node.host = host
         for sha, path, _kind, _rnd in node.store.artifacts():
@@ -256,6 +258,16 @@ async def serve(node: Node) -> None:
                     # the next poll, or at once when the chain watcher sees a coordinator event
                     with trio.move_on_after(node.cfg.rounds.poll_interval_s):
                         await woken.wait()
+
+
+def flood_limits(p2p: P2PSection) -> FloodLimits:
+    """The [p2p] flood limits as the p2p layer takes them."""
+    return FloodLimits(
+        gossip_rate=p2p.gossip_rate,
+        gossip_burst=p2p.gossip_burst,
+        max_streams_per_peer=p2p.max_streams_per_peer,
+        max_streams=p2p.max_streams,
+    )
 
 
 def node_key(node: Node) -> bytes:

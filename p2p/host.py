@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -43,8 +44,10 @@ from p2p.errors import (
     TransferError,
     TransferRefused,
 )
+from p2p.guard import GossipGuard, GuardedGossipSub, GuardedPubsub
 from p2p.identity import address_from_peer_id, key_pair_from_private_key
 from p2p.ipfs import KuboClient
+from p2p.limits import DropLog, FloodLimits, StreamLimiter
 from p2p.messages import Announcement
 from p2p.transfer import (
     PROTOCOL_ID,
@@ -52,6 +55,7 @@ from p2p.transfer import (
     TooLarge,
     WrongHash,
     fetch_from_stream,
+    refuse,
     serve_request,
 )
 
@@ -114,6 +118,7 @@ class MedfedHost:
         request_timeout: float,
         reconnect_interval: float,
         ipfs: KuboClient | None = None,
+        limits: FloodLimits | None = None,
     ) -> None:
         self.host = host
         self.ipfs = ipfs
@@ -137,8 +142,12 @@ class MedfedHost:
         # Bounded so that a flooding member cannot grow our memory without limit.
         channel = trio.open_memory_channel[tuple[Announcement, str]](ANNOUNCEMENT_BUFFER)
         self._ann_send, self._ann_recv = channel
-        # (peer id, reason) of the latest gossip dropped by the validator
+        # (peer id, reason) of the latest gossip dropped (by the flood guard or the validator)
         self.dropped: deque[tuple[str, str]] = deque(maxlen=1000)
+        self.limits = limits or FloodLimits()
+        self.guard = GossipGuard(self.limits, self.dropped, self.peer_id)
+        self.streams = StreamLimiter(self.limits.max_streams_per_peer, self.limits.max_streams)
+        self.stream_drops = DropLog("adapter streams", self.limits.log_interval, self.peer_id)
 
     # ----------------------------------------------------------------- addresses
     def listen_multiaddrs(self) -> list[str]:
@@ -222,14 +231,27 @@ class MedfedHost:
         return list(self._providers.get(sha256_hex.lower(), {}))
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        own = forwarder == self.host.get_id()
+        if not own and not self.guard.admit(forwarder, msg):
+            return False  # over the signer's rate (counted by the guard)
         sender = ID(msg.from_id).to_base58() if msg.from_id else "?"
         reason = _invalid_reason(msg, sender, self.is_member)
         if reason is None:
+            if not own:
+                self.guard.accepted(msg)
             return True
-        if forwarder != self.host.get_id():
-            log.warning("dropped gossip from %s (via %s): %s", sender, forwarder, reason)
-        self.dropped.append((sender, reason))
+        if own:
+            self.dropped.append((sender, reason))
+        else:
+            self.guard.invalid(forwarder, msg, reason)  # logged collapsed, charged to the forwarder
         return False
+
+    async def _log_drops(self) -> None:
+        """One summary line per noisy peer and interval, instead of one line per dropped message."""
+        while True:
+            await trio.sleep(self.limits.log_interval)
+            self.guard.drops.flush()
+            self.stream_drops.flush()
 
     async def _read_gossip(self, subscription: object) -> None:
         my_id = self.host.get_id()
@@ -247,7 +269,7 @@ class MedfedHost:
             self._seen.add(key)
             self._providers[a.sha256][a.peer_id] = None
             try:
-                self._ann_send.send_nowait((a, address_from_peer_id(a.peer_id)))
+                self._ann_send.send_nowait((a, _address_of(a.peer_id)))
             except trio.WouldBlock:
                 log.warning("announcement buffer full: dropped one from %s", a.peer_id)
 
@@ -273,12 +295,33 @@ class MedfedHost:
     async def _handle_stream(self, stream: INetStream) -> None:
         # libp2p swallows handler exceptions, so everything is caught and logged here.
         peer = stream.muxed_conn.peer_id
+        name = peer.to_base58()
         try:
-            address = address_from_peer_id(peer)
+            address = _address_of(name)
         except IdentityError as exc:
-            log.warning("refusing adapter stream from %s: %s", peer, exc)
+            self.stream_drops.note(name, "identity", str(exc))
             await _safe_reset(stream)
             return
+        try:
+            member = bool(self.is_member(address))
+        except Exception as exc:
+            log.warning("is_member(%s) raised %r", address, exc)
+            member = False
+        if not member:  # refused before reading anything: outsiders take no slot
+            self.stream_drops.note(name, "not a member", f"{address} is not a member")
+            await _refuse(stream, "refused", f"{address} is not a member")
+            return
+        why = self.streams.acquire(name)
+        if why is not None:  # never queued: the excess is answered at once
+            self.stream_drops.note(name, "busy", why)
+            await _refuse(stream, "busy", why)
+            return
+        try:
+            await self._serve_stream(stream, peer, address)
+        finally:
+            self.streams.release(name)
+
+    async def _serve_stream(self, stream: INetStream, peer: ID, address: str) -> None:
         try:
             status = await serve_request(
                 stream, address, self._served.get, self.may_serve, self.request_timeout
@@ -429,6 +472,23 @@ def _peer_info(pid: ID, addrs: list[multiaddr.Multiaddr]) -> PeerInfo:
     return PeerInfo(pid, addrs)
 
 
+@functools.lru_cache(maxsize=4096)
+def _address_of(peer_id: str) -> str:
+    return address_from_peer_id(peer_id)
+
+
+async def _refuse(stream: INetStream, status: str, reason: str) -> None:
+    """Answer a stream with a refusal frame and close it, within a second (else reset it)."""
+    with trio.move_on_after(1):
+        try:
+            await refuse(stream, status, reason)
+            await stream.close()
+            return
+        except Exception:
+            pass
+    await _safe_reset(stream)
+
+
 def _invalid_reason(msg: rpc_pb2.Message, sender: str, is_member: Callable[[str], bool]) -> str | None:
     try:
         a = Announcement.decode(msg.data)
@@ -437,7 +497,7 @@ def _invalid_reason(msg: rpc_pb2.Message, sender: str, is_member: Callable[[str]
     if a.peer_id != sender:
         return f"announcement names peer {a.peer_id[:16]} but was signed by {sender}"
     try:
-        address = address_from_peer_id(sender)
+        address = _address_of(sender)
     except IdentityError as exc:
         return str(exc)
     try:
@@ -472,6 +532,7 @@ async def open_host(
     reconnect_interval: float = 5.0,
     gossip: GossipSettings | None = None,
     ipfs_api_url: str | None = None,
+    limits: FloodLimits | None = None,
 ) -> AsyncIterator[MedfedHost]:
     """Start a host on the wallet key (TCP + Noise + Yamux), join `topic`, serve the transfer protocol.
 
@@ -479,6 +540,7 @@ async def open_host(
     message/request: keep them fast (cached answers, no network I/O). `bootstrap` multiaddrs are
     dialled at start (failures logged) and re-dialled whenever they drop. With `ipfs_api_url`
     (a Kubo RPC address) `fetch(..., cid=...)` falls back to IPFS when no peer can serve.
+    `limits` bound what one peer may cost us (gossip rates, streams served; see p2p/limits.py).
     """
     settings = gossip or GossipSettings()
     _raise_pubsub_queue_limits(settings.queue_size)
@@ -491,7 +553,7 @@ async def open_host(
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=maddrs,
     )
-    gossipsub = GossipSub(
+    gossipsub = GuardedGossipSub(
         protocols=[MESHSUB_1_1, MESHSUB_1_0],
         degree=settings.degree,
         degree_low=settings.degree_low,
@@ -500,7 +562,7 @@ async def open_host(
         max_messages_per_topic_per_second=settings.max_messages_per_second,
         max_pending_messages_per_peer=settings.max_pending_messages_per_peer,
     )
-    pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    pubsub = GuardedPubsub(host, gossipsub, strict_signing=True)
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     node = MedfedHost(
@@ -515,7 +577,10 @@ async def open_host(
         request_timeout,
         reconnect_interval,
         KuboClient(ipfs_api_url) if ipfs_api_url else None,
+        limits,
     )
+    pubsub.attach(node.guard)
+    gossipsub.guard = node.guard
     host.set_stream_handler(TProtocol(PROTOCOL_ID), node._handle_stream)
     pubsub.set_topic_validator(topic, node._validate, False)
     failure: BaseException | None = None
@@ -529,6 +594,7 @@ async def open_host(
         subscription = await pubsub.subscribe(topic)
         nursery.start_soon(node._read_gossip, subscription)
         nursery.start_soon(node._reconnect_loop)
+        nursery.start_soon(node._log_drops)
         boot = list(bootstrap)
         if boot:
             try:

@@ -3,7 +3,8 @@
 Request  (client -> server): frame {"v":1,"sha256":<hex>,"max_bytes":<int>}
 Response (server -> client): frame {"v":1,"status":"ok","size":<int>} then exactly `size` raw
 bytes, then the server closes its write side. Any other status ("refused", "not_found",
-"too_large", "bad_request", "error") comes with a "reason" string and no body.
+"too_large", "busy", "bad_request", "error") comes with a "reason" string and no body. "busy" is
+sent at once, before the request is read, when the server already serves its limit of streams.
 A frame is uvarint(length) + canonical JSON (see framing.py).
 """
 
@@ -30,7 +31,7 @@ VERSION = 1
 CHUNK = 1 << 20  # 1 MiB writes
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-REFUSED_STATUSES = frozenset({"refused", "not_found", "too_large"})
+REFUSED_STATUSES = frozenset({"refused", "not_found", "too_large", "busy"})
 
 
 class WrongHash(TransferError):
@@ -105,6 +106,11 @@ async def serve_request(
 
 async def _reply(stream: ByteStream, status: str, reason: str) -> None:
     await stream.write(encode_frame({"v": VERSION, "status": status, "reason": reason}))
+
+
+async def refuse(stream: ByteStream, status: str, reason: str) -> None:
+    """Answer without reading the request (``busy``, or ``refused`` to a non-member)."""
+    await _reply(stream, status, reason)
 
 
 async def fetch_from_stream(

@@ -33,6 +33,11 @@ def test_template_written_by_init_loads_with_defaults(tmp_path: Path) -> None:
     assert cfg.data.train[0].source == "medqa-us"
     assert cfg.model.lora_rank == 16 and cfg.model.strategy == "fedavg"
     assert cfg.rounds.watch_interval_s == 0.5 and cfg.rounds.poll_interval_s == 2.0
+    # the template's flood limits are the p2p layer's defaults
+    from node.daemon import flood_limits
+    from p2p.limits import FloodLimits
+
+    assert flood_limits(cfg.p2p) == FloodLimits()
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -58,6 +63,8 @@ def test_template_placeholder_coordinator_is_rejected(tmp_path: Path) -> None:
         ),
         ("rank = 16", 'rank = "16"', r"\[lora\] rank: must be an integer"),
         ("rank = 16", "rank = 0", r"\[lora\] rank: must be >= 1"),
+        ("max_streams = 64", "max_streams = 0", r"\[p2p\] max_streams: must be >= 1"),
+        ("gossip_rate = 10.0", "gossip_rate = 0", r"\[p2p\] gossip_rate: must be > 0"),
         ('strategy = "fedavg"', 'strategy = "median"', r"\[aggregation\] strategy: unknown strategy"),
         ('split = "dev" }]', 'split = "dev", shard = "3/2" }]', r"\[data\] train\[0\].shard"),
         (
