@@ -36,9 +36,9 @@ def agree(client: CoordinatorClient, fn: str, *args: Any, expect: str | None) ->
 
 
 def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
-    agree(fed.outsider, "addMember", fed.base.outsider.address, expect="only the admin")
-    agree(fed.admin, "addMember", fed.addr(0), expect="already a member")
-    agree(fed.outsider, "join", expect="membership is not open: ask the admin to add you")
+    agree(fed.outsider, "propose", 1, 0, fed.base.outsider.address, 0, expect="not a member")
+    agree(fed.m[0], "propose", 1, 0, fed.addr(1), 0, expect="already a member")
+    agree(fed.outsider, "join", expect="membership is not open: ask the members to vote you in")
     agree(fed.outsider, "publishPeer", "p", "a", expect="not a member")
     r = fed.open_and_commit([0, 1, 2])
     agree(fed.admin, "openRound", expect="previous round not final")
