@@ -209,7 +209,9 @@ class CoordinatorClient:
 
     # ---------------------------------------------------------------- governance (issue 21)
 
-    def propose(self, kind: ProposalKind, target: str | None = None, param: int = 0, value: int = 0) -> TxResult:
+    def propose(
+        self, kind: ProposalKind, target: str | None = None, param: int = 0, value: int = 0
+    ) -> TxResult:
         """Propose a change (the proposer's yes is counted); see `propose_*` for each kind."""
         addr = to_checksum_address(target) if target else ZERO_ADDRESS
         return self._transact("propose", int(kind), int(param), addr, int(value))

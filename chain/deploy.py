@@ -57,7 +57,7 @@ def deploy_federation(
     the deployment block and the admitted members.
     """
     _check_params(params)
-    initial = [to_checksum_address(a) for a in members] or [deployer.address]
+    initial = [str(to_checksum_address(a)) for a in members] or [deployer.address]
     if len({a.lower() for a in initial}) != len(initial):
         raise ValueError("the initial members contain a duplicate address")
     if len(initial_sha256) != 32 or len(lora_config_hash) != 32:

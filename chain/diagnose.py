@@ -79,8 +79,9 @@ def _commits_closed(v: _Views, now: int) -> bool:
 
 # Storage slot of Coordinator._committerSlot (state variables in declaration order: baseModel,
 # _p (5 slots: durations and attempts, three rewards, openMembership and votingPeriod), _members,
-# _memberList, _peers, _times, _state, _extra, _committerSlot; immutables and constants take none). Its entry i is committer address | commit block << 160. No view gives
-# the last commit's block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
+# _memberList, _peers, _times, _state, _extra, _committerSlot; immutables and constants take
+# none). Its entry i is committer address | commit block << 160. No view gives the last commit's
+# block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
 COMMITTER_SLOT = 12
 
 
