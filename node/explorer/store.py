@@ -181,10 +181,11 @@ def _metrics_reported(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> N
 
 def _proposal_created(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> None:
     conn.execute(
-        "INSERT INTO proposals (id, proposer, kind, param, target, value, deadline, created_block, created_tx) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET proposer = excluded.proposer, "
-        "kind = excluded.kind, param = excluded.param, target = excluded.target, value = excluded.value, "
-        "deadline = excluded.deadline, created_block = excluded.created_block, created_tx = excluded.created_tx",
+        "INSERT INTO proposals (id, proposer, kind, param, target, value, deadline, created_block, "
+        "created_tx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "proposer = excluded.proposer, kind = excluded.kind, param = excluded.param, "
+        "target = excluded.target, value = excluded.value, deadline = excluded.deadline, "
+        "created_block = excluded.created_block, created_tx = excluded.created_tx",
         (
             a["id"],
             a["proposer"],
@@ -212,13 +213,10 @@ def _proposal_voted(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> Non
 
 def _proposal_outcome(status: str) -> Any:
     def handler(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> None:
-        if status == "passed" and a.get("queued"):
-            outcome = "queued"
-        else:
-            outcome = status
+        outcome = "queued" if status == "passed" and a.get("queued") else status
         conn.execute(
-            "UPDATE proposals SET status = ?, reason = coalesce(?, reason), decided_block = ?, decided_tx = ? "
-            "WHERE id = ?",
+            "UPDATE proposals SET status = ?, reason = coalesce(?, reason), decided_block = ?, "
+            "decided_tx = ? WHERE id = ?",
             (outcome, a.get("reason"), f.block, f.tx, a["id"]),
         )
 
