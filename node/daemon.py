@@ -64,7 +64,8 @@ def check_membership(cfg: NodeConfig, client: CoordinatorClient, wallet: Wallet)
         return
     raise StartupError(
         f"{wallet.address} is not a member of coordinator {client.address}: send this address to the "
-        "federation admin to be added, then start again"
+        "federation's members (one proposes `medfed-node propose add-member ADDRESS`, the members vote), "
+        "then start again"
     )
 
 
