@@ -217,6 +217,9 @@ class Federation:
     exited: dict[int, int] = field(default_factory=dict)  # node -> exit code, for nodes that died
     _last_wake: float = 0.0  # when keep_chain_awake last looked (monotonic)
     monitoring_ports: dict[int, int] = field(default_factory=dict)  # node -> its /metrics port
+    # issue 21: nodes whose wallets were not admitted at deployment: started with
+    # --wait-for-admission, they join once the members vote them in
+    pending_admission: set[int] = field(default_factory=set)
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -257,6 +260,8 @@ class Federation:
             "--password-file",
             str(self.devnet.password_file),
         ]
+        if i in self.pending_admission:
+            cmd.append("--wait-for-admission")
         proc = subprocess.Popen(
             cmd,
             stdout=out,
@@ -472,8 +477,12 @@ def launch(
     rules: Any = None,
     data: str | Path | None = None,
     monitoring: bool = False,
+    members: int | None = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
+
+    ``members``: only the first that many wallets are admitted at deployment; the other nodes
+    start with --wait-for-admission and join once the members vote them in (issue 21).
 
     `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set);
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
@@ -540,6 +549,7 @@ def launch(
         fresh=fresh,
         chain=chain,
         genesis=genesis,
+        members=members,
     )
     kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
@@ -573,6 +583,7 @@ def launch(
         configs.append(cfg)
         states.append(d / "state")
     fed = Federation(root, devnet, sites, configs, states, faults=dict(faults or {}), monitoring_ports=ports)
+    fed.pending_admission = set(range(members, nodes)) if members is not None else set()
     for i, port in ports.items():
         print(f"node {i} ({sites[i].name}) metrics on http://127.0.0.1:{port}/metrics", flush=True)
     fed.record()
@@ -613,7 +624,11 @@ def wait_ready(fed: Federation, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         keep_chain_awake(fed)
-        waiting = [i for i in range(len(fed.sites)) if not fed.status(i).get("ready")]
+        waiting = [
+            i
+            for i in range(len(fed.sites))
+            if i not in fed.pending_admission and not fed.status(i).get("ready")
+        ]
         if not waiting:
             return
         for i in waiting:

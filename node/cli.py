@@ -89,7 +89,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     wallet = load_wallet(Path(args.key), _password(args))
-    run_daemon(cfg, wallet)
+    run_daemon(cfg, wallet, args.wait_for_admission)
     return 0
 
 
@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--config", default="medfed.toml", help="config file (default medfed.toml)")
     start.add_argument(
         "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    start.add_argument(
+        "--wait-for-admission",
+        action="store_true",
+        help="a wallet the members have not voted in yet: prepare, then wait for their vote",
     )
     start.set_defaults(func=cmd_start)
 
