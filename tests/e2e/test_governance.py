@@ -4,7 +4,9 @@ with --wait-for-admission. While rounds go on:
 
 - a hostile member alone proposes to admit a Sybil and to remove another member: nothing passes;
 - two members vote the fourth hospital in; it trains and is paid in the round that follows;
-- two members vote the hostile member out; its node stops with one line, rounds go on without it.
+- two members vote the hostile member out; its node stops with one line, rounds go on without it;
+- the members hand the federation over to a successor coordinator: every node stops with one line
+  naming it (nodes do not switch by themselves), and a restart is refused with the same line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from e2e_kit import History, expected_rewards, history, log_text, paid, run
 
 from chain import types as ev
 from chain.client import CoordinatorClient
+from chain.deploy import deploy_federation
 from chain.errors import ChainError
 from localnet import federation as F
 from localnet.federation import down
@@ -51,6 +54,8 @@ class Script:
         self.stage = 0
         self.ids: dict[str, int] = {}
         self.clients: list[CoordinatorClient] = []
+        self.may_exit: set[int] = {2}  # grows when the hand-over is voted
+        self.successor = ""
 
     def __call__(self, fed: F.Federation, h: History) -> bool:
         if not self.clients:
@@ -75,7 +80,25 @@ class Script:
             removed = [e for e in h.of(ev.MemberRemoved) if e.member == addrs[2]]
             if removed and fed.node_exit_code(2) is not None:
                 after = {e.round for e in h.of(ev.RoundOpened) if e.block_number > removed[0].block_number}
-                return bool(after & finalized)
+                if after & finalized:
+                    nxt = deploy_federation(
+                        fed.devnet.rpc_url,
+                        fed.devnet.load_admin(),
+                        fed.devnet.params,
+                        fed.devnet.initial_sha256,
+                        fed.devnet.initial_cid,
+                        fed.devnet.base_model,
+                        fed.devnet.lora_config_hash,
+                        fed.devnet.profile,
+                        members=[addrs[0], addrs[1], addrs[3]],
+                    )
+                    self.successor = nxt.coordinator
+                    self.may_exit.update({0, 1, 3})
+                    self.ids["handover"] = created(send(m0.propose_successor, nxt.coordinator))
+                    send(m1.vote_proposal, self.ids["handover"], True)
+                    self.stage = 3
+        elif self.stage == 3:
+            return h.of(ev.Successor) != [] and all(fed.node_exit_code(i) is not None for i in (0, 1, 3))
         return False
 
 
@@ -91,7 +114,7 @@ def test_members_vote_a_hospital_in_and_a_hostile_one_out(tmp_path: Path) -> Non
         commit_s=30,
         until=script,
         members=3,
-        may_exit={2},
+        may_exit=script.may_exit,
     )
     try:
         h = history(fed)
@@ -128,5 +151,18 @@ def test_members_vote_a_hospital_in_and_a_hostile_one_out(tmp_path: Path) -> Non
         done = [r for r in later if any(f.round == r for f in h.of(ev.RoundFinalized))]
         assert done and all(addrs[2] not in {e.member for e in h.of(ev.UpdateCommitted, r)} for r in done)
         assert paid(h) == expected_rewards(h)
+        # the hand-over: every node stopped, naming the successor; a restart is refused the same way
+        (succ,) = h.of(ev.Successor)
+        assert succ.coordinator == script.successor == client.successor()
+        for i in (0, 1, 3):
+            assert fed.node_exit_code(i) == 2
+            assert f"handed this federation over to coordinator {script.successor}" in log_text(fed, i)
+        fed.start_node(0)
+        deadline = time.monotonic() + 120
+        while fed.node_exit_code(0) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert fed.node_exit_code(0) == 2
+        last = log_text(fed, 0).strip().splitlines()[-1]
+        assert last.startswith("medfed-node: error: the members handed this federation over to coordinator")
     finally:
         down(fed.dir)
