@@ -39,7 +39,7 @@ GAS_RULES: dict[str, GasRule] = {
     # issue 21: a ballot tallies the current members and may apply the change at once (an
     # admission is the dearest); openRound applies each queued change (per_item)
     "propose": GasRule(190_000, per_committer=3_000),
-    "voteProposal": GasRule(150_000, per_committer=3_000),
+    "voteProposal": GasRule(190_000, per_committer=3_500),
     "publishPeer": GasRule(40_000, per_byte=800),
     "openRound": GasRule(80_000, per_item=120_000),
     "commitUpdate": GasRule(65_000, per_byte=100),  # flat: no loop over committers (issue 12)
