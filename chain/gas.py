@@ -24,6 +24,7 @@ class GasRule:
     per_committer: int = 0
     per_byte: int = 0
     per_item: int = 0  # per queued governance change (openRound applies them, issue 21)
+    all_members: bool = False  # per_committer counts every member, not at most MAX_COMMITTERS
 
 
 MARGIN = 1.25
@@ -38,8 +39,8 @@ GAS_RULES: dict[str, GasRule] = {
     "join": GasRule(115_000),
     # issue 21: a ballot tallies the current members and may apply the change at once (an
     # admission is the dearest); openRound applies each queued change (per_item)
-    "propose": GasRule(190_000, per_committer=3_000),
-    "voteProposal": GasRule(190_000, per_committer=3_500),
+    "propose": GasRule(190_000, per_committer=3_000, all_members=True),
+    "voteProposal": GasRule(190_000, per_committer=3_500, all_members=True),
     "publishPeer": GasRule(40_000, per_byte=800),
     "openRound": GasRule(80_000, per_item=120_000),
     "commitUpdate": GasRule(65_000, per_byte=100),  # flat: no loop over committers (issue 12)
@@ -55,6 +56,6 @@ def gas_limit(function: str, n_members: int, calldata_bytes: int = 0, items: int
     """The gas limit to send `function` with, for a federation of `n_members` (and `items`
     queued governance changes, for openRound)."""
     rule = GAS_RULES[function]
-    n = min(max(n_members, 1), MAX_COMMITTERS)
+    n = max(n_members, 1) if rule.all_members else min(max(n_members, 1), MAX_COMMITTERS)
     units = rule.base + rule.per_committer * n + rule.per_byte * calldata_bytes + rule.per_item * items
     return int(units * MARGIN) + EXTRA
