@@ -44,7 +44,7 @@ from chain.deploy import deploy_federation
 from chain.gas import GAS_RULES, gas_limit
 from chain.profile import CYPHERIUM, DEVNET, ChainProfile
 from chain.rpc import connect
-from chain.types import DeployParams
+from chain.types import DeployParams, ProposalCreated, ProposalPassed, TxResult
 from chain.wallet import Wallet
 from localnet.anvil import rpc, set_balance, start_anvil, stop_anvil
 from localnet.chain import new_account
@@ -113,17 +113,25 @@ def measure(ch: Chain, n: int, rounds: int) -> tuple[dict[str, list[tuple[int, i
     else:
         admin = new_account()
         ch.fund(None, admin.address)
+    wallets = [new_account() for _ in range(n)]
     dep = deploy_federation(
-        ch.rpc_url, admin, ch.params, sha("init"), CID, "bench", sha("cfg"), ch.profile, w3=w3
+        ch.rpc_url,
+        admin,
+        ch.params,
+        sha("init"),
+        CID,
+        "bench",
+        sha("cfg"),
+        ch.profile,
+        members=[w.address for w in wallets],  # issue 21: the constructor admits them
+        w3=w3,
     )
     gas: dict[str, list[tuple[int, int]]] = defaultdict(list)
     receipt = w3.eth.get_transaction_receipt(w3.eth.get_block(dep.deploy_block)["transactions"][0])
     gas["deploy"].append((n, int(receipt["gasUsed"])))
     boss = CoordinatorClient(ch.rpc_url, dep.coordinator, admin, ch.profile, w3=w3)
-    wallets = [new_account() for _ in range(n)]
     for w in wallets:
         ch.fund(boss, w.address)
-        gas["addMember"].append((n, boss.add_member(w.address).gas_used))
     clients = [boss.with_wallet(w) for w in wallets]
     for res in parallel([lambda c=c: c.publish_peer(PEER_ID, ADDRS) for c in clients]):
         gas["publishPeer"].append((n, res.gas_used))  # type: ignore[attr-defined]
@@ -196,13 +204,52 @@ def measure(ch: Chain, n: int, rounds: int) -> tuple[dict[str, list[tuple[int, i
     ch.reach(boss, boss.round_info().verify_deadline)
     g = boss.advance(r).gas_used
     gas["advance: verify deadline, approve + rewards + settle a rejection"].append((n, g))
-    # membership housekeeping
-    gas["setOpenMembership"].append((n, boss.set_open_membership(True).gas_used))
+    governance(ch, boss, clients, gas, n)
+    return gas, totals
+
+
+def governance(
+    ch: Chain, boss: CoordinatorClient, clients: list[CoordinatorClient], gas: dict, n: int
+) -> None:
+    """issue 21: proposals and ballots; the deciding ballot applies the change when no round is
+    live, else openRound applies the queued ones. Needs no round live on entry."""
+
+    def decide(res: TxResult, what: str, voters: list[CoordinatorClient]) -> None:
+        """Yes ballots until the proposal passes; the deciding one is measured as `what`."""
+        ev = res.first(ProposalCreated)
+        assert isinstance(ev, ProposalCreated)
+        gas["propose"].append((n, res.gas_used))
+        for c in voters:
+            v = c.vote_proposal(ev.id, True)
+            if v.first(ProposalPassed) is not None:
+                gas[f"voteProposal: the deciding yes, {what}"].append((n, v.gas_used))
+                return
+            gas["voteProposal: yes, undecided"].append((n, v.gas_used))
+        raise AssertionError(f"proposal {ev.id} did not pass")
+
+    if n < 3:
+        return  # a removal needs three members; the other paths are measured at every size
     joiner = new_account()
     ch.fund(boss, joiner.address)
-    gas["join"].append((n, boss.with_wallet(joiner).join().gas_used))
-    gas["removeMember"].append((n, boss.remove_member(wallets[0].address).gas_used))
-    return gas, totals
+    decide(clients[0].propose_add_member(joiner.address), "applies an admission", clients[1:])
+    decide(clients[0].propose_param("open_membership", 1), "applies a parameter", clients[1:])
+    late = new_account()
+    ch.fund(boss, late.address)
+    gas["join"].append((n, boss.with_wallet(late).join().gas_used))
+    target = clients[-1]
+    others = [*clients[1:-1], boss.with_wallet(joiner), boss.with_wallet(late)]
+    decide(clients[0].propose_remove_member(target.sender_address), "applies a removal", others)
+    # two changes passed during a round: the next openRound applies them
+    boss.open_round()
+    decide(clients[0].propose_param("verifier_reward", 3), "queued", others)
+    decide(clients[0].propose_param("contributor_reward", 4), "queued", others)
+    r = boss.current_round()
+    ch.reach(boss, boss.round_info().commit_deadline)
+    boss.advance(r)  # nobody committed: the round fails
+    gas[f"openRound: applies {QUEUED} queued changes"].append((n, boss.open_round().gas_used))
+
+
+QUEUED = 2  # changes queued for openRound in `governance` (its gas limit grows with them)
 
 
 def fit(samples: list[tuple[int, int]]) -> tuple[int, int]:
@@ -247,7 +294,11 @@ def check_table(all_samples: dict[str, list[tuple[int, int]]]) -> int:
         if fn not in GAS_RULES:
             print(f"  {fn:20s} fitted base {base:>8d} + {per:>6d}/committer   (estimated, not in the table)")
             continue
-        worst = [(n, g, gas_limit(fn, n, CALLDATA)) for n, g in samples]
+        items = {n: QUEUED for op, ss in all_samples.items() if "queued changes" in op for n, _ in ss}
+        worst = [
+            (n, g, gas_limit(fn, n, CALLDATA, items.get(n, 0) if fn == "openRound" else 0))
+            for n, g in samples
+        ]
         bad = [(n, g, lim) for n, g, lim in worst if g > lim]
         over += len(bad)
         headroom = min(lim / g for _, g, lim in worst)

@@ -21,7 +21,19 @@ from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile
 from chain.rpc import MS_THRESHOLD, connect, detect_time_unit_ms, require_code
 from chain.tx import TxSender, decode_revert
-from chain.types import ChainEvent, ChainParams, GlobalAdapter, PeerRecord, Phase, RoundInfo, TxResult
+from chain.types import (
+    PARAM_NAMES,
+    ChainEvent,
+    ChainParams,
+    GlobalAdapter,
+    PeerRecord,
+    Phase,
+    Proposal,
+    ProposalKind,
+    ProposalStatus,
+    RoundInfo,
+    TxResult,
+)
 from chain.wallet import Wallet
 
 log = logging.getLogger(__name__)
@@ -32,12 +44,11 @@ KEEPALIVE_GAS = 21_000  # a plain transfer: the cheapest transaction there is
 # The events each state-changing call owes. A transaction counts as done only when one of them,
 # from this coordinator, is in its receipt: receipt status alone proves nothing on Cypherium.
 EXPECTED_EVENTS: dict[str, tuple[str, ...]] = {
-    "addMember": ("MemberAdded",),
-    "removeMember": ("MemberRemoved",),
-    "setOpenMembership": ("OpenMembershipSet",),
     "join": ("MemberAdded",),
     "publishPeer": ("PeerPublished",),
-    "openRound": ("RoundOpened",),
+    "openRound": ("RoundOpened", "Successor"),  # issue 21: a queued hand-over retires instead
+    "propose": ("ProposalCreated",),
+    "voteProposal": ("ProposalVoted",),
     "commitUpdate": ("UpdateCommitted",),
     "submitAggregate": ("AggregateSubmitted",),
     "vote": ("VoteCast",),
@@ -147,7 +158,9 @@ class CoordinatorClient:
             if reason is not None:
                 raise ContractRevert(fn, reason)
         data = self.contract.encode_abi(fn, args=list(args))
-        gas = gas_limit(fn, len(self._call("members")), len(data) // 2 - 1)
+        # openRound first applies the changes the members passed during the last round (issue 21)
+        queued = int(self._call("queuedCount")) if fn == "openRound" else 0
+        gas = gas_limit(fn, len(self._call("members")), len(data) // 2 - 1, queued)
         tx = {"to": self.address, "data": data}
         receipt = self._sender.send(tx, fn, gas=gas)
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
@@ -208,15 +221,6 @@ class CoordinatorClient:
 
     # ---------------------------------------------------------------- membership
 
-    def add_member(self, member: str) -> TxResult:
-        return self._transact("addMember", to_checksum_address(member))
-
-    def remove_member(self, member: str) -> TxResult:
-        return self._transact("removeMember", to_checksum_address(member))
-
-    def set_open_membership(self, open_: bool) -> TxResult:
-        return self._transact("setOpenMembership", bool(open_))
-
     def join(self) -> TxResult:
         return self._transact("join")
 
@@ -226,6 +230,67 @@ class CoordinatorClient:
         if any("," in a for a in multiaddrs):
             raise ValueError("a multiaddr cannot contain a comma")
         return self._transact("publishPeer", peer_id, peer_record.encode(multiaddrs, display_name))
+
+    # ---------------------------------------------------------------- governance (issue 21)
+
+    def propose(
+        self, kind: ProposalKind, target: str | None = None, param: int = 0, value: int = 0
+    ) -> TxResult:
+        """Propose a change (the proposer's yes is counted); see `propose_*` for each kind."""
+        addr = to_checksum_address(target) if target else ZERO_ADDRESS
+        return self._transact("propose", int(kind), int(param), addr, int(value))
+
+    def propose_add_member(self, member: str) -> TxResult:
+        return self.propose(ProposalKind.ADD_MEMBER, member)
+
+    def propose_remove_member(self, member: str) -> TxResult:
+        return self.propose(ProposalKind.REMOVE_MEMBER, member)
+
+    def propose_param(self, name: str, value: int) -> TxResult:
+        """`name` one of chain.types.PARAM_NAMES; `value` in chain units (durations: see
+        `seconds_to_chain`; open_membership: 0 or 1)."""
+        if name not in PARAM_NAMES:
+            raise ValueError(f"unknown parameter {name!r}: choose one of {', '.join(PARAM_NAMES)}")
+        return self.propose(ProposalKind.SET_PARAM, None, PARAM_NAMES.index(name), value)
+
+    def propose_successor(self, coordinator: str) -> TxResult:
+        return self.propose(ProposalKind.HAND_OVER, coordinator)
+
+    def vote_proposal(self, proposal_id: int, support: bool) -> TxResult:
+        return self._transact("voteProposal", int(proposal_id), bool(support))
+
+    def proposal_count(self) -> int:
+        return int(self._call("proposalCount"))
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        r = self._call("proposal", int(proposal_id))
+        return Proposal(
+            id=int(proposal_id),
+            kind=ProposalKind(int(r[0])),
+            param=int(r[1]),
+            target=_addr_or_none(r[2]),
+            value=int(r[3]),
+            deadline=int(r[4]),
+            status=ProposalStatus(int(r[5])),
+            yes=int(r[6]),
+            no=int(r[7]),
+            required=int(r[8]),
+        )
+
+    def proposals(self) -> list[Proposal]:
+        return [self.proposal(i) for i in range(1, self.proposal_count() + 1)]
+
+    def ballot_of(self, proposal_id: int, address: str) -> bool | None:
+        """True yes, False no, None not voted."""
+        b = int(self._call("ballotOf", int(proposal_id), to_checksum_address(address)))
+        return None if b == 0 else b == 1
+
+    def queued_count(self) -> int:
+        return int(self._call("queuedCount"))
+
+    def successor(self) -> str | None:
+        """The coordinator the members handed the federation over to, or None."""
+        return _addr_or_none(self._call("successor"))
 
     # ---------------------------------------------------------------- round
 
@@ -309,8 +374,9 @@ class CoordinatorClient:
 
     # ---------------------------------------------------------------- views
 
-    def admin(self) -> str:
-        return str(self._call("admin"))
+    def deployer(self) -> str:
+        """Who deployed (and admitted the first members); it has no power left (issue 21)."""
+        return str(self._call("deployer"))
 
     def token_address(self) -> str:
         if self._token is None:
@@ -335,6 +401,7 @@ class CoordinatorClient:
             aggregator_reward=int(p[6]),
             verifier_reward=int(p[7]),
             open_membership=bool(p[8]),
+            voting_period=int(p[9]),
         )
 
     def is_member(self, address: str) -> bool:

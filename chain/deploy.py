@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import rlp
 from eth_abi import encode as abi_encode
@@ -21,11 +22,11 @@ __all__ = ["DeployParams", "Deployment", "deploy_federation"]
 
 log = logging.getLogger(__name__)
 
-_PARAMS_TYPE = "(uint64,uint64,uint64,uint8,uint8,uint256,uint256,uint256,bool)"
+_PARAMS_TYPE = "(uint64,uint64,uint64,uint8,uint8,uint256,uint256,uint256,bool,uint64)"
 
 
 def _check_params(p: DeployParams) -> None:
-    if min(p.commit_duration_s, p.aggregate_duration_s, p.verify_duration_s) <= 0:
+    if min(p.commit_duration_s, p.aggregate_duration_s, p.verify_duration_s, p.voting_period_s) <= 0:
         raise ValueError("durations must be > 0 seconds")
     if not 1 <= p.max_attempts <= 255:
         raise ValueError("max_attempts must be in 1..255")
@@ -45,13 +46,20 @@ def deploy_federation(
     lora_config_hash: bytes,
     profile: ChainProfile = DEVNET,
     *,
+    members: Sequence[str] = (),
     w3: Web3 | None = None,
 ) -> Deployment:
     """Deploy the Coordinator with `params` (durations in seconds, converted to the chain's time unit).
 
-    The deployer becomes the admin. Returns the addresses and the deployment block.
+    `members`: the first members, admitted by the constructor (issue 21): after that only the
+    members' votes admit or remove anyone, and the deployer has no power left. Empty: the
+    deployer alone (a one-member federation that votes the others in). Returns the addresses,
+    the deployment block and the admitted members.
     """
     _check_params(params)
+    initial = [str(to_checksum_address(a)) for a in members] or [deployer.address]
+    if len({a.lower() for a in initial}) != len(initial):
+        raise ValueError("the initial members contain a duplicate address")
     if len(initial_sha256) != 32 or len(lora_config_hash) != 32:
         raise ValueError("initial_sha256 and lora_config_hash must be 32 bytes")
     w3 = w3 if w3 is not None else connect(rpc_url, profile)
@@ -67,10 +75,11 @@ def deploy_federation(
         params.aggregator_reward,
         params.verifier_reward,
         params.open_membership,
+        params.voting_period_s * scale,
     )
     args = abi_encode(
-        [_PARAMS_TYPE, "bytes32", "string", "string", "bytes32"],
-        [chain_params, bytes(initial_sha256), initial_cid, base_model, bytes(lora_config_hash)],
+        [_PARAMS_TYPE, "address[]", "bytes32", "string", "string", "bytes32"],
+        [chain_params, initial, bytes(initial_sha256), initial_cid, base_model, bytes(lora_config_hash)],
     )
     artifact = load_artifact("Coordinator")
     data = artifact.bytecode + args.hex()
@@ -113,6 +122,7 @@ def deploy_federation(
         coordinator=coordinator,
         token=token,
         deploy_block=int(receipt["blockNumber"]),
-        admin=deployer.address,
+        deployer=deployer.address,
         time_unit_ms=bool(unit_ms),
+        members=tuple(initial),
     )

@@ -78,10 +78,11 @@ def _commits_closed(v: _Views, now: int) -> bool:
 
 
 # Storage slot of Coordinator._committerSlot (state variables in declaration order: baseModel,
-# openMembership, _members, _memberList, _peers, _times, _state, _extra, _committerSlot; immutables
-# and constants take none). Its entry i is committer address | commit block << 160. No view gives
-# the last commit's block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
-COMMITTER_SLOT = 8
+# _p (5 slots: durations and attempts, three rewards, openMembership and votingPeriod), _members,
+# _memberList, _peers, _times, _state, _extra, _committerSlot; immutables and constants take
+# none). Its entry i is committer address | commit block << 160. No view gives the last commit's
+# block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
+COMMITTER_SLOT = 12
 
 
 def last_commit_block(contract: Any, n: int, block: int | str = "latest") -> int:
@@ -152,17 +153,13 @@ def check(
     """
     v = _Views(contract, block)
     sender = to_checksum_address(sender)
-    if fn in ("addMember", "removeMember", "setOpenMembership"):
-        if to_checksum_address(v("admin")) != sender:
-            return "only the admin"
-        if fn == "addMember":
-            return _check_add(v, to_checksum_address(args[0]))
-        if fn == "removeMember" and not v("isMember", to_checksum_address(args[0])):
-            return "not a member"
-        return None
+    if fn in ("propose", "voteProposal"):
+        return _check_governance(v, fn, args, sender, now)
+    if fn in ("join", "openRound") and int(v("successor"), 16) != 0:
+        return RETIRED
     if fn == "join":
         if not v("openMembership"):
-            return "membership is not open: ask the admin to add you"
+            return "membership is not open: ask the members to vote you in"
         return _check_add(v, sender)
     if fn in ("publishPeer", "commitUpdate", "reportMetrics") and not v("isMember", sender):
         return "not a member"
@@ -221,6 +218,65 @@ def check(
         if preflight or _due(v, now, block):
             return None
         return "nothing to advance yet"
+    return None
+
+
+RETIRED = "the federation moved to its successor"
+PARAM_COUNT = 10  # Coordinator.N_PARAMS
+ADD_MEMBER, REMOVE_MEMBER, SET_PARAM, HAND_OVER = 1, 2, 3, 4
+P_OPEN = 1
+
+
+def valid_param(param: int, value: int) -> bool:
+    """Coordinator._validParam: the range each parameter may take."""
+    if param <= 2 or param == 9:
+        return 0 < value < 2**63
+    if param == 3:
+        return 1 <= value <= 16
+    if param == 4:
+        return 1 <= value <= MAX_COMMITTERS
+    if param <= 7:
+        return 0 <= value < 2**128
+    return value in (0, 1)
+
+
+def _check_governance(v: _Views, fn: str, args: Sequence[Any], sender: str, now: int) -> str | None:
+    """Coordinator.propose / voteProposal (issue 21)."""
+    if not v("isMember", sender):
+        return "not a member"
+    if int(v("successor"), 16) != 0:
+        return RETIRED
+    if fn == "voteProposal":
+        pid = int(args[0])
+        if pid == 0 or pid > int(v("proposalCount")):
+            return "no such proposal"
+        kind, _, target, _, deadline, status, _, _, _ = v("proposal", pid)
+        if int(status) not in (P_OPEN, 6):  # 6: EXPIRED, reported by the view only
+            return "the proposal is decided"
+        if now >= int(deadline):
+            return "voting on the proposal closed"
+        if int(kind) == REMOVE_MEMBER and to_checksum_address(target) == sender:
+            return "the target of a removal does not vote"
+        if int(v("ballotOf", pid, sender)) != 0:
+            return "already voted on this proposal"
+        return None
+    kind, param, target, value = int(args[0]), int(args[1]), to_checksum_address(args[2]), int(args[3])
+    if kind == ADD_MEMBER:
+        return _check_add(v, target)
+    if kind == REMOVE_MEMBER:
+        if not v("isMember", target):
+            return "target is not a member"
+        if len(v("members")) < 3:
+            return "a removal needs two other members to vote"
+        return None
+    if kind == SET_PARAM:
+        if param >= PARAM_COUNT:
+            return "unknown parameter"
+        return None if valid_param(param, value) else "value out of range for this parameter"
+    if kind != HAND_OVER:
+        return "unknown proposal kind"
+    if target == to_checksum_address(v._c.address) or len(v._c.w3.eth.get_code(target)) == 0:
+        return "no other coordinator at the successor address"
     return None
 
 

@@ -23,6 +23,8 @@ class GasRule:
     base: int
     per_committer: int = 0
     per_byte: int = 0
+    per_item: int = 0  # per queued governance change (openRound applies them, issue 21)
+    all_members: bool = False  # per_committer counts every member, not at most MAX_COMMITTERS
 
 
 MARGIN = 1.25
@@ -34,12 +36,13 @@ MAX_COMMITTERS = 96  # Coordinator.MAX_COMMITTERS
 # 3 and 8; headroom x1.5 or more everywhere, docs/contract.md "Gas limits"); per_byte covers
 # calldata plus strings logged or stored.
 GAS_RULES: dict[str, GasRule] = {
-    "addMember": GasRule(115_000),
-    "removeMember": GasRule(50_000),
-    "setOpenMembership": GasRule(50_000),
     "join": GasRule(115_000),
+    # issue 21: a ballot tallies the current members and may apply the change at once (an
+    # admission is the dearest); openRound applies each queued change (per_item)
+    "propose": GasRule(190_000, per_committer=3_000, all_members=True),
+    "voteProposal": GasRule(190_000, per_committer=3_500, all_members=True),
     "publishPeer": GasRule(40_000, per_byte=800),
-    "openRound": GasRule(80_000),
+    "openRound": GasRule(80_000, per_item=120_000),
     "commitUpdate": GasRule(65_000, per_byte=100),  # flat: no loop over committers (issue 12)
     "submitAggregate": GasRule(110_000, per_committer=4_000, per_byte=100),
     "vote": GasRule(40_000),
@@ -49,8 +52,10 @@ GAS_RULES: dict[str, GasRule] = {
 }
 
 
-def gas_limit(function: str, n_members: int, calldata_bytes: int = 0) -> int:
-    """The gas limit to send `function` with, for a federation of `n_members`."""
+def gas_limit(function: str, n_members: int, calldata_bytes: int = 0, items: int = 0) -> int:
+    """The gas limit to send `function` with, for a federation of `n_members` (and `items`
+    queued governance changes, for openRound)."""
     rule = GAS_RULES[function]
-    n = min(max(n_members, 1), MAX_COMMITTERS)
-    return int((rule.base + rule.per_committer * n + rule.per_byte * calldata_bytes) * MARGIN) + EXTRA
+    n = max(n_members, 1) if rule.all_members else min(max(n_members, 1), MAX_COMMITTERS)
+    units = rule.base + rule.per_committer * n + rule.per_byte * calldata_bytes + rule.per_item * items
+    return int(units * MARGIN) + EXTRA

@@ -30,6 +30,7 @@ class DeployParams:
     aggregator_reward: int = 5 * 10**18
     verifier_reward: int = 1 * 10**18
     open_membership: bool = False
+    voting_period_s: int = 3600  # issue 21: how long a governance proposal is open for votes
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,70 @@ class ChainParams:
     aggregator_reward: int
     verifier_reward: int
     open_membership: bool
+    voting_period: int = 0
+
+
+# issue 21: governance. Proposal kinds and the parameters SET_PARAM may change, in the contract's
+# order (the Params fields); the statuses as `proposal(id)` reports them.
+class ProposalKind(enum.IntEnum):
+    ADD_MEMBER = 1
+    REMOVE_MEMBER = 2
+    SET_PARAM = 3
+    HAND_OVER = 4
+
+
+PARAM_NAMES: tuple[str, ...] = (
+    "commit_duration",
+    "aggregate_duration",
+    "verify_duration",
+    "max_attempts",
+    "min_committers",
+    "contributor_reward",
+    "aggregator_reward",
+    "verifier_reward",
+    "open_membership",
+    "voting_period",
+)
+DURATION_PARAMS = frozenset({"commit_duration", "aggregate_duration", "verify_duration", "voting_period"})
+
+
+class ProposalStatus(enum.IntEnum):
+    OPEN = 1
+    QUEUED = 2  # passed while a round was live: applied by the next openRound
+    EXECUTED = 3
+    REJECTED = 4
+    VOID = 5  # passed, no longer applicable when applied
+    EXPIRED = 6
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A governance proposal as the contract reports it (counts over the current members)."""
+
+    id: int
+    kind: ProposalKind
+    param: int
+    target: str | None
+    value: int
+    deadline: int
+    status: ProposalStatus
+    yes: int
+    no: int
+    required: int
+
+    @property
+    def param_name(self) -> str:
+        return PARAM_NAMES[self.param] if self.param < len(PARAM_NAMES) else str(self.param)
+
+    def describe(self) -> str:
+        """One line: what it would do."""
+        if self.kind == ProposalKind.ADD_MEMBER:
+            return f"add-member {self.target}"
+        if self.kind == ProposalKind.REMOVE_MEMBER:
+            return f"remove-member {self.target}"
+        if self.kind == ProposalKind.SET_PARAM:
+            return f"set {self.param_name} {self.value}"
+        return f"successor {self.target}"
 
 
 @dataclass(frozen=True)
@@ -91,8 +156,9 @@ class Deployment:
     coordinator: str
     token: str
     deploy_block: int
-    admin: str
+    deployer: str  # issue 21: bootstraps the first members, no power afterwards
     time_unit_ms: bool
+    members: tuple[str, ...] = ()  # admitted at deployment
 
 
 # ---------------------------------------------------------------------------------- events
@@ -113,7 +179,7 @@ class ChainEvent:
 
 @dataclass(frozen=True)
 class Deployed(ChainEvent):
-    admin: str
+    deployer: str
     token: str
     initial_sha256: bytes
     initial_cid: str
@@ -250,6 +316,65 @@ class MetricsReported(ChainEvent):
     n: int
 
 
+@dataclass(frozen=True)
+class ProposalCreated(ChainEvent):
+    id: int
+    proposer: str
+    kind: int
+    param: int
+    target: str
+    value: int
+    deadline: int
+
+
+@dataclass(frozen=True)
+class ProposalVoted(ChainEvent):
+    id: int
+    voter: str
+    support: bool
+    yes: int
+    no: int
+    required: int
+
+
+@dataclass(frozen=True)
+class ProposalPassed(ChainEvent):
+    id: int
+    queued: bool
+
+
+@dataclass(frozen=True)
+class ProposalRejected(ChainEvent):
+    id: int
+    yes: int
+    no: int
+
+
+@dataclass(frozen=True)
+class ProposalExecuted(ChainEvent):
+    id: int
+
+
+@dataclass(frozen=True)
+class ProposalVoid(ChainEvent):
+    id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParamChanged(ChainEvent):
+    param: int
+    value: int
+
+
+@dataclass(frozen=True)
+class Successor(ChainEvent):
+    """The members handed the federation over to `coordinator`; this one is retired."""
+
+    coordinator: str
+    proposal: int
+
+
 EVENT_TYPES: dict[str, type[ChainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -270,6 +395,14 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         RewardPaid,
         UpdateExcluded,
         MetricsReported,
+        ProposalCreated,
+        ProposalVoted,
+        ProposalPassed,
+        ProposalRejected,
+        ProposalExecuted,
+        ProposalVoid,
+        ParamChanged,
+        Successor,
     )
 }
 

@@ -78,6 +78,7 @@ class Devnet:
     lora_config_hash: bytes
     kind: str = "anvil"  # "anvil" | "cypherium"
     genesis: str | None = None  # Cypherium: "istanbul" | "official-rules"
+    members: tuple[str, ...] = ()  # admitted by the constructor (issue 21)
     time_unit_ms: bool = False  # block.timestamp in milliseconds (Cypherium)
 
     @property
@@ -187,8 +188,10 @@ def start_devnet(
     fresh: bool = False,
     chain: str = "anvil",
     genesis: str = "istanbul",
+    members: int | None = None,
 ) -> Devnet:
-    """Start the chain, deploy, create/fund/admit `nodes` wallets, write `dir/deployment.json`.
+    """Start the chain, deploy, create/fund `nodes` wallets, admit them (the first `members` of
+    them when given: the rest wait for the members' vote) and write `dir/deployment.json`.
 
     `chain` "anvil" (default) or "cypherium" (a real node from ../shared/cypherium with the
     `genesis` rule set, deployed from its funded account). `block_time_s` (anvil only) mines an
@@ -199,6 +202,8 @@ def start_devnet(
     root = Path(dir).resolve()
     if not 1 <= nodes <= 96:
         raise DevnetError(f"--nodes {nodes}: choose 1..96")
+    if members is not None and not 1 <= members <= nodes:
+        raise DevnetError(f"members {members}: choose 1..{nodes}")
     if chain not in CHAINS:
         raise DevnetError(f"--chain {chain!r}: choose one of {', '.join(CHAINS)}")
     if chain == "cypherium":
@@ -227,11 +232,6 @@ def start_devnet(
     proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password)
     profile = CYPHERIUM if chain == "cypherium" else DEVNET
     try:
-        deployment = deploy_federation(
-            proc.rpc_url, admin, params, initial_sha256, initial_cid, base_model, lora_config_hash, profile
-        )
-        log.info("coordinator %s deployed in block %d", deployment.coordinator, deployment.deploy_block)
-        client = CoordinatorClient(proc.rpc_url, deployment.coordinator, admin, profile)
         paths: list[Path] = []
         addresses: list[str] = []
         for i in range(nodes):
@@ -239,18 +239,32 @@ def start_devnet(
             wallet = create_wallet(path, password, scrypt_n=DEVNET_SCRYPT_N)
             paths.append(path)
             addresses.append(wallet.address)
+        # issue 21: the constructor admits the first `members` wallets; the deployer has no power
+        # afterwards (the others are funded, for the members to vote in)
+        admitted = addresses[: nodes if members is None else members]
+        deployment = deploy_federation(
+            proc.rpc_url,
+            admin,
+            params,
+            initial_sha256,
+            initial_cid,
+            base_model,
+            lora_config_hash,
+            profile,
+            members=admitted,
+        )
+        log.info("coordinator %s deployed in block %d", deployment.coordinator, deployment.deploy_block)
+        client = CoordinatorClient(proc.rpc_url, deployment.coordinator, admin, profile)
         if chain == "cypherium":
-            # a block per ~2 s: send every funding and admission at once so they share blocks
+            # a block per ~2 s: send every funding at once so they share blocks
             # (the client allots nonces under a lock; each thread waits for its own receipt)
             calls: list[Callable[[], object]] = [partial(client.send_eth, a, NODE_ETH_WEI) for a in addresses]
-            calls += [partial(client.add_member, a) for a in addresses]
             _all_at_once(calls)
         else:
             for a in addresses:
                 client.send_eth(a, NODE_ETH_WEI)
-                client.add_member(a)
         for i, a in enumerate(addresses):
-            log.info("node %d: %s funded and admitted", i, a)
+            log.info("node %d: %s funded%s", i, a, " and admitted" if a in admitted else "")
         devnet = Devnet(
             dir=root,
             rpc_url=proc.rpc_url,
@@ -272,6 +286,7 @@ def start_devnet(
             kind=chain,
             genesis=genesis if chain == "cypherium" else None,
             time_unit_ms=deployment.time_unit_ms,
+            members=deployment.members,
         )
         _write_deployment(devnet, proc.log_path)
         return devnet
@@ -320,6 +335,7 @@ def load_devnet(dir: str | Path) -> Devnet:
         kind=data.get("chain", "anvil"),
         genesis=data.get("genesis"),
         time_unit_ms=bool(data.get("time_unit_ms", False)),
+        members=tuple(data.get("members", data["addresses"])),
     )
 
 
@@ -458,7 +474,9 @@ def _write_deployment(devnet: Devnet, anvil_log: Path) -> None:
         "addresses": list(devnet.addresses),
         "password_file": str(devnet.password_file),
         "admin_wallet": str(devnet.admin_wallet),
-        "admin": devnet.admin,
+        "admin": devnet.admin,  # the deploying (funded) account: no power over the federation
+        "members": list(devnet.members),
+        "governance": "members decide by vote (2/3 of the members, at least two); the deployer has no power",
         "chain": devnet.kind,
         "genesis": devnet.genesis,
         "anvil_pid": devnet.anvil_pid,  # the chain's pid (anvil or cypher), under its historical name

@@ -76,6 +76,12 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     up.add_argument("--dir", required=True, help="devnet folder (deployment.json, wallets, logs)")
     add_chain_choice(up)
     up.add_argument("--nodes", type=int, default=3, help="wallets to create and admit (default 3)")
+    up.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="admit only the first K wallets at deployment; the members vote the others in (issue 21)",
+    )
     up.add_argument("--port", type=int, default=0, help="RPC port on 127.0.0.1 (default: a free one)")
     up.add_argument("--commit-s", type=int, default=DEVNET_PARAMS.commit_duration_s)
     up.add_argument("--aggregate-s", type=int, default=DEVNET_PARAMS.aggregate_duration_s)
@@ -128,6 +134,7 @@ def _chain_up(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         chain=args.chain,
         genesis=genesis,
+        members=args.members,
     )
     what = (
         f"anvil pid {devnet.anvil_pid}"

@@ -224,6 +224,9 @@ class Federation:
     # Cypherium: restart the chain node after IDLE_RESTART_S without a block (keep_chain_awake), a
     # dev-only workaround for the one-member slow-down; tests of the nodes' own keepalive turn it off
     restart_idle_chain: bool = True
+    # issue 21: nodes whose wallets were not admitted at deployment: started with
+    # --wait-for-admission, they join once the members vote them in
+    pending_admission: set[int] = field(default_factory=set)
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -262,6 +265,8 @@ class Federation:
         ]
         if self.behaviours.get(i):
             cmd += ["--behaviour", self.behaviours[i]]
+        if i in self.pending_admission:
+            cmd.append("--wait-for-admission")
         proc = subprocess.Popen(
             cmd,
             stdout=out,
@@ -481,8 +486,12 @@ def launch(
     data: str | Path | None = None,
     monitoring: bool = False,
     keepalive_s: float | None = None,
+    members: int | None = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
+
+    ``members``: only the first that many wallets are admitted at deployment; the other nodes
+    start with --wait-for-admission and join once the members vote them in (issue 21).
 
     `chain` "anvil" (default) or "cypherium" (a real node with the `genesis` rule set);
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
@@ -551,6 +560,7 @@ def launch(
         fresh=fresh,
         chain=chain,
         genesis=genesis,
+        members=members,
     )
     kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
@@ -587,6 +597,7 @@ def launch(
     fed = Federation(
         root, devnet, sites, configs, states, behaviours=dict(behaviours or {}), monitoring_ports=ports
     )
+    fed.pending_admission = set(range(members, nodes)) if members is not None else set()
     for i, port in ports.items():
         print(f"node {i} ({sites[i].name}) metrics on http://127.0.0.1:{port}/metrics", flush=True)
     fed.record()
@@ -627,7 +638,11 @@ def wait_ready(fed: Federation, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         keep_chain_awake(fed)
-        waiting = [i for i in range(len(fed.sites)) if not fed.status(i).get("ready")]
+        waiting = [
+            i
+            for i in range(len(fed.sites))
+            if i not in fed.pending_admission and not fed.status(i).get("ready")
+        ]
         if not waiting:
             return
         for i in waiting:

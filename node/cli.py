@@ -94,7 +94,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         from node.behaviour import load
 
         behaviour = load(args.behaviour)
-    run_daemon(cfg, wallet, behaviour)
+    run_daemon(cfg, wallet, behaviour, args.wait_for_admission)
     return 0
 
 
@@ -124,6 +124,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in node_status(cfg, address):
         print(line)
     return 0
+
+
+def _member_client(args: argparse.Namespace) -> Any:
+    """A client sending from --key, on the coordinator of --config."""
+    from chain.wallet import load_wallet
+    from node.config import load_config
+    from node.daemon import connect_chain
+
+    cfg = load_config(args.config)
+    return connect_chain(cfg, load_wallet(Path(args.key), _password(args)))
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    """Propose a membership change, a parameter change or a hand-over (issue 21)."""
+    from node.governance import propose
+
+    for line in propose(_member_client(args), args.action, list(args.args)):
+        print(line)
+    return 0
+
+
+def cmd_vote_proposal(args: argparse.Namespace) -> int:
+    """Vote yes or no on a proposal."""
+    from node.governance import vote
+
+    for line in vote(_member_client(args), args.id, args.choice):
+        print(line)
+    return 0
+
+
+def cmd_proposals(args: argparse.Namespace) -> int:
+    """List the proposals and where each stands."""
+    from node.config import load_config
+    from node.daemon import connect_chain
+    from node.governance import proposal_lines
+
+    cfg = load_config(args.config)
+    me = None
+    if args.key:
+        from chain.wallet import load_wallet
+
+        me = load_wallet(Path(args.key), _password(args)).address
+    for line in proposal_lines(connect_chain(cfg, None), me):
+        print(line)
+    return 0
+
+
+def _add_member_args(p: argparse.ArgumentParser, key_required: bool = True) -> None:
+    p.add_argument("--key", required=key_required, help="keystore file (wallet.json) of a member")
+    p.add_argument("--config", default="medfed.toml", help="config file (default medfed.toml)")
+    p.add_argument("--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # for test harnesses only (node/behaviour.py): MODULE:FACTORY[=ARGUMENT] replaces the honest node
     start.add_argument("--behaviour", default="", help=argparse.SUPPRESS)
+    start.add_argument(
+        "--wait-for-admission",
+        action="store_true",
+        help="a wallet the members have not voted in yet: prepare, then wait for their vote",
+    )
     start.set_defaults(func=cmd_start)
 
     status = sub.add_parser("status", help="membership, round, phase, role, global adapter, balance")
@@ -170,6 +226,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
     )
     status.set_defaults(func=cmd_status)
+
+    prop = sub.add_parser(
+        "propose",
+        help="propose: add-member ADDR | remove-member ADDR | set PARAM VALUE | successor ADDR",
+        description="A member proposes; the others vote (`vote-proposal`). It passes with 2/3 of the "
+        "members (at least two) before the voting period ends, and applies between rounds. PARAM: "
+        "commit-duration, aggregate-duration, verify-duration, voting-period (seconds), max-attempts, "
+        "min-committers, contributor-reward, aggregator-reward, verifier-reward (smallest token unit), "
+        "open-membership (on/off).",
+    )
+    prop.add_argument("action", choices=("add-member", "remove-member", "set", "successor"))
+    prop.add_argument("args", nargs="+", metavar="ARG", help="ADDRESS, or PARAM VALUE for set")
+    _add_member_args(prop)
+    prop.set_defaults(func=cmd_propose)
+
+    props = sub.add_parser("proposals", help="list the proposals, their tallies and outcomes")
+    _add_member_args(props, key_required=False)
+    props.set_defaults(func=cmd_proposals)
+
+    vote = sub.add_parser("vote-proposal", help="vote yes or no on a proposal")
+    vote.add_argument("id", type=int, help="the proposal number (see `proposals`)")
+    vote.add_argument("choice", choices=("yes", "no"))
+    _add_member_args(vote)
+    vote.set_defaults(func=cmd_vote_proposal)
 
     try:
         from node.explorer.cli import register

@@ -61,6 +61,7 @@ class Node:
     behaviour: Behaviour = field(default_factory=HonestBehaviour)
     host: MedfedHost | None = None
     members: frozenset[str] = frozenset()  # lower-case addresses
+    admitted: bool = True  # False: started with --wait-for-admission before the members' vote
     commit_deadlines: dict[int, float] = field(default_factory=dict)  # round -> unix seconds
     commits_closed: set[int] = field(default_factory=set)  # rounds whose commit phase is over (early)
     reported: dict[int, set[str]] = field(default_factory=dict)  # round -> members with metrics on-chain

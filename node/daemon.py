@@ -32,7 +32,7 @@ from node.chainkind import resolve_profile
 from node.config import NodeConfig, P2PSection
 from node.context import Node
 from node.data import load_site_data
-from node.errors import NodeError, StartupError
+from node.errors import NodeError, Retired, StartupError
 from node.keepalive import keep_chain_live, keepalive_interval
 from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
@@ -59,17 +59,39 @@ def connect_chain(cfg: NodeConfig, wallet: Wallet | None) -> CoordinatorClient:
     return CoordinatorClient(cfg.chain.rpc_url, cfg.chain.coordinator, wallet, profile)
 
 
-def check_membership(cfg: NodeConfig, client: CoordinatorClient, wallet: Wallet) -> None:
-    """Refuse to run unless the wallet is a member (joins by itself where membership is open)."""
+def moved_message(cfg: NodeConfig, successor: str) -> str:
+    """The one line that tells the operator where the federation went (issue 21)."""
+    return (
+        f"the members handed this federation over to coordinator {successor}: set [chain] coordinator "
+        f'= "{successor}" (and its start_block) in {cfg.path.name}, then start again'
+    )
+
+
+def check_membership(cfg: NodeConfig, client: CoordinatorClient, wallet: Wallet, wait: bool = False) -> bool:
+    """Refuse to run unless the wallet is a member (joins by itself where membership is open) of a
+    coordinator still in charge. `wait`: a wallet not admitted yet is no error (False returned):
+    the node prepares everything and waits for the members' vote (see `await_admission`)."""
+    successor = client.successor()
+    if successor is not None:
+        raise StartupError(moved_message(cfg, successor))
     if client.is_member(wallet.address):
-        return
+        return True
     if client.params().open_membership:
         log.info("membership is open: joining the federation as %s", wallet.address)
         client.join()
-        return
+        return True
+    if wait:
+        log.info(
+            "%s is not a member yet: waiting for the members' vote (one of them runs `medfed-node "
+            "propose add-member %s`, the others `medfed-node vote-proposal ID yes`)",
+            wallet.address,
+            wallet.address,
+        )
+        return False
     raise StartupError(
         f"{wallet.address} is not a member of coordinator {client.address}: send this address to the "
-        "federation admin to be added, then start again"
+        "federation's members (one proposes `medfed-node propose add-member ADDRESS`, the members vote), "
+        "then start again"
     )
 
 
@@ -149,12 +171,27 @@ def _install_initial_adapter(node: Node) -> None:
         log.info("initial adapter rebuilt from seed %d does not match the chain; will fetch it", INITIAL_SEED)
 
 
-def prepare(cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None) -> Node:
+async def await_admission(node: Node) -> None:
+    """Started with --wait-for-admission: poll until the members' vote admits this wallet (issue
+    21); the round machine then starts with the next round."""
+    while not await node.chain(node.client.is_member, node.address):
+        successor = await node.chain(node.client.successor)
+        if successor is not None:
+            raise Retired(moved_message(node.cfg, successor))
+        await trio.sleep(node.cfg.rounds.poll_interval_s)
+    node.admitted = True
+    node.members = frozenset(a.lower() for a in await node.chain(node.client.members))
+    log.info("admitted by the members' vote: %s is a member, joining the federation", node.address)
+
+
+def prepare(
+    cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None, wait_for_admission: bool = False
+) -> Node:
     """Every start-up check and load, before the event loop; raises one-line errors."""
     from training.adapter_io import AdapterSpec
 
     client = connect_chain(cfg, wallet)
-    check_membership(cfg, client, wallet)
+    admitted = check_membership(cfg, client, wallet, wait_for_admission)
     check_federation(cfg, client)
     data = load_site_data(cfg)
     log.info("data %s: %d training and %d held-out questions", data.name, len(data.train), len(data.eval))
@@ -177,6 +214,7 @@ def prepare(cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None)
         spec=spec,
         behaviour=behaviour or HonestBehaviour(),
         members=frozenset(a.lower() for a in client.members()),
+        admitted=admitted,
     )
     _install_initial_adapter(node)
     return node
@@ -236,6 +274,10 @@ async def serve(node: Node) -> None:
         for sha, path, _kind, _rnd in node.store.artifacts():
             if path.is_file():
                 host.serve(sha, path)
+        if not node.admitted:  # evaluate the baseline meanwhile: ready to train once admitted
+            await rounds.evaluate_initial(node)
+            node.set_status(activity="waiting for the members' vote", address=node.address)
+            await await_admission(node)
         await _publish_peer(node)
         await _dial_members(node)
         async with trio.open_nursery() as nursery:
@@ -359,6 +401,9 @@ async def _safe_tick(node: Node) -> bool:
         if node.monitor is not None:
             node.monitor.ticked()
         return moved
+    except Retired as exc:
+        log.error("%s", exc)
+        raise
     except ContractRevert as exc:
         log.warning("the contract refused %s: %s", exc.function, exc.reason)
     except Exception as exc:
@@ -397,10 +442,12 @@ def start_monitor(node: Node) -> MonitoringServer | None:
     return server
 
 
-def run_daemon(cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None) -> None:
+def run_daemon(
+    cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None, wait_for_admission: bool = False
+) -> None:
     """Start-up checks, then the event loop until interrupted (honest unless a test harness
     passes another ``behaviour``)."""
-    node = prepare(cfg, wallet, behaviour)
+    node = prepare(cfg, wallet, behaviour, wait_for_admission)
     server = start_monitor(node)
     try:
         trio.run(serve, node)

@@ -19,5 +19,10 @@ class StateError(NodeError):
     """The local state store is unreadable or belongs to another federation."""
 
 
+class Retired(NodeError):
+    """The node stops for good: the members handed the federation over to a successor
+    coordinator, or voted this member out (issue 21). The message tells the operator what next."""
+
+
 class ArtifactError(NodeError):
     """An adapter could not be fetched, verified or validated."""

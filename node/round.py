@@ -25,7 +25,7 @@ from chain import types as ev
 from chain.errors import ChainError, ContractRevert
 from chain.types import Phase, RoundInfo
 from node.context import Node, write_metrics_file
-from node.errors import ArtifactError
+from node.errors import ArtifactError, Retired
 from node.metric_report import Figures, report_values
 from node.recovery import effective_base
 from node.roles.aggregator import aggregate_and_submit
@@ -163,6 +163,35 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
         node.reported.setdefault(e.round, set()).add(e.member.lower())
     elif isinstance(e, ev.MemberAdded | ev.MemberRemoved):
         node.members = frozenset(a.lower() for a in await node.chain(node.client.members))
+        log.info("chain: member %s %s", e.member, "admitted" if isinstance(e, ev.MemberAdded) else "removed")
+        if isinstance(e, ev.MemberRemoved) and e.member.lower() == node.me and node.me not in node.members:
+            raise Retired(f"{e.member} was removed from the federation by its members' vote: the node stops")
+    elif isinstance(e, ev.Successor):
+        from node.daemon import moved_message
+
+        raise Retired(moved_message(node.cfg, e.coordinator))  # issue 21: stop and say where to go
+    elif isinstance(e, ev.ProposalCreated):
+        what = ev.Proposal(
+            e.id, ev.ProposalKind(e.kind), e.param, e.target, e.value, 0, ev.ProposalStatus.OPEN, 0, 0, 0
+        )
+        log.info("chain: proposal %d by %s: %s", e.id, e.proposer, what.describe())
+    elif isinstance(e, ev.ProposalVoted):
+        log.info(
+            "chain: proposal %d: %s votes %s (%d yes, %d no, %d needed)",
+            e.id,
+            e.voter,
+            "yes" if e.support else "no",
+            e.yes,
+            e.no,
+            e.required,
+        )
+    elif isinstance(e, ev.ProposalPassed | ev.ProposalRejected | ev.ProposalExecuted | ev.ProposalVoid):
+        word = {"ProposalPassed": "passed", "ProposalRejected": "rejected", "ProposalExecuted": "applied"}
+        extra = " (queued for the next round)" if isinstance(e, ev.ProposalPassed) and e.queued else ""
+        log.info("chain: proposal %d %s%s", e.id, word.get(e.name, "void"), extra)
+    elif isinstance(e, ev.ParamChanged):
+        name = ev.PARAM_NAMES[e.param] if e.param < len(ev.PARAM_NAMES) else str(e.param)
+        log.info("chain: parameter %s is now %d", name, e.value)
 
 
 async def _dial(node: Node, addrs: list[str]) -> None:

@@ -22,7 +22,13 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
     g = client.global_adapter()
     members = client.members()
     unit = "ms" if client.time_unit_ms else "s"
+    successor = client.successor()
     lines = [
+        *(
+            [f"RETIRED: the members handed this federation over to coordinator {successor}"]
+            if successor
+            else []
+        ),
         f"coordinator {client.address} on {cfg.chain.rpc_url} "
         f"({client.profile.name} chain, block timestamps in {unit})",
         f"{len(members)} members, base model {client.base_model()}",
@@ -43,7 +49,8 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
             lines.append(f"verify deadline {_when(client.chain_to_seconds(info.verify_deadline))}")
     if address:
         member = client.is_member(address)
-        lines.append(f"member {address}: {'yes' if member else 'NO (ask the admin to add it)'}")
+        no = "NO (a member proposes `medfed-node propose add-member ADDRESS`, the members vote)"
+        lines.append(f"member {address}: {'yes' if member else no}")
         committers = [a.lower() for a in client.committers()] if info.round else []
         aggregator = (info.aggregator or "").lower()
         if not member:

@@ -26,6 +26,20 @@ contract Coordinator {
     uint8 internal constant REJECTED = 2; // two or more rejections: the aggregator is to blame
     uint8 internal constant DISPUTED = 3; // a single rejection, or no vote: nobody is blamed
     uint256 internal constant MASK96 = (uint256(1) << 96) - 1;
+    // issue 21: proposal kinds, statuses (EXPIRED is computed by the views) and ballots
+    uint8 internal constant ADD_MEMBER = 1;
+    uint8 internal constant REMOVE_MEMBER = 2;
+    uint8 internal constant SET_PARAM = 3;
+    uint8 internal constant HAND_OVER = 4;
+    uint8 internal constant P_OPEN = 1;
+    uint8 internal constant P_QUEUED = 2;
+    uint8 internal constant P_EXECUTED = 3;
+    uint8 internal constant P_REJECTED = 4;
+    uint8 internal constant P_VOID = 5;
+    uint8 internal constant P_EXPIRED = 6;
+    uint8 internal constant BALLOT_YES = 1;
+    uint8 internal constant BALLOT_NO = 2;
+    uint8 internal constant N_PARAMS = 10; // Params fields in order: commitDuration .. votingPeriod
 
     struct Params {
         uint64 commitDuration;
@@ -37,6 +51,7 @@ contract Coordinator {
         uint256 aggregatorReward;
         uint256 verifierReward;
         bool openMembership;
+        uint64 votingPeriod; // issue 21: how long a proposal is open for votes (chain time units)
     }
 
     struct Member {
@@ -84,19 +99,14 @@ contract Coordinator {
         uint96 invalidMask; // issue 12: their authors forfeit the round if the attempt is accepted
     }
 
-    address public immutable admin;
+    /// issue 21: the deployer only bootstraps (the initial members); it has no power after the
+    /// constructor. Kept for the record.
+    address public immutable deployer;
     RewardToken public immutable token;
-    uint64 internal immutable commitDuration;
-    uint64 internal immutable aggregateDuration;
-    uint64 internal immutable verifyDuration;
-    uint8 internal immutable maxAttempts;
-    uint8 internal immutable minCommitters;
-    uint256 internal immutable contributorReward;
-    uint256 internal immutable aggregatorReward;
-    uint256 internal immutable verifierReward;
     bytes32 public immutable loraConfigHash;
     string public baseModel;
-    bool public openMembership;
+    /// issue 21: the parameters the members may change by vote (docs/contract.md, Governance)
+    Params internal _p;
 
     mapping(address => Member) internal _members;
     address[] internal _memberList;
@@ -118,8 +128,25 @@ contract Coordinator {
     string[2] internal _cid;
     mapping(uint256 => uint256) internal _finalizedBits;
 
+    /// issue 21: a proposal (one slot + its value)
+    struct Proposal {
+        address target;
+        uint64 deadline;
+        uint8 kind;
+        uint8 param;
+        uint8 status;
+        uint256 value;
+    }
+
+    mapping(uint256 => Proposal) internal _proposals;
+    mapping(uint256 => mapping(address => uint8)) internal _ballots; // BALLOT_YES / BALLOT_NO
+    uint256 public proposalCount;
+    uint256[] internal _queue; // passed while a round was live: applied by the next openRound
+    /// The coordinator the members handed the federation over to (zero while this one is in charge).
+    address public successor;
+
     event Deployed(
-        address indexed admin,
+        address indexed deployer,
         address token,
         bytes32 initialSha256,
         string initialCid,
@@ -163,9 +190,34 @@ contract Coordinator {
     event MetricsReported(
         uint256 indexed round, address indexed member, bytes32 evalSetHash, uint256 accuracyPpm, uint256 n
     );
+    // issue 21: governance (see the Governance section below)
+    event ProposalCreated(
+        uint256 indexed id,
+        address indexed proposer,
+        uint8 kind,
+        uint8 param,
+        address target,
+        uint256 value,
+        uint256 deadline
+    );
+    event ProposalVoted(
+        uint256 indexed id, address indexed voter, bool support, uint256 yes, uint256 no, uint256 required
+    );
+    /// `queued`: a round was live, so the change waits for the next openRound.
+    event ProposalPassed(uint256 indexed id, bool queued);
+    event ProposalRejected(uint256 indexed id, uint256 yes, uint256 no);
+    event ProposalExecuted(uint256 indexed id);
+    /// Passed, but no longer applicable when its turn came (e.g. the member was already removed).
+    event ProposalVoid(uint256 indexed id, string reason);
+    event ParamChanged(uint8 indexed param, uint256 value);
+    /// The members handed the federation over to `coordinator`; this one is retired.
+    event Successor(address indexed coordinator, uint256 indexed proposal);
 
+    /// `initialMembers`: the federation's first members, admitted here (issue 21: the only
+    /// admission that no vote decides; the deployer has no power afterwards).
     constructor(
         Params memory p,
+        address[] memory initialMembers,
         bytes32 initialSha256,
         string memory initialCid,
         string memory baseModel_,
@@ -173,19 +225,15 @@ contract Coordinator {
     ) {
         require(p.maxAttempts >= 1, "maxAttempts must be >= 1");
         require(p.minCommitters >= 1, "minCommitters must be >= 1");
-        require(p.commitDuration > 0 && p.aggregateDuration > 0 && p.verifyDuration > 0, "durations must be > 0");
+        require(
+            p.commitDuration > 0 && p.aggregateDuration > 0 && p.verifyDuration > 0 && p.votingPeriod > 0,
+            "durations must be > 0"
+        );
         require(initialSha256 != bytes32(0), "initial sha256 is empty");
-        admin = msg.sender;
+        require(initialMembers.length > 0, "no initial members");
+        deployer = msg.sender;
         token = new RewardToken("medfed reward", "MFR");
-        commitDuration = p.commitDuration;
-        aggregateDuration = p.aggregateDuration;
-        verifyDuration = p.verifyDuration;
-        maxAttempts = p.maxAttempts;
-        minCommitters = p.minCommitters;
-        contributorReward = p.contributorReward;
-        aggregatorReward = p.aggregatorReward;
-        verifierReward = p.verifierReward;
-        openMembership = p.openMembership;
+        _p = p;
         loraConfigHash = loraConfigHash_;
         baseModel = baseModel_;
         // Both buffers hold the initial adapter so later writes rewrite non-zero slots.
@@ -201,46 +249,26 @@ contract Coordinator {
             _attemptVotes[k] = 1;
         }
         emit Deployed(msg.sender, address(token), initialSha256, initialCid, baseModel_, loraConfigHash_);
+        for (uint256 i = 0; i < initialMembers.length; i++) _add(initialMembers[i]);
     }
 
     // ------------------------------------------------------------------ membership
 
-    modifier onlyAdmin() {
-        require(msg.sender == admin, "only the admin");
-        _;
-    }
-
-    function addMember(address who) external onlyAdmin {
-        _add(who);
-    }
-
-    function removeMember(address who) external onlyAdmin {
-        Member storage m = _members[who];
-        require(m.active, "not a member");
-        uint256 idx = m.listIdx;
-        address last = _memberList[_memberList.length - 1];
-        _memberList[idx] = last;
-        _members[last].listIdx = uint32(idx);
-        _memberList.pop();
-        m.active = false;
-        emit MemberRemoved(who);
-    }
-
-    function setOpenMembership(bool open) external onlyAdmin {
-        openMembership = open;
-        emit OpenMembershipSet(open);
-    }
-
-    /// Anyone joins while open membership is on (devnets).
+    /// Anyone joins while open membership is on (a parameter the members vote on; devnets).
     function join() external {
-        require(openMembership, "membership is not open: ask the admin to add you");
+        _notRetired();
+        require(_p.openMembership, "membership is not open: ask the members to vote you in");
         _add(msg.sender);
     }
 
-    function _add(address who) internal {
+    function _checkNew(address who) internal view {
         require(who != address(0), "zero address");
+        require(!_members[who].active, "already a member");
+    }
+
+    function _add(address who) internal {
+        _checkNew(who);
         Member storage m = _members[who];
-        require(!m.active, "already a member");
         m.active = true;
         m.listIdx = uint32(_memberList.length);
         _memberList.push(who);
@@ -257,11 +285,18 @@ contract Coordinator {
 
     // ------------------------------------------------------------------ rounds
 
+    /// Applies the changes the members passed during the last round first (issue 21); opens
+    /// nothing (returns 0) when one of them handed the federation over to a successor.
     function openRound() external returns (uint256 round) {
+        _notRetired();
         uint8 phase = _state.phase;
         require(phase == NONE || phase == FINALIZED || phase == FAILED, "previous round not final");
+        if (_queue.length > 0) {
+            _applyQueue();
+            if (successor != address(0)) return 0;
+        }
         round = uint256(_times.id) + 1;
-        uint64 deadline = uint64(block.timestamp) + commitDuration;
+        uint64 deadline = uint64(block.timestamp) + _p.commitDuration;
         _times = RoundTimes(uint64(round), deadline, 0, 0);
         uint8 sel = _state.globalSel;
         _state = RoundState(COMMIT, 0, 0, 0, 0, sel, 0, 0);
@@ -324,7 +359,7 @@ contract Coordinator {
         // (the slot is written anyway; a second write only when a mask changes, so a submission
         // without invalid claims costs what it did)
         if (bad != 0 || _extra.invalidMask != 0) _extra.invalidMask = uint96(bad);
-        uint64 vd = uint64(block.timestamp) + verifyDuration;
+        uint64 vd = uint64(block.timestamp) + _p.verifyDuration;
         _times.verifyDeadline = vd;
         _state.phase = VERIFY;
         emit AggregateSubmitted(round, s.attempt, msg.sender, sha256_, cid, included, invalid, vd);
@@ -436,13 +471,13 @@ contract Coordinator {
             if (!_commitsClosed(t, s, nowTs)) return false;
             // the seed is the hash of the last commit's block: not readable inside that block
             if (s.nCommitters > 0 && block.number <= _committerSlot[s.nCommitters - 1] >> 160) return false;
-            if (s.nCommitters < minCommitters) {
+            if (s.nCommitters < _p.minCommitters) {
                 _state.phase = FAILED;
                 emit RoundFailed(round, 0, "too few commits");
                 return true;
             }
             // counted from the close: the deadline, or now when every member committed earlier
-            uint64 ad = (nowTs < t.commitDeadline ? uint64(nowTs) : t.commitDeadline) + aggregateDuration;
+            uint64 ad = (nowTs < t.commitDeadline ? uint64(nowTs) : t.commitDeadline) + _p.aggregateDuration;
             _times.aggregateDeadline = ad;
             _state.phase = AGGREGATE;
             // issue 12 (election): draw the first aggregator from the seed, record it
@@ -502,6 +537,7 @@ contract Coordinator {
     function _failAttempt(uint256 round, RoundState memory s, string memory reason, uint8 verdict) internal {
         emit AttemptFailed(round, s.attempt, reason);
         uint8 next = s.attempt + 1;
+        uint8 maxAttempts = _p.maxAttempts;
         if (verdict != 0 && next < maxAttempts) { // (a last attempt ends the round: nothing to settle)
             // issue 12 (B3/B7): remember who said what about which hash
             _attemptSha[s.attempt] = _sha[1 - s.globalSel];
@@ -520,7 +556,7 @@ contract Coordinator {
             return;
         }
         _state = RoundState(AGGREGATE, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
-        uint64 ad = uint64(block.timestamp) + aggregateDuration;
+        uint64 ad = uint64(block.timestamp) + _p.aggregateDuration;
         _times.aggregateDeadline = ad;
         emit AggregatorElected(round, next, _committer(_aggregatorIdx(round, next, s.nCommitters)), ad);
     }
@@ -591,8 +627,9 @@ contract Coordinator {
     function _payRewards(uint256 round, RoundState memory s) internal {
         uint256 n = s.nCommitters;
         uint256 incl = _extra.includedMask;
-        uint256 bad = _extra.invalidMask;
         uint8[] memory credits = new uint8[](n);
+        // issue 21: the rewards are voted parameters now: read once (one stack slot)
+        uint256[3] memory rw = [_p.contributorReward, _p.aggregatorReward, _p.verifierReward];
         (uint256 forfeit, uint256 aggPaid) = _settle(round, s, _sha[1 - s.globalSel], credits);
         address aggregator = _committer(_aggregatorIdx(round, s.attempt, n));
         address[] memory to = new address[](n);
@@ -601,20 +638,23 @@ contract Coordinator {
         for (uint256 i = 0; i < n; i++) {
             address who = _committer(i);
             if ((incl >> i) & 1 == 0)
-                emit UpdateExcluded(round, who, aggregator, (bad >> i) & 1 == 1 ? "invalid" : "unavailable");
+                // (the invalid mask is read here, for the rare excluded committer: a stack slot less)
+                emit UpdateExcluded(
+                    round, who, aggregator, (uint256(_extra.invalidMask) >> i) & 1 == 1 ? "invalid" : "unavailable"
+                );
             if ((forfeit >> i) & 1 == 1) continue;
             uint256 total;
-            if (contributorReward > 0 && (incl >> i) & 1 == 1) {
-                total += contributorReward;
-                emit RewardPaid(round, who, contributorReward, "contributor");
+            if (rw[0] > 0 && (incl >> i) & 1 == 1) {
+                total += rw[0];
+                emit RewardPaid(round, who, rw[0], "contributor");
             }
-            if (aggregatorReward > 0 && (aggPaid >> i) & 1 == 1) {
-                total += aggregatorReward;
-                emit RewardPaid(round, who, aggregatorReward, "aggregator");
+            if (rw[1] > 0 && (aggPaid >> i) & 1 == 1) {
+                total += rw[1];
+                emit RewardPaid(round, who, rw[1], "aggregator");
             }
-            if (verifierReward > 0 && credits[i] > 0) {
-                total += credits[i] * verifierReward;
-                emit RewardPaid(round, who, credits[i] * verifierReward, "verifier");
+            if (rw[2] > 0 && credits[i] > 0) {
+                total += credits[i] * rw[2];
+                emit RewardPaid(round, who, credits[i] * rw[2], "verifier");
             }
             if (total > 0) {
                 to[k] = who;
@@ -630,21 +670,216 @@ contract Coordinator {
         token.mintBatch(to, amounts);
     }
 
+
+    // ------------------------------------------------------------------ governance (issue 21)
+
+    /// A member proposes: ADD_MEMBER / REMOVE_MEMBER `target`, SET_PARAM `param` to `value`, or
+    /// HAND_OVER to the coordinator at `target`. The proposer's own yes is counted (except on its
+    /// own removal). Open for votes until now + votingPeriod.
+    function propose(uint8 kind, uint8 param, address target, uint256 value) external returns (uint256 id) {
+        require(_members[msg.sender].active, "not a member");
+        _notRetired();
+        if (kind == ADD_MEMBER) {
+            _checkNew(target);
+        } else if (kind == REMOVE_MEMBER) {
+            require(_members[target].active, "target is not a member");
+            require(_memberList.length >= 3, "a removal needs two other members to vote");
+        } else if (kind == SET_PARAM) {
+            require(param < N_PARAMS, "unknown parameter");
+            require(_validParam(param, value), "value out of range for this parameter");
+        } else {
+            require(kind == HAND_OVER, "unknown proposal kind");
+            require(target != address(this) && target.code.length > 0, "no other coordinator at the successor address");
+        }
+        id = proposalCount + 1;
+        proposalCount = id;
+        uint64 deadline = uint64(block.timestamp) + _p.votingPeriod;
+        _proposals[id] = Proposal(target, deadline, kind, param, P_OPEN, value);
+        emit ProposalCreated(id, msg.sender, kind, param, target, value, deadline);
+        if (kind != REMOVE_MEMBER || target != msg.sender) _ballot(id, true);
+    }
+
+    /// A member votes on an open proposal before its deadline; the target of a removal does not
+    /// vote. The vote that reaches the quorum passes it: applied at once when no round is live,
+    /// else queued for the next openRound.
+    function voteProposal(uint256 id, bool support) external {
+        require(_members[msg.sender].active, "not a member");
+        _notRetired();
+        require(id != 0 && id <= proposalCount, "no such proposal");
+        Proposal storage pr = _proposals[id];
+        require(pr.status == P_OPEN, "the proposal is decided");
+        require(block.timestamp < pr.deadline, "voting on the proposal closed");
+        require(pr.kind != REMOVE_MEMBER || pr.target != msg.sender, "the target of a removal does not vote");
+        require(_ballots[id][msg.sender] == 0, "already voted on this proposal");
+        _ballot(id, support);
+    }
+
+    function _ballot(uint256 id, bool support) internal {
+        _ballots[id][msg.sender] = support ? BALLOT_YES : BALLOT_NO;
+        Proposal storage pr = _proposals[id];
+        (uint256 yes, uint256 no, uint256 eligible) = _tally(pr, id);
+        uint256 required = _required(eligible);
+        emit ProposalVoted(id, msg.sender, support, yes, no, required);
+        if (yes >= required) {
+            bool queued = _live();
+            emit ProposalPassed(id, queued);
+            if (queued) {
+                pr.status = P_QUEUED;
+                _queue.push(id);
+            } else {
+                _execute(id);
+            }
+        } else if (eligible - no < required) {
+            pr.status = P_REJECTED;
+            emit ProposalRejected(id, yes, no);
+        }
+    }
+
+    /// Ballots of the CURRENT members (a removed member's ballot no longer counts; a member
+    /// admitted since may vote), the removal's target left out; and the quorum: at least 2/3 of
+    /// the eligible members, and never fewer than two while the federation has more than one.
+    function _tally(Proposal storage pr, uint256 id) internal view returns (uint256 yes, uint256 no, uint256 eligible) {
+        address skip = pr.kind == REMOVE_MEMBER ? pr.target : address(0);
+        uint256 n = _memberList.length;
+        for (uint256 i = 0; i < n; i++) {
+            address a = _memberList[i];
+            if (a == skip) continue;
+            eligible++;
+            uint8 b = _ballots[id][a];
+            if (b == BALLOT_YES) yes++;
+            else if (b == BALLOT_NO) no++;
+        }
+    }
+
+    function _required(uint256 eligible) internal view returns (uint256 q) {
+        q = (eligible * 2 + 2) / 3;
+        if (_memberList.length > 1 && q < 2) q = 2;
+    }
+
+    function _notRetired() internal view {
+        require(successor == address(0), "the federation moved to its successor");
+    }
+
+    function _live() internal view returns (bool) {
+        uint8 phase = _state.phase;
+        return phase == COMMIT || phase == AGGREGATE || phase == VERIFY;
+    }
+
+    function _applyQueue() internal {
+        uint256 k = _queue.length;
+        for (uint256 i = 0; i < k; i++) _execute(_queue[i]);
+        delete _queue;
+    }
+
+    /// Applies a passed proposal; one that no longer applies is marked void (never reverts: it
+    /// runs inside openRound).
+    function _execute(uint256 id) internal {
+        Proposal storage pr = _proposals[id];
+        uint8 kind = pr.kind;
+        address t = pr.target;
+        if (successor != address(0)) return _void(pr, id, "the federation moved to its successor");
+        if (kind == ADD_MEMBER) {
+            if (_members[t].active) return _void(pr, id, "already a member");
+            _add(t);
+        } else if (kind == REMOVE_MEMBER) {
+            if (!_members[t].active) return _void(pr, id, "target is not a member");
+            if (_memberList.length < 2) return _void(pr, id, "the last member");
+            _remove(t);
+        } else if (kind == SET_PARAM) {
+            _setParam(pr.param, pr.value);
+        } else {
+            successor = t;
+            emit Successor(t, id);
+        }
+        pr.status = P_EXECUTED;
+        emit ProposalExecuted(id);
+    }
+
+    function _void(Proposal storage pr, uint256 id, string memory reason) internal {
+        pr.status = P_VOID;
+        emit ProposalVoid(id, reason);
+    }
+
+    function _remove(address who) internal {
+        Member storage m = _members[who];
+        uint256 idx = m.listIdx;
+        address last = _memberList[_memberList.length - 1];
+        _memberList[idx] = last;
+        _members[last].listIdx = uint32(idx);
+        _memberList.pop();
+        m.active = false;
+        emit MemberRemoved(who);
+    }
+
+    /// Ranges a parameter may take (docs/contract.md, Governance).
+    function _validParam(uint8 param, uint256 v) internal pure returns (bool) {
+        if (param <= 2 || param == 9) return v > 0 && v < 2 ** 63; // durations, votingPeriod
+        if (param == 3) return v >= 1 && v <= 16; // maxAttempts
+        if (param == 4) return v >= 1 && v <= MAX_COMMITTERS; // minCommitters
+        if (param <= 7) return v < 2 ** 128; // rewards
+        return v <= 1; // openMembership
+    }
+
+    function _setParam(uint8 param, uint256 v) internal {
+        if (param == 0) _p.commitDuration = uint64(v);
+        else if (param == 1) _p.aggregateDuration = uint64(v);
+        else if (param == 2) _p.verifyDuration = uint64(v);
+        else if (param == 3) _p.maxAttempts = uint8(v);
+        else if (param == 4) _p.minCommitters = uint8(v);
+        else if (param == 5) _p.contributorReward = v;
+        else if (param == 6) _p.aggregatorReward = v;
+        else if (param == 7) _p.verifierReward = v;
+        else if (param == 8) {
+            _p.openMembership = v == 1;
+            emit OpenMembershipSet(v == 1);
+        } else _p.votingPeriod = uint64(v);
+        emit ParamChanged(param, v);
+    }
+
+    /// A proposal as it stands: counts over the current members; status OPEN (1), QUEUED (2,
+    /// passed, waiting for the next openRound), EXECUTED (3), REJECTED (4), VOID (5) or EXPIRED
+    /// (6: open past its deadline without a quorum).
+    function proposal(uint256 id)
+        external
+        view
+        returns (
+            uint8 kind,
+            uint8 param,
+            address target,
+            uint256 value,
+            uint256 deadline,
+            uint8 status,
+            uint256 yes,
+            uint256 no,
+            uint256 required
+        )
+    {
+        require(id != 0 && id <= proposalCount, "no such proposal");
+        Proposal storage pr = _proposals[id];
+        (yes, no, required) = _tally(pr, id);
+        required = _required(required); // (_tally's third value is the eligible count)
+        status = pr.status;
+        if (status == P_OPEN && block.timestamp >= pr.deadline) status = P_EXPIRED;
+        return (pr.kind, pr.param, pr.target, pr.value, pr.deadline, status, yes, no, required);
+    }
+
+    function ballotOf(uint256 id, address who) external view returns (uint8) {
+        return _ballots[id][who];
+    }
+
+    /// How many passed proposals wait for the next openRound.
+    function queuedCount() external view returns (uint256) {
+        return _queue.length;
+    }
+
     // ------------------------------------------------------------------ views
 
     function params() external view returns (Params memory) {
-        return
-            Params(
-                commitDuration,
-                aggregateDuration,
-                verifyDuration,
-                maxAttempts,
-                minCommitters,
-                contributorReward,
-                aggregatorReward,
-                verifierReward,
-                openMembership
-            );
+        return _p;
+    }
+
+    function openMembership() external view returns (bool) {
+        return _p.openMembership;
     }
 
     function isMember(address who) external view returns (bool) {
@@ -707,7 +942,7 @@ contract Coordinator {
         RoundState memory s = _state;
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
         if (s.phase == COMMIT) {
-            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < minCommitters) return address(0);
+            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < _p.minCommitters) return address(0);
             if (block.number <= _committerSlot[s.nCommitters - 1] >> 160) return address(0); // not drawable yet
             (bytes32 seed, ) = _electionSeed(round, s.nCommitters);
             return _committer(uint256(seed) % s.nCommitters);

@@ -19,6 +19,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from chain import peer_record
+from chain.types import PARAM_NAMES
 from node.explorer.db import Database
 from node.explorer.errors import ApiError, BadRequest, NotFound
 from node.metric_report import decode_report
@@ -29,6 +30,7 @@ _ROUND = re.compile(r"^[0-9]{1,18}$")
 _LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", int() does not
 
 Json = dict[str, Any]
+KINDS = {1: "add-member", 2: "remove-member", 3: "set", 4: "successor"}  # chain.types.ProposalKind
 
 
 def parse_address(text: str) -> str:
@@ -533,6 +535,49 @@ class Api:
             matches.append({"kind": "initial", "round": 0, "member": None})
         return {"sha256": sha, "matches": matches}
 
+    def proposals(self) -> Json:
+        """Governance (issue 21): every proposal, newest first, with its ballots and outcome
+        ("open", "queued" for the next round, "executed", "rejected", "void"; an open one past
+        its deadline is "expired")."""
+        snap = self._snapshot()
+        now = self._time(self.db.last_block())
+        out = []
+        for p in self.db.query("SELECT * FROM proposals ORDER BY id DESC"):
+            votes = self.db.query(
+                "SELECT * FROM proposal_votes WHERE id = ? ORDER BY block, log_index", (p["id"],)
+            )
+            deadline_ms = self._deadline_ms(p["deadline"])
+            status = p["status"]
+            if status == "open" and now is not None and deadline_ms is not None and now >= deadline_ms:
+                status = "expired"
+            kind = KINDS.get(p["kind"], str(p["kind"]))
+            out.append(
+                {
+                    "id": p["id"],
+                    "kind": kind,
+                    "param": PARAM_NAMES[p["param"]]
+                    if kind == "set" and p["param"] < len(PARAM_NAMES)
+                    else None,
+                    "target": _cs(p["target"]) if kind != "set" else None,
+                    "value": p["value"] if kind == "set" else None,
+                    "proposer": _cs(p["proposer"]),
+                    "deadline_ms": deadline_ms,
+                    "status": status,
+                    "reason": p["reason"],
+                    "yes": p["yes"],
+                    "no": p["no"],
+                    "required": p["required"],
+                    "votes": [{"voter": _cs(v["voter"]), "support": bool(v["support"])} for v in votes],
+                    "created": self._where(p["created_block"], p["created_tx"]),
+                    "decided": self._where(p["decided_block"], p["decided_tx"]),
+                }
+            )
+        return {
+            "successor": _cs(snap.get("successor")),
+            "deployer": _cs(snap.get("deployer")),
+            "proposals": out,
+        }
+
     def events(self, limit: int = 50) -> Json:
         """The newest events, newest first."""
         rows = self.db.query("SELECT * FROM events ORDER BY block DESC, log_index DESC LIMIT ?", (limit,))
@@ -572,6 +617,7 @@ def route(api: Api, path: str, query: dict[str, list[str]]) -> tuple[int, Json]:
         "rounds": api.rounds,
         "members": api.members,
         "metrics": api.metrics,
+        "proposals": api.proposals,
     }
     if not rest:
         return 200, {"endpoints": ENDPOINTS}
@@ -601,6 +647,7 @@ ENDPOINTS = [
     "/api/metrics",
     "/api/verify/<sha256>",
     "/api/events?limit=N",
+    "/api/proposals",
 ]
 
 

@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     accuracy_ppm INTEGER NOT NULL, n INTEGER NOT NULL,
     block INTEGER NOT NULL, log_index INTEGER NOT NULL, tx TEXT NOT NULL,
     PRIMARY KEY (round, member));
+CREATE TABLE IF NOT EXISTS proposals (
+    id INTEGER PRIMARY KEY, proposer TEXT, kind INTEGER, param INTEGER, target TEXT, value TEXT,
+    deadline INTEGER, created_block INTEGER, created_tx TEXT, status TEXT NOT NULL DEFAULT 'open',
+    yes INTEGER NOT NULL DEFAULT 0, no INTEGER NOT NULL DEFAULT 0, required INTEGER, reason TEXT,
+    decided_block INTEGER, decided_tx TEXT);
+CREATE TABLE IF NOT EXISTS proposal_votes (
+    id INTEGER NOT NULL, voter TEXT NOT NULL, support INTEGER NOT NULL,
+    block INTEGER NOT NULL, log_index INTEGER NOT NULL, tx TEXT NOT NULL,
+    PRIMARY KEY (id, voter));
 """
 
 

@@ -216,7 +216,8 @@ class Indexer:
                 "approvals": live.approvals,
                 "rejections": live.rejections,
             },
-            "admin": to_checksum_address(c.admin()),
+            "deployer": to_checksum_address(c.deployer()),
+            "successor": c.successor(),
             "params": {
                 k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 2**53 else v)
                 for k, v in dataclasses.asdict(params).items()

@@ -176,6 +176,53 @@ def _metrics_reported(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> N
     )
 
 
+# ----- governance (issue 21)
+
+
+def _proposal_created(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO proposals (id, proposer, kind, param, target, value, deadline, created_block, "
+        "created_tx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "proposer = excluded.proposer, kind = excluded.kind, param = excluded.param, "
+        "target = excluded.target, value = excluded.value, deadline = excluded.deadline, "
+        "created_block = excluded.created_block, created_tx = excluded.created_tx",
+        (
+            a["id"],
+            a["proposer"],
+            a["kind"],
+            a["param"],
+            a["target"],
+            str(a["value"]),
+            a["deadline"],
+            f.block,
+            f.tx,
+        ),
+    )
+
+
+def _proposal_voted(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO proposal_votes VALUES (?, ?, ?, ?, ?, ?)",
+        (a["id"], a["voter"], int(bool(a["support"])), f.block, f.log_index, f.tx),
+    )
+    conn.execute(
+        "UPDATE proposals SET yes = ?, no = ?, required = ? WHERE id = ?",
+        (a["yes"], a["no"], a["required"], a["id"]),
+    )
+
+
+def _proposal_outcome(status: str) -> Any:
+    def handler(conn: sqlite3.Connection, f: Fact, a: dict[str, Any]) -> None:
+        outcome = "queued" if status == "passed" and a.get("queued") else status
+        conn.execute(
+            "UPDATE proposals SET status = ?, reason = coalesce(?, reason), decided_block = ?, "
+            "decided_tx = ? WHERE id = ?",
+            (outcome, a.get("reason"), f.block, f.tx, a["id"]),
+        )
+
+    return handler
+
+
 _HANDLERS = {
     "MemberAdded": _member_added,
     "MemberRemoved": _member_removed,
@@ -190,4 +237,10 @@ _HANDLERS = {
     "RoundFailed": _round_failed,
     "RewardPaid": _reward_paid,
     "MetricsReported": _metrics_reported,
+    "ProposalCreated": _proposal_created,
+    "ProposalVoted": _proposal_voted,
+    "ProposalPassed": _proposal_outcome("passed"),
+    "ProposalRejected": _proposal_outcome("rejected"),
+    "ProposalExecuted": _proposal_outcome("executed"),
+    "ProposalVoid": _proposal_outcome("void"),
 }

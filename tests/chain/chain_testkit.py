@@ -10,7 +10,7 @@ from web3 import Web3
 
 from chain.client import CoordinatorClient
 from chain.profile import DEVNET
-from chain.types import Deployment, DeployParams, Phase, RoundInfo
+from chain.types import Deployment, DeployParams, Phase, ProposalCreated, RoundInfo, TxResult
 from chain.wallet import Wallet
 from localnet.anvil import AnvilProcess, rpc
 
@@ -85,6 +85,14 @@ class Fed:
         for i in committers:
             self.m[i].commit_update(r, sha(f"r{r}{tag}-update-{i}"), CID, 100 + i)
         return r
+
+    def pass_proposal(self, created: TxResult, voters: Sequence[int]) -> int:
+        """Yes votes from member indexes `voters` on the proposal `created` opened; its id."""
+        ev = created.first(ProposalCreated)
+        assert isinstance(ev, ProposalCreated)
+        for i in voters:
+            self.m[i].vote_proposal(ev.id, True)
+        return int(ev.id)
 
     def balances(self) -> list[int]:
         return [self.view.token_balance(w.address) for w in self.base.members]

@@ -10,7 +10,6 @@ import pytest
 from chain_testkit import INITIAL_CID, INITIAL_SHA, PARAMS, Base, Fed, sha
 from cypherium_kit import in_parallel, running_chain
 
-from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
 from chain.profile import DEVNET
 from chain.rpc import connect
@@ -32,14 +31,21 @@ def base(anvil: AnvilProcess) -> Base:
     w3 = connect(anvil.rpc_url, DEVNET)
     admin = new_account()
     set_balance(anvil.rpc_url, admin.address, 10**22)
-    dep = deploy_federation(
-        anvil.rpc_url, admin, PARAMS, INITIAL_SHA, INITIAL_CID, "tiny", sha("lora config"), DEVNET, w3=w3
-    )
-    client = CoordinatorClient(anvil.rpc_url, dep.coordinator, admin, DEVNET, w3=w3)
     members = tuple(new_account() for _ in range(4))
     for m in members:
         set_balance(anvil.rpc_url, m.address, 10**20)
-        client.add_member(m.address)
+    dep = deploy_federation(
+        anvil.rpc_url,
+        admin,
+        PARAMS,
+        INITIAL_SHA,
+        INITIAL_CID,
+        "tiny",
+        sha("lora config"),
+        DEVNET,
+        members=[m.address for m in members],
+        w3=w3,
+    )
     outsider = new_account()
     set_balance(anvil.rpc_url, outsider.address, 10**20)
     return Base(anvil, w3, dep, admin, members, outsider)

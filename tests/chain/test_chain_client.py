@@ -45,7 +45,7 @@ def test_unreachable_rpc() -> None:
 def test_views_work_without_wallet_but_transactions_do_not(fed: Fed) -> None:
     assert fed.view.params().contributor_reward == PARAMS.contributor_reward
     assert fed.view.base_model() == "tiny"
-    assert fed.view.admin() == fed.base.admin.address
+    assert fed.view.deployer() == fed.base.admin.address
     assert fed.view.global_adapter().sha256 == INITIAL_SHA
     with pytest.raises(Exception, match="no wallet"):
         fed.view.open_round()

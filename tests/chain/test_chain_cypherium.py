@@ -18,7 +18,18 @@ from cypherium_kit import federation, in_parallel
 from chain.client import CoordinatorClient
 from chain.errors import ContractRevert
 from chain.profile import CYPHERIUM
-from chain.types import DeployParams, Phase, RoundOpened, TxResult, UpdateExcluded
+from chain.types import (
+    DeployParams,
+    MemberAdded,
+    MemberRemoved,
+    ParamChanged,
+    Phase,
+    ProposalCreated,
+    ProposalStatus,
+    RoundOpened,
+    TxResult,
+    UpdateExcluded,
+)
 from localnet.cypherium import CypheriumNode
 
 CID = "bafkrei" + "c" * 52
@@ -92,7 +103,7 @@ def test_late_vote_is_refused_and_advance_moves_a_quiet_chain(
 
 
 def round_detects_reverts_and_pays(cypherium: CypheriumNode) -> None:
-    _, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4)
+    _, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4, joiners=1)  # and join() works
     members, idle = everyone[:3], everyone[3]  # idle never commits: the deadline closes the phase
     assert boss.time_unit_ms and boss.params().commit_duration == 10_000  # ms on this chain
     opened = boss.open_round()
@@ -197,3 +208,66 @@ def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
     assert info.phase == Phase.AGGREGATE and info.attempt == 1
     # nobody was paid (the round is not finalized)
     assert all(boss.token_balance(m.sender_address) == 0 for m in members)
+
+
+def test_governance_rules_on_a_real_chain(cypherium_nodes: dict[str, CypheriumNode]) -> None:
+    """issue 21 on both rule sets: a vote admits a member, a refused ballot is detected by its
+    missing event (official-rules: all gas consumed, no reason from the chain), a change passed
+    during a round waits for openRound, and a hand-over retires the coordinator."""
+    on_both(cypherium_nodes, governance_on_a_real_chain)
+
+
+def governance_on_a_real_chain(cypherium: CypheriumNode) -> None:
+    dep, boss, everyone = federation(cypherium.rpc_url, PARAMS, 4)
+    members, newcomer = everyone[:3], everyone[3]
+    # (the 4th wallet was admitted by the constructor: vote it out first, then back in)
+    assert len(boss.members()) == 4 and boss.deployer() == boss.sender_address
+    assert not boss.is_member(boss.sender_address)  # the deployer is not a member and rules nothing
+    with pytest.raises(ContractRevert, match="not a member"):
+        boss.propose_add_member(boss.sender_address)
+    out = members[0].propose_remove_member(newcomer.sender_address)
+    pid = out.first(ProposalCreated).id  # type: ignore[union-attr]
+    res = members[1].vote_proposal(pid, True)  # 2 of the 3 eligible (the target does not vote)
+    assert isinstance(res.first(MemberRemoved), MemberRemoved) and len(boss.members()) == 3
+    # one member cannot admit anyone alone; its second ballot, past the preflight, is mined
+    # without effect (status 1) and the reason is worked out from the views
+    pid = members[0].propose_add_member(newcomer.sender_address).first(ProposalCreated).id  # type: ignore[union-attr]
+    with pytest.raises(ContractRevert, match="not a member"):
+        newcomer.vote_proposal(pid, True)  # refused before sending
+    members[0].preflight = False
+    with pytest.raises(ContractRevert, match="already voted on this proposal") as exc:
+        members[0].vote_proposal(pid, True)
+    members[0].preflight = True
+    assert exc.value.tx_hash is not None
+    receipt = boss.w3.eth.get_transaction_receipt(exc.value.tx_hash)  # type: ignore[arg-type]
+    assert receipt["status"] == 1 and not receipt["logs"]
+    assert not boss.is_member(newcomer.sender_address)
+    res = members[1].vote_proposal(pid, True)
+    assert isinstance(res.first(MemberAdded), MemberAdded) and boss.is_member(newcomer.sender_address)
+    # a change passed during a round waits for the next openRound
+    opened = boss.open_round()
+    r = opened.events[0].round  # type: ignore[attr-defined]
+    everyone_now = [*members, newcomer]
+    pid = everyone_now[0].propose_param("verifier_reward", 3).first(ProposalCreated).id  # type: ignore[union-attr]
+    in_parallel([lambda c=c: c.vote_proposal(pid, True) for c in everyone_now[1:3]])
+    assert boss.proposal(pid).status == ProposalStatus.QUEUED
+    assert boss.params().verifier_reward == PARAMS.verifier_reward
+    wait_quietly_past(boss, opened_deadline(opened))
+    assert [type(e).__name__ for e in boss.advance(r).events] == ["RoundFailed"]  # nobody committed
+    res = boss.open_round()
+    assert isinstance(res.first(ParamChanged), ParamChanged) and boss.params().verifier_reward == 3
+    # hand-over to a successor (another coordinator): applied between rounds, retires this one
+    nxt, _, _ = federation(cypherium.rpc_url, PARAMS, 1)
+    r = boss.current_round()
+    wait_quietly_past(boss, boss.round_info().commit_deadline)
+    boss.advance(r)
+    pid = everyone_now[0].propose_successor(nxt.coordinator).first(ProposalCreated).id  # type: ignore[union-attr]
+    in_parallel([lambda c=c: c.vote_proposal(pid, True) for c in everyone_now[1:3]])
+    assert boss.successor() == nxt.coordinator
+    with pytest.raises(ContractRevert, match="the federation moved to its successor"):
+        boss.open_round()
+    boss.preflight = False
+    with pytest.raises(ContractRevert, match="the federation moved to its successor") as exc:
+        boss.open_round()
+    assert exc.value.tx_hash is not None
+    assert dep.coordinator != nxt.coordinator

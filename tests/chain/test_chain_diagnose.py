@@ -36,9 +36,9 @@ def agree(client: CoordinatorClient, fn: str, *args: Any, expect: str | None) ->
 
 
 def test_views_give_the_contracts_reason_through_a_round(fed: Fed) -> None:
-    agree(fed.outsider, "addMember", fed.base.outsider.address, expect="only the admin")
-    agree(fed.admin, "addMember", fed.addr(0), expect="already a member")
-    agree(fed.outsider, "join", expect="membership is not open: ask the admin to add you")
+    agree(fed.outsider, "propose", 1, 0, fed.base.outsider.address, 0, expect="not a member")
+    agree(fed.m[0], "propose", 1, 0, fed.addr(1), 0, expect="already a member")
+    agree(fed.outsider, "join", expect="membership is not open: ask the members to vote you in")
     agree(fed.outsider, "publishPeer", "p", "a", expect="not a member")
     r = fed.open_and_commit([0, 1, 2])
     agree(fed.admin, "openRound", expect="previous round not final")
@@ -198,3 +198,28 @@ def test_views_follow_the_vote_rules(fed: Fed) -> None:
     assert diagnose._decision(3, 0, 1, False) == 0
     assert diagnose._decision(3, 0, 1, True) == diagnose.DISPUTED  # a lone rejection blames nobody
     assert diagnose._decision(2, 0, 1, False) == diagnose.DISPUTED  # every eligible verifier voted
+
+
+def test_views_give_the_contracts_reason_for_governance(fed: Fed) -> None:
+    """issue 21: every refusal of propose / voteProposal is explained before sending."""
+    out, m0 = fed.base.outsider.address, fed.addr(0)
+    agree(fed.outsider, "propose", 1, 0, out, 0, expect="not a member")
+    agree(fed.m[0], "propose", 1, 0, "0x" + "00" * 20, 0, expect="zero address")
+    agree(fed.m[0], "propose", 2, 0, out, 0, expect="target is not a member")
+    agree(fed.m[0], "propose", 3, 10, out, 0, expect="unknown parameter")
+    agree(fed.m[0], "propose", 3, 3, out, 99, expect="value out of range for this parameter")
+    agree(fed.m[0], "propose", 4, 0, out, 0, expect="no other coordinator at the successor address")
+    agree(fed.m[0], "propose", 7, 0, out, 0, expect="unknown proposal kind")
+    agree(fed.m[0], "propose", 1, 0, out, 0, expect=None)
+    agree(fed.m[0], "voteProposal", 1, True, expect="no such proposal")
+    fed.m[0].propose_remove_member(fed.addr(3))
+    agree(fed.m[0], "voteProposal", 1, True, expect="already voted on this proposal")
+    agree(fed.m[3], "voteProposal", 1, False, expect="the target of a removal does not vote")
+    agree(fed.outsider, "voteProposal", 1, True, expect="not a member")
+    agree(fed.m[1], "voteProposal", 1, True, expect=None)
+    fed.m[1].vote_proposal(1, True)
+    agree(fed.m[2], "voteProposal", 1, True, expect="the proposal is decided")
+    fed.m[0].propose_add_member(out)
+    fed.warp_past(fed.view.proposal(2).deadline)
+    agree(fed.m[1], "voteProposal", 2, True, expect="voting on the proposal closed")
+    assert m0 in fed.view.members()

@@ -34,7 +34,8 @@ def test_chain_up_and_down_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture
         for path, addr in zip(data["wallets"], data["addresses"], strict=True):
             assert load_wallet(path, password).address == addr
             assert client.is_member(addr) and client.eth_balance(addr) > 10**18
-        assert client.admin() == devnet.admin
+        assert client.deployer() == devnet.admin
+        assert sorted(client.members()) == sorted(data["addresses"])  # admitted by the constructor
         # a second `up` on the same dir is refused, naming the fix
         assert main(["chain", "up", "--dir", str(d)]) == 2
         assert "chain down" in capsys.readouterr().err

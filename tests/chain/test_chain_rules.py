@@ -144,23 +144,28 @@ def test_open_round_refused_while_round_live(fed: Fed) -> None:
         fed.m[0].open_round()
 
 
-def test_membership_admin_only_unless_open(fed: Fed) -> None:
-    with pytest.raises(ContractRevert, match="only the admin"):
-        fed.m[0].add_member(fed.base.outsider.address)
+def test_membership_by_vote_only_unless_open(fed: Fed) -> None:
+    """issue 21: no key alone changes membership; open membership is a voted parameter."""
+    names = {f["name"] for f in fed.view.contract.abi if f.get("type") == "function"}
+    assert not names & {"addMember", "removeMember", "setOpenMembership", "admin"}
+    with pytest.raises(ContractRevert, match="not a member"):
+        fed.outsider.propose_add_member(fed.base.outsider.address)
     with pytest.raises(ContractRevert, match="membership is not open"):
         fed.outsider.join()
     with pytest.raises(ContractRevert, match="already a member"):
-        fed.admin.add_member(fed.addr(0))
-    fed.admin.set_open_membership(True)
+        fed.m[0].propose_add_member(fed.addr(1))
+    fed.pass_proposal(fed.m[0].propose_param("open_membership", 1), [1, 2])
     fed.outsider.join()
     assert fed.view.is_member(fed.base.outsider.address)
     assert fed.view.params().open_membership
-    fed.admin.remove_member(fed.addr(1))
+    fed.pass_proposal(fed.m[0].propose_remove_member(fed.addr(1)), [2, 3])
     assert not fed.view.is_member(fed.addr(1))
     assert set(fed.view.members()) == {fed.addr(0), fed.addr(2), fed.addr(3), fed.base.outsider.address}
     fed.admin.open_round()
     with pytest.raises(ContractRevert, match="not a member"):
         fed.m[1].commit_update(1, sha("x"), CID, 1)
+    with pytest.raises(ContractRevert, match="not a member"):
+        fed.m[1].propose_add_member(fed.addr(1))
 
 
 def test_publish_peer_members_only(fed: Fed) -> None:

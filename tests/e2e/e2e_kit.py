@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,8 @@ def run(
     verify_s: int | None = None,
     until: Callable[[F.Federation, History], bool] | None = None,
     restart_when: Callable[[F.Federation, History, int], bool] | None = None,
+    members: int | None = None,
+    may_exit: Collection[int] = (),
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -152,7 +154,9 @@ def run(
 
     With ``until``: follow until ``until(fed, history)`` holds instead (``rounds`` is then the most
     the nodes run; a round in progress is cut short), restarting a node that a crash fault stopped
-    once ``restart_when(fed, history, node)`` holds (see `follow`).
+    once ``restart_when(fed, history, node)`` holds (see `follow`). ``members``: admit only that
+    many wallets at deployment (the others wait for the members' vote, issue 21); ``may_exit``:
+    nodes whose exit is expected (e.g. a member voted out stops).
     The chain stays up (read its history, then `F.down(dir)`); on failure everything is stopped.
     """
     sizing = sizing or E2E_SIZING
@@ -180,6 +184,7 @@ def run(
         rules=rules,
         data=data,
         monitoring=monitoring,
+        members=members,
     )
     try:
         F.wait_ready(fed, 180)
@@ -187,7 +192,7 @@ def run(
         if until is None:
             done = F.wait_rounds(fed, rounds, timeout_s, restart_crashed=restart_crashed, progress=False)
         else:
-            follow(fed, until, timeout_s, restart_when)
+            follow(fed, until, timeout_s, restart_when, may_exit)
             done = F.rounds_done(fed)
     except BaseException:
         for i in list(fed._procs):
@@ -204,6 +209,7 @@ def follow(
     until: Callable[[F.Federation, History], bool],
     timeout_s: float,
     restart_when: Callable[[F.Federation, History, int], bool] | None = None,
+    may_exit: Collection[int] = (),
 ) -> History:
     """Poll the chain (every second) until ``until(fed, history)``; return that history.
 
@@ -215,7 +221,7 @@ def follow(
         h = history(fed)
         for i in range(len(fed.sites)):
             code = fed.node_exit_code(i)
-            if code is None:
+            if code is None or i in may_exit:
                 continue
             if code == F.RESTART_EXIT_CODE and restart_when is not None:
                 if restart_when(fed, h, i):

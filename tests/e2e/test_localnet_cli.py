@@ -154,7 +154,7 @@ def test_genesis_without_cypherium_is_refused(
 def test_chain_round_no_warp_on_an_anvil_without_empty_blocks(tmp_path: Path) -> None:
     """Anvil making blocks only for transactions behaves like a quiet Cypherium chain; `chain round
     --no-warp` used to wait for a block timestamp that never came. It follows the wall clock. One
-    member is added after the round opened and never commits, so the deadline closes the phase."""
+    member is voted in before the round opens and never commits, so the deadline closes the phase."""
     import dataclasses
 
     from localnet.chain import DEVNET_PARAMS, new_account, scripted_round, start_devnet, stop_devnet
@@ -162,8 +162,12 @@ def test_chain_round_no_warp_on_an_anvil_without_empty_blocks(tmp_path: Path) ->
     params = dataclasses.replace(DEVNET_PARAMS, commit_duration_s=3)
     devnet = start_devnet(tmp_path / "chain", 2, params, block_time_s=None)
     try:
-        admin = devnet.client(devnet.load_admin())
-        admin.add_member(new_account().address)  # a member with no wallet here: it never commits
+        # the two members vote in a third with no wallet here: it never commits (issue 21)
+        m0, m1 = (devnet.client(devnet.load_wallet(i)) for i in range(2))
+        pid = m0.proposal_count() + 1
+        m0.propose_add_member(new_account().address)
+        m1.vote_proposal(pid, True)
+        assert len(m0.members()) == 3
         t0 = time.monotonic()
         names = [type(e).__name__ for e in scripted_round(devnet, warp=False)]
         assert "AggregatorElected" in names and "RoundFinalized" in names

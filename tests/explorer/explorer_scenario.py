@@ -152,12 +152,12 @@ def build_federation(
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         hashlib.sha256(b"lora r=8 alpha=16").digest(),
         profile,
+        members=[w.address for w in members],
     )
     admin_c = CoordinatorClient(rpc_url, dep.coordinator, admin, profile)
     clients = {w.address: admin_c.with_wallet(w) for w in members}
     peer_ids = {}
     for i, w in enumerate(members):
-        admin_c.add_member(w.address)
         peer_ids[w.address] = peer_id_for(w)
         clients[w.address].publish_peer(peer_ids[w.address], [f"/ip4/127.0.0.1/tcp/{40100 + i}"])
     rounds: list[RoundRec] = []

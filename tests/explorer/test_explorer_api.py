@@ -253,6 +253,7 @@ def test_an_empty_index_answers_every_endpoint() -> None:
     assert a.metrics() == {"members": [], "rounds": [], "loss_members": [], "loss_rounds": [], "names": {}}
     assert a.verify("00" * 32)["matches"] == []
     assert route(a, "/api/events", {})[1] == {"events": []}
+    assert route(a, "/api/proposals", {})[1] == {"successor": None, "deployer": None, "proposals": []}
     with pytest.raises(NotFound):
         a.round_detail(1)
 

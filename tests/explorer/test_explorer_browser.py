@@ -12,6 +12,7 @@ from explorer_scenario import Scenario
 
 from chain.client import CoordinatorClient
 from chain.profile import DEVNET
+from node.explorer.api import Api
 from node.explorer.server import ExplorerHandle, start_explorer
 
 
@@ -221,3 +222,38 @@ def test_display_names_show_beside_addresses_and_hostile_ones_stay_text(
         page.wait_for_selector("[data-testid=figure]")
         assert page.get_attribute("[data-testid=figure]", "data-kind") in ("accuracy", "mc", "sft")
     assert dialogs == []
+
+
+def test_governance_page_shows_proposals_votes_and_outcomes(
+    page: Any, fresh_devnet: Scenario, tmp_path: Path
+) -> None:
+    """issue 21: /api/proposals and the Governance page: an executed parameter change, a
+    rejected admission and an open one, each with its ballots."""
+    sc = fresh_devnet
+    c = [CoordinatorClient(sc.rpc_url, sc.coordinator, w, DEVNET) for w in sc.members]
+    outsider = "0x" + "ab" * 20
+    c[0].propose_param("verifier_reward", 7)  # 1: passes on the second yes, applied at once
+    c[1].vote_proposal(1, True)
+    c[0].propose_add_member(outsider)  # 2: rejected by the two others
+    c[1].vote_proposal(2, False)
+    c[2].vote_proposal(2, False)
+    c[2].propose_add_member(outsider)  # 3: open
+    assert c[0].params().verifier_reward == 7
+    with start_explorer(sc.rpc_url, sc.coordinator, tmp_path / "gov.sqlite", port=0, poll_s=0.2) as ex:
+        ex.indexer.sync_once()
+        body = Api(ex.db).proposals()
+        by_id = {p["id"]: p for p in body["proposals"]}
+        assert [p["id"] for p in body["proposals"]] == [3, 2, 1]
+        assert by_id[1]["status"] == "executed" and by_id[1]["param"] == "verifier_reward"
+        assert by_id[1]["value"] == "7" and (by_id[1]["yes"], by_id[1]["required"]) == (2, 2)
+        assert by_id[2]["status"] == "rejected" and by_id[2]["no"] == 2
+        assert [v["support"] for v in by_id[2]["votes"]] == [True, False, False]
+        assert by_id[3]["status"] == "open" and by_id[3]["target"].lower() == outsider
+        assert body["deployer"] == sc.admin.address and body["successor"] is None
+        page.goto(ex.url + "#/governance")
+        page.wait_for_selector("[data-testid=proposal-id] >> text=#3")
+        statuses = page.eval_on_selector_all(
+            "[data-testid=proposal-status]", "els => els.map(e => e.textContent)"
+        )
+        assert statuses == ["open", "rejected", "executed"]
+        assert "set verifier_reward = 7" in page.inner_text("main")

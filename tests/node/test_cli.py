@@ -264,7 +264,7 @@ def test_start_refuses_non_member_wrong_password_wrong_lora_and_bad_data(
     create_wallet(stranger, PASSWORD, scrypt_n=DEVNET_SCRYPT_N)
     cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator)
     line = _start_fails(capsys, stranger, cfg, pwfile)
-    assert "is not a member" in line and "admin" in line
+    assert "is not a member" in line and "propose add-member" in line
 
     member = _member_wallet(devnet, tmp_path)
     wrong = tmp_path / "wrong.txt"
@@ -339,7 +339,7 @@ def test_status_reports_membership_round_and_balance(
     assert f"member {member}: yes" in out and "token balance: 0.0000 MFR" in out
     stranger = "0x" + "ab" * 20
     assert main(["status", "--config", str(cfg), "--address", stranger]) == 0
-    assert "NO (ask the admin to add it)" in capsys.readouterr().out
+    assert "NO (a member proposes `medfed-node propose add-member ADDRESS`" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["0xnope", "0x1234", "ab" * 20, "0x" + "g" * 40, "0x" + "ab" * 20 + "\n"])

@@ -75,28 +75,31 @@ def fund(w3: Web3, funder: Wallet, addresses: Sequence[str], wei: int) -> None:
 
 
 def federation(
-    rpc_url: str, params: DeployParams, n_members: int
+    rpc_url: str, params: DeployParams, n_members: int, joiners: int = 0
 ) -> tuple[Deployment, CoordinatorClient, list[CoordinatorClient]]:
-    """Deploy an open-membership federation and let `n_members` fresh funded wallets join it.
+    """Deploy a federation whose constructor admits `n_members` fresh funded wallets (issue 21;
+    with `joiners`, that many more join it through open membership).
 
-    Returns the deployment, the admin's client and one client per member.
+    Returns the deployment, the deployer's client (no power: it only opens rounds and advances,
+    which anyone may) and one client per member.
     """
     admin = funded_wallet()
     w3 = connect(rpc_url, CYPHERIUM)
+    wallets = [new_account() for _ in range(n_members)]
     dep = deploy_federation(
         rpc_url,
         admin,
-        dataclasses.replace(params, open_membership=True),
+        dataclasses.replace(params, open_membership=joiners > 0),
         bytes(32 * [7]),
         "bafkreiinitial",
         "tiny",
         bytes(32 * [9]),
         CYPHERIUM,
+        members=[w.address for w in wallets[: n_members - joiners]],
         w3=w3,
     )
     boss = CoordinatorClient(rpc_url, dep.coordinator, admin, CYPHERIUM, w3=w3)
-    wallets = [new_account() for _ in range(n_members)]
     fund(w3, admin, [w.address for w in wallets], 10**19)
     members = [boss.with_wallet(w) for w in wallets]
-    in_parallel([m.join for m in members])
+    in_parallel([m.join for m in members[n_members - joiners :]])
     return dep, boss, members

@@ -428,6 +428,24 @@
 
   async function viewVerify() { return [verifyPanel()]; }
 
+  // issue 21: membership and parameters are decided by the members' votes, on-chain.
+  async function viewGovernance() {
+    const g = await api("proposals");
+    const what = (p) => p.kind === "set" ? ["set ", el("strong", {}, p.param), " = ", String(p.value)] : [p.kind + " ", addr(p.target)];
+    const rows = g.proposals.map((p) => [
+      el("span", { "data-testid": "proposal-id" }, "#" + p.id), el("span", { "data-testid": "proposal-what" }, what(p)), addr(p.proposer),
+      el("span", { "data-testid": "proposal-status" }, badge(p.status), p.reason ? " " + p.reason : ""),
+      el("span", { "data-testid": "proposal-count" }, p.yes + " yes · " + p.no + " no · " + (p.required ?? "—") + " needed"),
+      p.votes.length ? p.votes.map((v) => el("div", {}, addr(v.voter), " ", badge(v.support ? "yes" : "no"))) : el("span", { class: "muted" }, "—"),
+      time(p.deadline_ms), tx(p.created)]);
+    return [
+      el("h1", {}, "Governance"),
+      g.successor ? el("div", { class: "error", "data-testid": "successor" }, "The members handed this federation over to the coordinator at ", addr(g.successor, false), ".") : null,
+      el("p", { class: "muted" }, "Members propose and vote: a proposal passes with at least 2/3 of the current members (never fewer than two; the target of a removal does not vote) before its deadline. A change passed during a round is queued and applied when the next round opens. The deployer (", addr(g.deployer, false), ") only admitted the first members."),
+      panel("Proposals (" + g.proposals.length + ")", table(["ID", "Proposal", "Proposer", "Outcome", "Ballots", "Votes", "Deadline", "Tx"], rows, "no proposals yet")),
+    ];
+  }
+
   // ---------- router + live updates ---------------------------------------------------------
   function parseRoute() {
     const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
@@ -438,6 +456,7 @@
     if (name === "members") return { nav: "members", run: viewMembers };
     if (name === "metrics") return { nav: "metrics", run: viewMetrics };
     if (name === "verify") return { nav: "verify", run: viewVerify };
+    if (name === "governance") return { nav: "governance", run: viewGovernance };
     return { nav: "overview", run: viewOverview };
   }
 
