@@ -63,8 +63,8 @@ async def _apply_or_skip(node: Node, e: ev.ChainEvent) -> None:
     chain or disk failure still propagates: the page is read again on the next tick."""
     try:
         await apply_event(node, e)
-    except (ChainError, OSError, sqlite3.OperationalError):
-        raise
+    except (ChainError, OSError, sqlite3.OperationalError, Retired):
+        raise  # a failure to retry, or the members' decision that this node stops
     except Exception as exc:
         log.warning(
             "skipping chain event %s in block %d, tx %s: %s: %s",
@@ -171,10 +171,13 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
 
         raise Retired(moved_message(node.cfg, e.coordinator))  # issue 21: stop and say where to go
     elif isinstance(e, ev.ProposalCreated):
-        what = ev.Proposal(
-            e.id, ev.ProposalKind(e.kind), e.param, e.target, e.value, 0, ev.ProposalStatus.OPEN, 0, 0, 0
-        )
-        log.info("chain: proposal %d by %s: %s", e.id, e.proposer, what.describe())
+        if e.kind in {k.value for k in ev.ProposalKind}:  # the contract emits no other, a lying RPC might
+            what = ev.Proposal(
+                e.id, ev.ProposalKind(e.kind), e.param, e.target, e.value, 0, ev.ProposalStatus.OPEN, 0, 0, 0
+            ).describe()
+        else:
+            what = f"unknown kind {e.kind}"
+        log.info("chain: proposal %d by %s: %s", e.id, e.proposer, what)
     elif isinstance(e, ev.ProposalVoted):
         log.info(
             "chain: proposal %d: %s votes %s (%d yes, %d no, %d needed)",
