@@ -28,7 +28,7 @@ TEST_WORKERS ?= 3
 
 test: bootstrap
 	bash scripts/bootstrap.sh system
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 demo: bootstrap
 	$(VENV)/bin/medfed-localnet up --nodes 3 --rounds 2 --model default --dir $(DEMO_DIR) --fresh

@@ -1,6 +1,6 @@
 """Suite-wide: the longest tests are collected first, so that with `make test`'s pytest-xdist
-workers (`--dist loadfile`, which hands out files in collection order) they start at once
-instead of becoming the run's tail."""
+workers (`--dist loadfile --no-loadscope-reorder`: files handed out in collection order) they
+start at once instead of becoming the run's tail."""
 
 from __future__ import annotations
 

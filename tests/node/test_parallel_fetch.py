@@ -23,6 +23,7 @@ from node.roles.aggregator import MAX_PARALLEL_FETCHES, collect_updates
 from node.state import Commit, StateStore
 from p2p.host import open_host
 from p2p.identity import peer_id_from_private_key
+from p2p.limits import FloodLimits
 from training.adapter_io import AdapterSpec, update_metadata, write_canonical_adapter
 from training.lora import LoraSettings, initial_adapter_state
 from training.models import build_tiny_model
@@ -89,6 +90,8 @@ def test_updates_are_fetched_concurrently_within_the_bound(tmp_path: Path, paral
                 lambda a: True,
                 lambda a, s: True,
                 tmp_path / "p1",
+                # the fetcher's bound is under test, not the provider's flood limit (1 per peer)
+                limits=FloodLimits(max_streams_per_peer=n),
             ) as provider,
             open_host(
                 fetcher_key,
