@@ -11,13 +11,21 @@ chain has been silent for `[chain] keepalive_s`), and `round.tick` every poll in
 again when the round moved on).
 Chain calls and training run in worker threads. A failing tick is logged and retried; the node
 does not die on a hiccup.
+
+When the members hand the federation over to a successor coordinator (issue 21), the node follows
+it (`follow_successor`: a medfed Coordinator with this wallet as a member, the same base model and
+LoRA config), with a state store of its own under `state_dir/coordinators/<address>`: in the same
+process when the `Successor` event comes, and at start-up along the chain's `successor()` record
+(the configured coordinator may stay the first one). When it cannot, it stops with one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,7 +40,7 @@ from node.chainkind import resolve_profile
 from node.config import NodeConfig, P2PSection
 from node.context import Node
 from node.data import load_site_data
-from node.errors import NodeError, Retired, StartupError
+from node.errors import HandedOver, NodeError, Retired, StartupError
 from node.keepalive import keep_chain_live, keepalive_interval
 from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
@@ -62,8 +70,94 @@ def connect_chain(cfg: NodeConfig, wallet: Wallet | None) -> CoordinatorClient:
 def moved_message(cfg: NodeConfig, successor: str) -> str:
     """The one line that tells the operator where the federation went (issue 21)."""
     return (
-        f"the members handed this federation over to coordinator {successor}: set [chain] coordinator "
-        f'= "{successor}" (and its start_block) in {cfg.path.name}, then start again'
+        f"the members handed this federation over to coordinator {successor}: start the node again "
+        f"(with the same {cfg.path.name}) and it follows the successor"
+    )
+
+
+MAX_HOPS = 32  # successors of successors followed at start-up, at most (a cycle is refused earlier)
+
+
+def store_dir(cfg: NodeConfig, coordinator: str, first: str) -> Path:
+    """Where the state of `coordinator` lives: the state dir itself for the configured coordinator
+    (`first`), `state_dir/coordinators/<address>` for each successor followed (a StateStore is
+    bound to one coordinator)."""
+    if coordinator.lower() == first.lower():
+        return cfg.state_dir
+    return cfg.state_dir / "coordinators" / coordinator.lower()
+
+
+def deploy_block(client: CoordinatorClient) -> int:
+    """The block the coordinator was deployed in (its Deployed event): the first block with its
+    code (binary search on eth_getCode); 0 (read from genesis) where the chain keeps no history."""
+    from eth_utils import to_checksum_address
+
+    lo, hi = 0, client.block_number()
+    try:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(client.w3.eth.get_code(to_checksum_address(client.address), block_identifier=mid)) > 0:
+                hi = mid
+            else:
+                lo = mid + 1
+    except Exception as exc:  # a pruned node: scan from genesis (slow, but right)
+        log.info("cannot probe historical code (%s); reading the successor's events from block 0", exc)
+        return 0
+    return lo
+
+
+def follow_successor(
+    cfg: NodeConfig, wallet: Wallet, old: CoordinatorClient, successor: str, proposal: int, first: str
+) -> NodeConfig:
+    """The config for `successor`, once it is safe to follow (issue 21): a medfed Coordinator
+    (CoordinatorClient checks its code and identity views) that counts this wallet as a member
+    (joining where membership is open) and trains this node's base model with its LoRA config.
+    Anything else raises Retired with the one line that says why and what the operator does."""
+    moved = f"the members handed the federation over to coordinator {successor}" + (
+        f" (proposal {proposal})" if proposal else ""
+    )
+    if successor.lower() in {old.address.lower(), first.lower()}:
+        raise Retired(f"{moved}, which names an earlier coordinator again: the node stops; tell the members")
+    try:
+        client = CoordinatorClient(cfg.chain.rpc_url, successor, wallet, old.profile)
+    except ChainError as exc:
+        raise Retired(
+            f"{moved}, but it is not a medfed Coordinator this node can follow ({exc}): the node stops; "
+            "ask the members which coordinator to use and set [chain] coordinator accordingly"
+        ) from None
+    chain = dataclasses.replace(cfg.chain, coordinator=client.address, start_block=deploy_block(client))
+    new = dataclasses.replace(cfg, chain=chain)
+    try:
+        check_federation(new, client)
+    except StartupError as exc:
+        raise Retired(f"{moved}, which this node cannot follow: {exc}; then start it again") from None
+    if not client.is_member(wallet.address):
+        if not client.params().open_membership:
+            raise Retired(
+                f"{moved}, but {wallet.address} is not one of its members: the node stops; ask its members "
+                f"to admit this address (`medfed-node propose add-member {wallet.address}` on the successor, "
+                "the others vote), then start the node again"
+            )
+        log.info("the successor's membership is open: joining it as %s", wallet.address)
+        client.join()
+    where = store_dir(new, client.address, first)
+    log.info("%s: following it; state in %s", moved, where)
+    return new
+
+
+def follow_successors(cfg: NodeConfig, wallet: Wallet) -> NodeConfig:
+    """Start-up: from the configured coordinator along the chain's record of hand-overs to the one
+    in charge (the configured one when there was none), each checked by `follow_successor`."""
+    client = connect_chain(cfg, wallet)
+    first = client.address
+    for _ in range(MAX_HOPS):
+        successor = client.successor()
+        if successor is None:
+            return cfg
+        cfg = follow_successor(cfg, wallet, client, successor, 0, first)
+        client = connect_chain(cfg, wallet)
+    raise Retired(
+        f"more than {MAX_HOPS} hand-overs from coordinator {first}: set [chain] coordinator to a later one"
     )
 
 
@@ -177,7 +271,7 @@ async def await_admission(node: Node) -> None:
     while not await node.chain(node.client.is_member, node.address):
         successor = await node.chain(node.client.successor)
         if successor is not None:
-            raise Retired(moved_message(node.cfg, successor))
+            raise HandedOver(moved_message(node.cfg, successor), successor)
         await trio.sleep(node.cfg.rounds.poll_interval_s)
     node.admitted = True
     node.members = frozenset(a.lower() for a in await node.chain(node.client.members))
@@ -185,9 +279,14 @@ async def await_admission(node: Node) -> None:
 
 
 def prepare(
-    cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None, wait_for_admission: bool = False
+    cfg: NodeConfig,
+    wallet: Wallet,
+    behaviour: Behaviour | None = None,
+    wait_for_admission: bool = False,
+    state_at: Path | None = None,
 ) -> Node:
-    """Every start-up check and load, before the event loop; raises one-line errors."""
+    """Every start-up check and load, before the event loop; raises one-line errors. `state_at`:
+    the coordinator's state store and adapters (default: the state dir; see `store_dir`)."""
     from training.adapter_io import AdapterSpec
 
     client = connect_chain(cfg, wallet)
@@ -195,9 +294,10 @@ def prepare(
     check_federation(cfg, client)
     data = load_site_data(cfg)
     log.info("data %s: %d training and %d held-out questions", data.name, len(data.train), len(data.eval))
-    store = StateStore(cfg.state_dir, client.address, wallet.address)
+    where = state_at or cfg.state_dir
+    store = StateStore(where, client.address, wallet.address)
     settings = lora_settings(cfg)
-    artifacts = ArtifactStore(cfg.state_dir, store, settings, "")
+    artifacts = ArtifactStore(where, store, settings, "")
     learner = Learner(cfg, settings, artifacts.scratch)
     artifacts.base_model = learner.base_model
     spec = AdapterSpec.from_model(learner.model, settings)
@@ -401,6 +501,8 @@ async def _safe_tick(node: Node) -> bool:
         if node.monitor is not None:
             node.monitor.ticked()
         return moved
+    except HandedOver:
+        raise  # run_daemon follows the successor, or stops saying why
     except Retired as exc:
         log.error("%s", exc)
         raise
@@ -446,18 +548,45 @@ def run_daemon(
     cfg: NodeConfig, wallet: Wallet, behaviour: Behaviour | None = None, wait_for_admission: bool = False
 ) -> None:
     """Start-up checks, then the event loop until interrupted (honest unless a test harness
-    passes another ``behaviour``)."""
-    node = prepare(cfg, wallet, behaviour, wait_for_admission)
+    passes another ``behaviour``). When the members hand the federation over to a successor
+    coordinator (issue 21), the node follows it in this process: the round machine runs again
+    against the successor, with its own state store (`store_dir`)."""
+    first = cfg.chain.coordinator
+    cfg = follow_successors(cfg, wallet)
+    node = prepare(cfg, wallet, behaviour, wait_for_admission, store_dir(cfg, cfg.chain.coordinator, first))
     server = start_monitor(node)
     try:
-        trio.run(serve, node)
-    except BaseExceptionGroup as group:
-        first = _first_leaf(group)
-        raise first from None
+        while True:
+            try:
+                trio.run(serve, node)
+                return
+            except BaseExceptionGroup as group:
+                leaf = _first_leaf(group)
+                if not isinstance(leaf, HandedOver):
+                    raise leaf from None
+                handed: HandedOver = leaf
+            except HandedOver as exc:
+                handed = exc
+            node = _follow(node, wallet, handed, first)
     finally:
         if server is not None:
             server.stop()
         node.store.close()
+
+
+def _follow(node: Node, wallet: Wallet, handed: HandedOver, first: str) -> Node:
+    """Leave the retired coordinator for its successor: a Node for it (Retired when it cannot)."""
+    node.store.set_meta("successor", handed.coordinator.lower())  # the record: `medfed-node status`
+    node.store.close()
+    cfg = follow_successor(node.cfg, wallet, node.client, handed.coordinator, handed.proposal, first)
+    nxt = prepare(cfg, wallet, node.behaviour, False, store_dir(cfg, cfg.chain.coordinator, first))
+    if node.monitor is not None:  # the same /metrics endpoint goes on
+        nxt.monitor = node.monitor
+        nxt.learner.observer = node.monitor.trained
+        node.monitor.info.info(
+            {"address": nxt.address, "coordinator": nxt.client.address, "data_kind": nxt.data.kind}
+        )
+    return nxt
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

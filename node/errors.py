@@ -24,5 +24,15 @@ class Retired(NodeError):
     coordinator, or voted this member out (issue 21). The message tells the operator what next."""
 
 
+class HandedOver(Retired):
+    """The members handed the federation over to a successor coordinator (issue 21): the daemon
+    follows it when it safely can (node.daemon.follow_successor), else stops with this message."""
+
+    def __init__(self, message: str, coordinator: str, proposal: int = 0) -> None:
+        super().__init__(message)
+        self.coordinator = coordinator
+        self.proposal = proposal
+
+
 class ArtifactError(NodeError):
     """An adapter could not be fetched, verified or validated."""

@@ -168,8 +168,10 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             raise Retired(f"{e.member} was removed from the federation by its members' vote: the node stops")
     elif isinstance(e, ev.Successor):
         from node.daemon import moved_message
+        from node.errors import HandedOver
 
-        raise Retired(moved_message(node.cfg, e.coordinator))  # issue 21: stop and say where to go
+        # issue 21: the daemon leaves this coordinator and follows the successor (or stops, saying why)
+        raise HandedOver(moved_message(node.cfg, e.coordinator), e.coordinator, e.proposal)
     elif isinstance(e, ev.ProposalCreated):
         if e.kind in {k.value for k in ev.ProposalKind}:  # the contract emits no other, a lying RPC might
             what = ev.Proposal(

@@ -25,7 +25,10 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
     successor = client.successor()
     lines = [
         *(
-            [f"RETIRED: the members handed this federation over to coordinator {successor}"]
+            [
+                f"RETIRED: the members handed this federation over to coordinator {successor} "
+                "(a running node follows it; its state is in state_dir/coordinators/)"
+            ]
             if successor
             else []
         ),

@@ -5,8 +5,11 @@ with --wait-for-admission. While rounds go on:
 - a hostile member alone proposes to admit a Sybil and to remove another member: nothing passes;
 - two members vote the fourth hospital in; it trains and is paid in the round that follows;
 - two members vote the hostile member out; its node stops with one line, rounds go on without it;
-- the members hand the federation over to a successor coordinator: every node stops with one line
-  naming it (nodes do not switch by themselves), and a restart is refused with the same line.
+- the members hand the federation over to a successor coordinator (same members, base model and
+  LoRA config): every node follows it in its own process, saying so, and the first round opened on
+  the successor finalizes with their updates; a restart with the old coordinator in medfed.toml
+  goes straight to the successor, and the member voted out earlier (not a member of the successor)
+  is refused with one line saying why.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from chain import types as ev
 from chain.client import CoordinatorClient
 from chain.deploy import deploy_federation
 from chain.errors import ChainError
+from chain.events import EventReader
 from localnet import federation as F
 from localnet.federation import down
 
@@ -54,8 +58,9 @@ class Script:
         self.stage = 0
         self.ids: dict[str, int] = {}
         self.clients: list[CoordinatorClient] = []
-        self.may_exit: set[int] = {2}  # grows when the hand-over is voted
+        self.may_exit: set[int] = {2}
         self.successor = ""
+        self.next: ev.Deployment | None = None
 
     def __call__(self, fed: F.Federation, h: History) -> bool:
         if not self.clients:
@@ -93,13 +98,29 @@ class Script:
                         members=[addrs[0], addrs[1], addrs[3]],
                     )
                     self.successor = nxt.coordinator
-                    self.may_exit.update({0, 1, 3})
+                    self.next = nxt
                     self.ids["handover"] = created(send(m0.propose_successor, nxt.coordinator))
                     send(m1.vote_proposal, self.ids["handover"], True)
                     self.stage = 3
         elif self.stage == 3:
-            return h.of(ev.Successor) != [] and all(fed.node_exit_code(i) is not None for i in (0, 1, 3))
+            # every node followed the successor and is ready there: the launcher opens its round 1
+            if h.of(ev.Successor) and all(
+                "following it" in log_text(fed, i) and log_text(fed, i).count(" ready (peer ") >= 2
+                for i in (0, 1, 3)
+            ):
+                send(self.successor_client(fed, admin=True).open_round)
+                self.stage = 4
+        elif self.stage == 4:
+            return 1 in {e.round for e in self.successor_events(fed) if isinstance(e, ev.RoundFinalized)}
         return False
+
+    def successor_client(self, fed: F.Federation, admin: bool = False) -> CoordinatorClient:
+        wallet = fed.devnet.load_admin() if admin else None
+        return CoordinatorClient(fed.devnet.rpc_url, self.successor, wallet, fed.devnet.profile)
+
+    def successor_events(self, fed: F.Federation) -> list[ev.ChainEvent]:
+        assert self.next is not None
+        return EventReader(self.successor_client(fed)).read(self.next.deploy_block)
 
 
 def test_members_vote_a_hospital_in_and_a_hostile_one_out(tmp_path: Path) -> None:
@@ -151,18 +172,43 @@ def test_members_vote_a_hospital_in_and_a_hostile_one_out(tmp_path: Path) -> Non
         done = [r for r in later if any(f.round == r for f in h.of(ev.RoundFinalized))]
         assert done and all(addrs[2] not in {e.member for e in h.of(ev.UpdateCommitted, r)} for r in done)
         assert paid(h) == expected_rewards(h)
-        # the hand-over: every node stopped, naming the successor; a restart is refused the same way
+        # the hand-over: every node followed the successor, saying so, and trained its first round
         (succ,) = h.of(ev.Successor)
         assert succ.coordinator == script.successor == client.successor()
+        followed = f"over to coordinator {script.successor} (proposal {succ.proposal}): following it"
         for i in (0, 1, 3):
-            assert fed.node_exit_code(i) == 2
-            assert f"handed this federation over to coordinator {script.successor}" in log_text(fed, i)
+            assert fed.node_exit_code(i) != 2, f"node {i} stopped instead of following"
+            assert followed in log_text(fed, i), f"node {i}"
+            assert (fed.state_dirs[i] / "coordinators" / script.successor.lower() / "state.sqlite").is_file()
+        later = script.successor_events(fed)
+        (final,) = [e for e in later if isinstance(e, ev.RoundFinalized) and e.round == 1]
+        committed = {e.member for e in later if isinstance(e, ev.UpdateCommitted) and e.round == 1}
+        assert committed == {addrs[0], addrs[1], addrs[3]}
+        included = {
+            a
+            for e in later
+            if isinstance(e, ev.AggregateSubmitted) and e.round == 1 and e.attempt == final.attempt
+            for a in e.included
+        }
+        assert included == committed
+        # a restart with the old coordinator in medfed.toml goes straight to the successor; the
+        # member voted out earlier is no member of the successor: refused with one line saying so
+        marks = {i: len(log_text(fed, i)) for i in (0, 2)}
         fed.start_node(0)
-        deadline = time.monotonic() + 120
-        while fed.node_exit_code(0) is None and time.monotonic() < deadline:
+        fed.start_node(2)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (
+            fed.node_exit_code(2) is None or " ready (peer " not in log_text(fed, 0)[marks[0] :]
+        ):
+            assert fed.node_exit_code(0) is None, log_text(fed, 0)[marks[0] :]
             time.sleep(0.5)
-        assert fed.node_exit_code(0) == 2
-        last = log_text(fed, 0).strip().splitlines()[-1]
-        assert last.startswith("medfed-node: error: the members handed this federation over to coordinator")
+        fed.stop_node(0)
+        assert f"{script.successor}: following it" in log_text(fed, 0)[marks[0] :]
+        assert fed.node_exit_code(2) == 2
+        last = log_text(fed, 2)[marks[2] :].strip().splitlines()[-1]
+        assert last.lower().startswith(
+            f"medfed-node: error: the members handed the federation over to coordinator {script.successor}, "
+            f"but {addrs[2]} is not one of its members".lower()
+        ), last
     finally:
         down(fed.dir)
