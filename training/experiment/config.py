@@ -9,6 +9,8 @@ from training.data import EVAL_SPLIT, TRAIN_SPLIT
 from training.experiment.errors import ExperimentError
 
 METHODS = ("base", "single", "fedavg", "exact")
+METRICS = ("accuracy", "nll")  # letter accuracy; answer-text NLL (training.evaluate.answer_nll)
+TARGETS = ("letter", "text")  # what local training puts its loss on (training.prompts.encode_record)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class ExperimentConfig:
     data_dir: str | None = None
     quick: bool = False
     sites: int = 3  # simulated institutions; more than 3 split each dataset into hash shards
+    target: str = "letter"
+    metrics: tuple[str, ...] = METRICS
 
     def __post_init__(self) -> None:
         if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):
@@ -94,6 +98,10 @@ class ExperimentConfig:
                 f"--sites {self.sites}: give at least {len(SITES)} (one institution per dataset; more "
                 "split each dataset between several institutions)"
             )
+        if self.target not in TARGETS:
+            raise ExperimentError(f"--target {self.target!r}: choose from {', '.join(TARGETS)}")
+        if not self.metrics or any(m not in METRICS for m in self.metrics):
+            raise ExperimentError(f"--metrics {','.join(self.metrics)}: choose from {', '.join(METRICS)}")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ExperimentError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -105,6 +113,7 @@ class ExperimentConfig:
         d = asdict(self)
         d["train_sizes"] = dict(zip(SITE_NAMES, self.train_sizes, strict=True))
         d["methods"] = list(self.methods)
+        d["metrics"] = list(self.metrics)
         return d
 
 
