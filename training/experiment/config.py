@@ -187,6 +187,20 @@ def deviations(cfg: ExperimentConfig, eval_counts: dict[str, int]) -> list[str]:
         "Zero-shot accuracy by the log-likelihood of the option letters (the study does not state its "
         "scoring rule); 95% intervals by bootstrap over questions within each test set."
     )
+    if cfg.target == "text":
+        out.append(
+            "Local training learns the correct option's text given the question without its options "
+            "(answer-text target), not the answer letter: the study trains on its own prompt format, "
+            "which its text does not preserve."
+        )
+    if "nll" in cfg.metrics:
+        out.append(
+            "Answer-text NLL (per-token negative log-likelihood of the correct option's text given the "
+            "question) is a continuous metric the study does not report; it is added because a 135M model's "
+            "letter accuracy cannot move at this scale."
+        )
+    if "accuracy" not in cfg.metrics:
+        out.append("Letter accuracy was not measured in this run (`--metrics nll`), to fit the time budget.")
     out.append(
         "`exact` aggregation (stacked factors whose delta equals the weighted mean of B_i A_i; sites "
         "merge it into their base weights and train a fresh LoRA next round) is a fourth method the "
