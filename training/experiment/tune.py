@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lrs", default="1e-3,3e-3")
     p.add_argument("--val-size", type=int, default=10)
     p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--grad-accum", type=int, default=4)
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", required=True)
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         train_sizes=(sizes[0], sizes[1], sizes[2]),
         rounds=a.rounds,
         max_length=a.max_length,
+        grad_accum=a.grad_accum,
         target="text",
     )
     res = tune(cfg, [float(x) for x in a.lrs.split(",")], a.val_size)
