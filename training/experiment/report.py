@@ -304,26 +304,8 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
     acc_rows = [e for e in headline(state) if e.scores is not None]
     if not acc_rows:
         lines += ["(Letter accuracy was not measured in this run: `--metrics` left it out.)", ""]
-    lines += ["## Accuracy per test set (the study's Table 2 shape)", ""]
-    lines += ["| Model | " + " | ".join(f"MedQA-{n}" if n != "IN" else "MedMCQA-IN" for n in names) + " |"]
-    lines += ["|---|" + "---|" * len(names)]
-    for e in acc_rows:
-        sc = e.scores
-        assert sc is not None
-        lines.append(f"| {e.label} | " + " | ".join(_cell(sc.accuracy[n]) for n in names) + " |")
-    lines.append("")
-
-    lines += ["## Macro-Acc, Min-Acc, H-mean (the study's Table 3 shape)", ""]
-    lines += ["| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
-    for row in to_json(state)["fairness_table"]:
-        lines.append(
-            f"| {row['label']} | "
-            + " | ".join(
-                _cell(Estimate(row[m]["value"], row[m]["ci95"][0], row[m]["ci95"][1])) for m in AGG_LABELS
-            )
-            + " |"
-        )
-    lines.append("")
+    else:
+        lines += _accuracy_markdown(state, acc_rows)
 
     comps = comparisons(state)
     if comps and best is not None:
@@ -352,16 +334,10 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
         for method, recs in state.rounds.items():
             for rec in recs:
                 sc = rec["scores"]
-                if sc is None:
-                    continue
                 loss = sum(v["mean_loss"] for v in rec["local"].values()) / max(len(rec["local"]), 1)
-                lines.append(
-                    f"| {method} | {rec['round']} | "
-                    + " | ".join(f"{sc['accuracy'][n]['value']:.1f}" for n in names)
-                    + " | "
-                    + " | ".join(f"{sc[m]['value']:.1f}" for m in AGG_LABELS)
-                    + f" | {loss:.3f} |"
-                )
+                accs = [f"{sc['accuracy'][n]['value']:.1f}" if sc else "-" for n in names]
+                aggs = [f"{sc[m]['value']:.1f}" if sc else "-" for m in AGG_LABELS]
+                lines.append(f"| {method} | {rec['round']} | " + " | ".join(accs + aggs) + f" | {loss:.3f} |")
         lines.append("")
 
     with_preds = [e for e in state.evaluations if e.predictions]
@@ -425,6 +401,31 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
     lines += [f"- {d}" for d in state.deviations]
     lines.append("")
     return "\n".join(lines)
+
+
+def _accuracy_markdown(state: RunState, acc_rows: list[Evaluation]) -> list[str]:
+    """The study's Table 2 and Table 3 shapes (letter accuracy)."""
+    names = [s.name for s in SITES]
+    lines = ["## Accuracy per test set (the study's Table 2 shape)", ""]
+    lines += ["| Model | " + " | ".join(f"MedQA-{n}" if n != "IN" else "MedMCQA-IN" for n in names) + " |"]
+    lines += ["|---|" + "---|" * len(names)]
+    for e in acc_rows:
+        sc = e.scores
+        assert sc is not None
+        lines.append(f"| {e.label} | " + " | ".join(_cell(sc.accuracy[n]) for n in names) + " |")
+    lines.append("")
+    lines += ["## Macro-Acc, Min-Acc, H-mean (the study's Table 3 shape)", ""]
+    lines += ["| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
+    for row in to_json(state)["fairness_table"]:
+        lines.append(
+            f"| {row['label']} | "
+            + " | ".join(
+                _cell(Estimate(row[m]["value"], row[m]["ci95"][0], row[m]["ci95"][1])) for m in AGG_LABELS
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_reports(state: RunState, out_dir: str | os.PathLike[str], command: list[str] | None = None) -> None:
