@@ -38,8 +38,8 @@ def _models(
     """(label, adapter, exact merges) for base, single-site, final FedAvg and final exact."""
     ad = run / "adapters"
     out: list[tuple[str, Path | None, list[Merge]]] = [("Base model", None, [])]
-    out += [(f"LoRA (site {s} only)", ad / "single" / s, []) for s in ("CN", "EN", "IN")]
     out.append((f"FedAvg round {cfg.rounds}", ad / "fedavg" / f"global{cfg.rounds}", []))
+    out += [(f"LoRA (site {s} only)", ad / "single" / s, []) for s in ("IN", "CN", "EN")]
     merges = [
         Merge(f"exact/global{r}", read_adapter(ad / "exact" / f"global{r}"), settings)
         for r in range(1, cfg.rounds + 1)
@@ -49,7 +49,8 @@ def _models(
 
 
 def contrast(run: Path) -> dict[str, Any]:
-    """Per model and test set: NLL of the wrong option, margin, margin change from base."""
+    """Per model and test set: NLL of the wrong option, margin, margin change from base
+    (``contrast.json`` in ``run`` is rewritten after every model, so a cut run keeps its part)."""
     saved = json.loads((run / "config.json").read_text())["config"]
     saved["train_sizes"] = tuple(saved["train_sizes"].values())
     saved["methods"] = tuple(saved["methods"])
@@ -80,6 +81,7 @@ def contrast(run: Path) -> dict[str, Any]:
             d = nll_delta(margins[label], margins["Base model"], cfg.bootstrap, cfg.seed)
             row["margin_change_from_base"] = {k: v.to_dict() for k, v in d.items()}
         out["models"][label] = row
+        (run / "contrast.json").write_text(json.dumps(out, indent=2) + "\n")
         log.info("%s: margin %s", label, {k: round(float(v.mean()), 4) for k, v in margins[label].items()})
     out["run_status"] = results.get("status")
     return out
