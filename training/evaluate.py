@@ -21,7 +21,14 @@ from training.data import Conversation, Question
 from training.errors import TrainingError
 from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
-from training.prompts import IGNORE_INDEX, encode_conversation, fit, letter_ids, prompt_ids
+from training.prompts import (
+    IGNORE_INDEX,
+    encode_answer_text,
+    encode_conversation,
+    fit,
+    letter_ids,
+    prompt_ids,
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,56 @@ def evaluate(
     correct = sum(p == a for p, a in zip(predictions, answers, strict=True))
     nll = float(-np.mean([scores[i, a] for i, a in enumerate(answers)]))
     return EvalResult(correct / len(questions), len(questions), correct, predictions, answers, nll)
+
+
+def answer_nll(
+    model: Any,
+    tokenizer: Any,
+    adapter: str | Path | None,
+    questions: Sequence[Question],
+    options: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> np.ndarray:
+    """Per question, the mean negative log-likelihood (nats per token) of an option's text
+    (default: the correct option) given the question without its options, in input order.
+
+    The tokens are those :func:`training.prompts.encode_answer_text` labels (the text only, no
+    end-of-turn). Unlike letter accuracy this moves with every change of the model's belief.
+    """
+    if not questions:
+        raise TrainingError("no evaluation questions: the evaluation split is empty")
+    picks = [q.answer for q in questions] if options is None else list(options)
+    examples = [
+        encode_answer_text(q, tokenizer, max_length, k) for q, k in zip(questions, picks, strict=True)
+    ]
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = np.full(len(questions), np.nan, dtype=np.float64)
+
+    def run(target: Any) -> None:
+        device = next(target.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                ids, mask = pad_batch([examples[i].input_ids for i in chunk], pad_id, device)
+                rows, cols, labels, owner = [], [], [], []
+                for r, i in enumerate(chunk):
+                    for j, label in enumerate(examples[i].labels):
+                        if label != IGNORE_INDEX:
+                            rows.append(r)
+                            cols.append(j - 1)  # position j-1 predicts token j
+                            labels.append(label)
+                            owner.append(i)
+                index = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+                logp = torch.log_softmax(logits_at(target, ids, mask, *index).double(), dim=-1)
+                picked = logp[torch.arange(len(labels), device=device), torch.tensor(labels, device=device)]
+                token_nll = -picked.cpu().numpy()
+                for i in chunk:
+                    out[i] = float(token_nll[np.asarray(owner) == i].mean())
+
+    _with_adapter(model, adapter, run)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Multiple-choice prompts in the question's language (the target is the answer letter), and chat
-examples for supervised fine-tuning (the target is the assistant replies).
+"""Multiple-choice prompts in the question's language (the target is the answer letter, or the
+correct option's text given the question alone), and chat examples for supervised fine-tuning
+(the target is the assistant replies).
 
 With a chat template the question is the user turn and the answer letter is the first token of the
 assistant turn; without one the prompt ends with an "Answer:" line. The token ids of prompt and
@@ -97,6 +98,39 @@ def encode_example(q: Question, tokenizer: Any, max_length: int) -> Example:
     return Example(tuple(prompt + target), tuple([IGNORE_INDEX] * len(prompt) + target))
 
 
+CLOZE_INSTRUCTIONS = {
+    "en": "Answer the following medical exam question.",
+    "zh": "请回答下面的医学考试题。",
+}
+_ANSWER_ROOM = 4  # an answer text never takes more than 1/4 of ``max_length`` (options are short)
+
+
+def cloze_text(q: Question) -> str:
+    """The user message of the answer-text format: instruction and question, no options."""
+    return f"{CLOZE_INSTRUCTIONS.get(q.language, CLOZE_INSTRUCTIONS['en'])}\n\n{q.question}"
+
+
+def encode_answer_text(q: Question, tokenizer: Any, max_length: int, option: int | None = None) -> Example:
+    """The question without its options as the prompt, an option's text (default: the correct
+    one) as the reply; labels only on the reply's text tokens (no end-of-turn token).
+
+    Training on ``target="text"`` and :func:`training.evaluate.answer_nll` use this same encoding,
+    so the metric scores exactly the tokens training puts its loss on.
+    """
+    k = q.answer if option is None else option
+    prompt_str = _render(tokenizer, [{"role": "user", "content": cloze_text(q)}], True)
+    prompt = list(tokenizer(prompt_str, add_special_tokens=False)["input_ids"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not has_chat_template(tokenizer) and bos is not None:
+        prompt = [int(bos), *prompt]
+    target = list(tokenizer(q.options[k], add_special_tokens=False)["input_ids"])
+    if not target:
+        raise DataError(f"{q.id}: option {LETTERS[k]} renders to no tokens")
+    target = target[: max(1, max_length // _ANSWER_ROOM)]
+    prompt = fit(prompt, max_length - len(target))
+    return Example(tuple(prompt + target), tuple([IGNORE_INDEX] * len(prompt) + target))
+
+
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     if has_chat_template(tokenizer):
         return str(
@@ -159,8 +193,18 @@ def encode_conversation(c: Conversation, tokenizer: Any, max_length: int) -> Exa
     return Example(tuple(ids), tuple(labels))
 
 
-def encode_record(record: Question | Conversation, tokenizer: Any, max_length: int) -> Example:
-    """A multiple-choice question or a conversation as a training example."""
+TARGETS = ("letter", "text")
+
+
+def encode_record(
+    record: Question | Conversation, tokenizer: Any, max_length: int, target: str = "letter"
+) -> Example:
+    """A multiple-choice question or a conversation as a training example; a question's ``target``
+    is its answer letter (``letter``) or its correct option's text given the question alone (``text``)."""
     if isinstance(record, Conversation):
         return encode_conversation(record, tokenizer, max_length)
+    if target == "text":
+        return encode_answer_text(record, tokenizer, max_length)
+    if target != "letter":
+        raise ValueError(f"unknown training target {target!r}; choose from {', '.join(TARGETS)}")
     return encode_example(record, tokenizer, max_length)

@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    target: str = "letter"  # a question's trained tokens: its answer letter, or its answer's text
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def train_local(
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples = [encode_record(q, tokenizer, config.max_length) for q in questions]
+    examples = [encode_record(q, tokenizer, config.max_length, config.target) for q in questions]
     rng = random.Random(config.seed)
     order: list[int] = []
     for _ in range(config.epochs):

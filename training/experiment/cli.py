@@ -27,6 +27,8 @@ from training.experiment.config import (
     DEFAULT_LR,
     DEFAULT_TRAIN_SIZES,
     METHODS,
+    METRICS,
+    TARGETS,
     ExperimentConfig,
     quick_config,
 )
@@ -77,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="max prompt+answer tokens (default 512)")
     p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the 95%% intervals (default 1000)")
     p.add_argument("--methods", help=f"comma list from {','.join(METHODS)} (default all)")
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        help="what local training learns: the answer letter (default) or the correct option's text "
+        "given the question alone (moves the answer-text NLL)",
+    )
+    p.add_argument(
+        "--metrics",
+        help=f"comma list from {','.join(METRICS)} (default both): letter accuracy, answer-text NLL",
+    )
     p.add_argument("--data-dir", help="dataset folder (default $MEDFED_DATA_DIR or ../shared/data)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
@@ -121,13 +133,15 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for key in (
         "model", "device", "seed", "train_sizes", "eval_size", "rounds", "local_epochs", "lr",
         "batch_size", "grad_accum", "rank", "alpha", "dropout", "max_length", "bootstrap", "data_dir",
-        "sites",
+        "sites", "target",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             over[key] = value
     if args.methods:
         over["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.metrics:
+        over["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     return quick_config(**over) if args.quick else ExperimentConfig(**over)
 
 
@@ -169,7 +183,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         print(f"projected wall time: {total / 60:.1f} min")
         return 0
 
-    from training.experiment.plot import plot_results
+    from training.experiment.plot import plot_nll, plot_results
     from training.experiment.report import write_reports
     from training.experiment.runner import Runner, RunState
 
@@ -183,8 +197,10 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
 
     def on_update(state: RunState) -> None:
         write_reports(state, out, command)
-        if state.evaluations:
+        if any(e.scores is not None for e in state.evaluations):
             plot_results(state, out / "results.png")
+        if any(e.nll_scores is not None for e in state.evaluations):
+            plot_nll(state, out / "results_nll.png")
 
     runner = Runner(cfg, out, on_update=on_update, progress=not args.no_progress, backend=backend)
     try:

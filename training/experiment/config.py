@@ -9,6 +9,8 @@ from training.data import EVAL_SPLIT, TRAIN_SPLIT
 from training.experiment.errors import ExperimentError
 
 METHODS = ("base", "single", "fedavg", "exact")
+METRICS = ("accuracy", "nll")  # letter accuracy; answer-text NLL (training.evaluate.answer_nll)
+TARGETS = ("letter", "text")  # what local training puts its loss on (training.prompts.encode_record)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class ExperimentConfig:
     data_dir: str | None = None
     quick: bool = False
     sites: int = 3  # simulated institutions; more than 3 split each dataset into hash shards
+    target: str = "letter"
+    metrics: tuple[str, ...] = METRICS
 
     def __post_init__(self) -> None:
         if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):
@@ -94,6 +98,10 @@ class ExperimentConfig:
                 f"--sites {self.sites}: give at least {len(SITES)} (one institution per dataset; more "
                 "split each dataset between several institutions)"
             )
+        if self.target not in TARGETS:
+            raise ExperimentError(f"--target {self.target!r}: choose from {', '.join(TARGETS)}")
+        if not self.metrics or any(m not in METRICS for m in self.metrics):
+            raise ExperimentError(f"--metrics {','.join(self.metrics)}: choose from {', '.join(METRICS)}")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ExperimentError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -105,6 +113,7 @@ class ExperimentConfig:
         d = asdict(self)
         d["train_sizes"] = dict(zip(SITE_NAMES, self.train_sizes, strict=True))
         d["methods"] = list(self.methods)
+        d["metrics"] = list(self.metrics)
         return d
 
 
@@ -178,6 +187,20 @@ def deviations(cfg: ExperimentConfig, eval_counts: dict[str, int]) -> list[str]:
         "Zero-shot accuracy by the log-likelihood of the option letters (the study does not state its "
         "scoring rule); 95% intervals by bootstrap over questions within each test set."
     )
+    if cfg.target == "text":
+        out.append(
+            "Local training learns the correct option's text given the question without its options "
+            "(answer-text target), not the answer letter: the study trains on its own prompt format, "
+            "which its text does not preserve."
+        )
+    if "nll" in cfg.metrics:
+        out.append(
+            "Answer-text NLL (per-token negative log-likelihood of the correct option's text given the "
+            "question) is a continuous metric the study does not report; it is added because a 135M model's "
+            "letter accuracy cannot move at this scale."
+        )
+    if "accuracy" not in cfg.metrics:
+        out.append("Letter accuracy was not measured in this run (`--metrics nll`), to fit the time budget.")
     out.append(
         "`exact` aggregation (stacked factors whose delta equals the weighted mean of B_i A_i; sites "
         "merge it into their base weights and train a fresh LoRA next round) is a fourth method the "

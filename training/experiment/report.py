@@ -10,6 +10,7 @@ from typing import Any
 from training.data import LETTERS
 from training.experiment.config import SITES
 from training.experiment.metrics import Estimate, paired_delta
+from training.experiment.nll import NLL_AGGREGATES, nll_delta
 from training.experiment.runner import Evaluation, RunState
 
 SCHEMA = "medfed-experiment/1"
@@ -38,8 +39,41 @@ def _final(state: RunState, method: str) -> Evaluation | None:
 
 def best_single(state: RunState) -> Evaluation | None:
     """The single-site LoRA with the highest Macro-Acc (the study's "best single")."""
-    singles = [e for e in state.evaluations if e.method == "single"]
-    return max(singles, key=lambda e: e.scores.macro.value) if singles else None
+    singles = [e for e in state.evaluations if e.method == "single" and e.scores is not None]
+    return max(singles, key=lambda e: e.scores.macro.value if e.scores else 0.0) if singles else None
+
+
+def best_single_nll(state: RunState) -> Evaluation | None:
+    """The single-site LoRA with the lowest mean answer-text NLL over the test sets."""
+    singles = [e for e in state.evaluations if e.method == "single" and e.nll_scores is not None]
+    return min(singles, key=lambda e: e.nll_scores.mean.value if e.nll_scores else 0.0) if singles else None
+
+
+def _base(state: RunState) -> Evaluation | None:
+    return next((e for e in state.evaluations if e.method == "base"), None)
+
+
+def nll_change_from_base(state: RunState, ev: Evaluation) -> dict[str, Estimate]:
+    """``ev`` minus the base model, per site, worst and mean (paired; empty without a base NLL)."""
+    base = _base(state)
+    if base is None or not base.nll or not ev.nll or ev is base:
+        return {}
+    return nll_delta(ev.nll, base.nll, state.config.bootstrap, state.config.seed)
+
+
+def nll_comparisons(state: RunState) -> dict[str, dict[str, Estimate]]:
+    """Final federated minus the best single-site LoRA (by mean NLL), paired, nats per token."""
+    best = best_single_nll(state)
+    out: dict[str, dict[str, Estimate]] = {}
+    if best is None:
+        return out
+    for m in ("fedavg", "exact"):
+        ev = _final(state, m)
+        if ev is not None and ev.nll:
+            out[f"{m}_minus_best_single"] = nll_delta(
+                ev.nll, best.nll, state.config.bootstrap, state.config.seed
+            )
+    return out
 
 
 def headline(state: RunState) -> list[Evaluation]:
@@ -61,7 +95,7 @@ def comparisons(state: RunState) -> dict[str, dict[str, Estimate]]:
         return out
     for m in ("fedavg", "exact"):
         ev = _final(state, m)
-        if ev is not None:
+        if ev is not None and ev.correct:
             out[f"{m}_minus_best_single"] = paired_delta(
                 ev.correct, best.correct, state.config.bootstrap, state.config.seed
             )
@@ -84,15 +118,21 @@ def _top(counts: dict[str, int]) -> str:
     return f"{letter} {100.0 * counts[letter] / sum(counts.values()):.0f}%"
 
 
-def _ev_dict(e: Evaluation) -> dict[str, Any]:
-    out = {
+def _ev_dict(e: Evaluation, state: RunState | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "label": e.label,
         "method": e.method,
         "trained_on": e.site,
         "round": e.round,
         "eval_seconds": round(e.seconds, 2),
-        **e.scores.to_dict(),
+        **(e.scores.to_dict() if e.scores is not None else {}),
     }
+    if e.nll_scores is not None:
+        out["answer_nll"] = e.nll_scores.to_dict()
+        if state is not None:
+            change = nll_change_from_base(state, e)
+            if change:
+                out["answer_nll_change_from_base"] = {k: v.to_dict() for k, v in change.items()}
     if e.predictions:
         out["predicted_letters"] = {k: letter_counts(v) for k, v in e.predictions.items()}
     return out
@@ -101,10 +141,11 @@ def _ev_dict(e: Evaluation) -> dict[str, Any]:
 def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]:
     """The machine-readable result (schema ``medfed-experiment/1``)."""
     best = best_single(state)
+    best_nll = best_single_nll(state)
     rows = headline(state)
-    fairness_rows = [e for e in rows if e.method in ("base", "fedavg", "exact")]
+    fairness_rows = [e for e in rows if e.method in ("base", "fedavg", "exact") and e.scores is not None]
     if best is not None:
-        fairness_rows.insert(1 if rows and rows[0].method == "base" else 0, best)
+        fairness_rows.insert(1 if fairness_rows and fairness_rows[0].method == "base" else 0, best)
     return {
         "schema": SCHEMA,
         "status": state.status,
@@ -132,8 +173,14 @@ def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]
         },
         "backend": state.backend,
         "leakage_check": state.leakage,
-        "evaluations": [_ev_dict(e) for e in state.evaluations],
-        "accuracy_table": [_ev_dict(e) for e in rows],
+        "evaluations": [_ev_dict(e, state) for e in state.evaluations],
+        "accuracy_table": [_ev_dict(e) for e in rows if e.scores is not None],
+        "answer_nll_definition": NLL_DEFINITION,
+        "answer_nll_table": [_ev_dict(e, state) for e in rows if e.nll_scores is not None],
+        "best_single_nll": best_nll.site if best_nll else None,
+        "nll_comparisons": {
+            k: {m: v.to_dict() for m, v in d.items()} for k, d in nll_comparisons(state).items()
+        },
         "fairness_table": [
             {**_ev_dict(e), "label": f"Best single-site LoRA ({e.site})" if e is best else e.label}
             for e in fairness_rows
@@ -144,6 +191,84 @@ def to_json(state: RunState, command: list[str] | None = None) -> dict[str, Any]
         "study_reference_qwen3_1_7b": STUDY_QWEN3_1_7B,
         "deviations": state.deviations,
     }
+
+
+NLL_DEFINITION = (
+    "Mean negative log-likelihood (nats per token) of the correct answer's text (the option text) "
+    "given the question without its options, in the chat format answer-text training uses; per "
+    "question the mean over the answer's tokens, per test set the mean over its questions. Lower is "
+    "better: 'worst' is the highest site's NLL (the analogue of Min-Acc), 'mean' the mean over the "
+    "sites (Macro). 95% intervals by bootstrap over questions within each test set, paired between "
+    "methods."
+)
+
+
+def _cell3(e: Estimate) -> str:
+    return f"{e.value:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
+
+
+def _delta3(e: Estimate) -> str:
+    return f"{e.value:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}]"
+
+
+def nll_markdown(state: RunState) -> list[str]:
+    """The answer-text NLL sections of results.md (empty when the run did not measure it)."""
+    names = [s.name for s in SITES]
+    rows = [e for e in headline(state) if e.nll_scores is not None]
+    if not rows:
+        return []
+    lines = ["## Answer-text NLL per test set (nats per token, lower is better)", "", NLL_DEFINITION, ""]
+    lines += [
+        "| Model | " + " | ".join(names) + " | worst site | mean |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for e in rows:
+        sc = e.nll_scores
+        assert sc is not None
+        cells = [_cell3(sc.per_site[n]) for n in names] + [_cell3(sc.worst), _cell3(sc.mean)]
+        lines.append(f"| {e.label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    changes = [(e, nll_change_from_base(state, e)) for e in rows]
+    changes = [(e, c) for e, c in changes if c]
+    if changes:
+        lines += ["### Change from the base model (paired; negative: the method is better)", ""]
+        lines += [
+            "| Model | " + " | ".join(names) + " | worst site | mean |",
+            "|---|" + "---|" * (len(names) + 2),
+        ]
+        for e, c in changes:
+            lines.append(
+                f"| {e.label} | " + " | ".join(_delta3(c[k]) for k in (*names, *NLL_AGGREGATES)) + " |"
+            )
+        lines.append("")
+    comps = nll_comparisons(state)
+    best = best_single_nll(state)
+    if comps and best is not None:
+        lines += [f"### Federated minus best single-site LoRA by mean NLL (site {best.site}), paired", ""]
+        lines += [
+            "| Comparison | " + " | ".join(names) + " | worst site | mean |",
+            "|---|" + "---|" * (len(names) + 2),
+        ]
+        for key, d in comps.items():
+            lines.append(
+                f"| {key.split('_')[0]} - best single | "
+                + " | ".join(_delta3(d[k]) for k in (*names, *NLL_AGGREGATES))
+                + " |"
+            )
+        lines.append("")
+    recs = [(m, r) for m, rs in state.rounds.items() for r in rs if r.get("nll")]
+    if recs:
+        lines += ["### Answer-text NLL per round of the federated runs", ""]
+        lines += [
+            "| Method | Round | " + " | ".join(names) + " | worst site | mean |",
+            "|---|---|" + "---|" * (len(names) + 2),
+        ]
+        for m, r in recs:
+            d = r["nll"]
+            vals = [d["per_site"][n]["value"] for n in names] + [d["worst"]["value"], d["mean"]["value"]]
+            lines.append(f"| {m} | {r['round']} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+        lines.append("")
+    return lines
 
 
 def _cell(e: Estimate) -> str:
@@ -175,24 +300,12 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
     if command:
         lines += ["Command: `" + " ".join(command) + "`", ""]
 
-    lines += ["## Accuracy per test set (the study's Table 2 shape)", ""]
-    lines += ["| Model | " + " | ".join(f"MedQA-{n}" if n != "IN" else "MedMCQA-IN" for n in names) + " |"]
-    lines += ["|---|" + "---|" * len(names)]
-    for e in headline(state):
-        lines.append(f"| {e.label} | " + " | ".join(_cell(e.scores.accuracy[n]) for n in names) + " |")
-    lines.append("")
-
-    lines += ["## Macro-Acc, Min-Acc, H-mean (the study's Table 3 shape)", ""]
-    lines += ["| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
-    for row in to_json(state)["fairness_table"]:
-        lines.append(
-            f"| {row['label']} | "
-            + " | ".join(
-                _cell(Estimate(row[m]["value"], row[m]["ci95"][0], row[m]["ci95"][1])) for m in AGG_LABELS
-            )
-            + " |"
-        )
-    lines.append("")
+    lines += nll_markdown(state)
+    acc_rows = [e for e in headline(state) if e.scores is not None]
+    if not acc_rows:
+        lines += ["(Letter accuracy was not measured in this run: `--metrics` left it out.)", ""]
+    else:
+        lines += _accuracy_markdown(state, acc_rows)
 
     comps = comparisons(state)
     if comps and best is not None:
@@ -222,13 +335,9 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
             for rec in recs:
                 sc = rec["scores"]
                 loss = sum(v["mean_loss"] for v in rec["local"].values()) / max(len(rec["local"]), 1)
-                lines.append(
-                    f"| {method} | {rec['round']} | "
-                    + " | ".join(f"{sc['accuracy'][n]['value']:.1f}" for n in names)
-                    + " | "
-                    + " | ".join(f"{sc[m]['value']:.1f}" for m in AGG_LABELS)
-                    + f" | {loss:.3f} |"
-                )
+                accs = [f"{sc['accuracy'][n]['value']:.1f}" if sc else "-" for n in names]
+                aggs = [f"{sc[m]['value']:.1f}" if sc else "-" for m in AGG_LABELS]
+                lines.append(f"| {method} | {rec['round']} | " + " | ".join(accs + aggs) + f" | {loss:.3f} |")
         lines.append("")
 
     with_preds = [e for e in state.evaluations if e.predictions]
@@ -292,6 +401,31 @@ def to_markdown(state: RunState, command: list[str] | None = None) -> str:
     lines += [f"- {d}" for d in state.deviations]
     lines.append("")
     return "\n".join(lines)
+
+
+def _accuracy_markdown(state: RunState, acc_rows: list[Evaluation]) -> list[str]:
+    """The study's Table 2 and Table 3 shapes (letter accuracy)."""
+    names = [s.name for s in SITES]
+    lines = ["## Accuracy per test set (the study's Table 2 shape)", ""]
+    lines += ["| Model | " + " | ".join(f"MedQA-{n}" if n != "IN" else "MedMCQA-IN" for n in names) + " |"]
+    lines += ["|---|" + "---|" * len(names)]
+    for e in acc_rows:
+        sc = e.scores
+        assert sc is not None
+        lines.append(f"| {e.label} | " + " | ".join(_cell(sc.accuracy[n]) for n in names) + " |")
+    lines.append("")
+    lines += ["## Macro-Acc, Min-Acc, H-mean (the study's Table 3 shape)", ""]
+    lines += ["| Model | Macro-Acc | Min-Acc | H-mean |", "|---|---|---|---|"]
+    for row in to_json(state)["fairness_table"]:
+        lines.append(
+            f"| {row['label']} | "
+            + " | ".join(
+                _cell(Estimate(row[m]["value"], row[m]["ci95"][0], row[m]["ci95"][1])) for m in AGG_LABELS
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_reports(state: RunState, out_dir: str | os.PathLike[str], command: list[str] | None = None) -> None:

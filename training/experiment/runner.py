@@ -40,6 +40,7 @@ from training.experiment.dataset import (
     train_seed,
 )
 from training.experiment.metrics import Scores, score
+from training.experiment.nll import NllScores, nll_scores
 from training.experiment.tasks import (
     AdapterFiles,
     EvalJob,
@@ -64,9 +65,11 @@ class Evaluation:
     site: str | None
     round: int | None
     correct: dict[str, np.ndarray]
-    scores: Scores
+    scores: Scores | None  # None when the run does not measure accuracy
     seconds: float
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    nll: dict[str, np.ndarray] = field(default_factory=dict)  # answer-text NLL per test question
+    nll_scores: NllScores | None = None
 
 
 @dataclass
@@ -201,6 +204,7 @@ class Runner:
             max_length=self.cfg.max_length,
             seed=train_seed(self.cfg.seed, round_no, site_index, len(self._ordered_institutions())),
             device=self.cfg.device,
+            target=self.cfg.target,
         )
 
     def _train(
@@ -300,7 +304,10 @@ class Runner:
         for adapter, label, _, _, _, merges in specs:
             files = read_adapter_files(adapter) if adapter is not None else None
             chain = tuple(merges)  # one object per model: a backend may ship it once
-            jobs += [EvalJob(label, s.name, s.test, files, self.cfg.max_length, chain) for s in tests]
+            jobs += [
+                EvalJob(label, s.name, s.test, files, self.cfg.max_length, chain, self.cfg.metrics)
+                for s in tests
+            ]
         t = time.perf_counter()
         results = self.backend.evaluate(jobs)
         self.state.timing["eval_wall_s"] = self.state.timing.get("eval_wall_s", 0.0) + (
@@ -309,23 +316,33 @@ class Runner:
         out: list[Evaluation] = []
         for k, (_, label, method, site, round_no, _) in enumerate(specs):
             part = results[k * len(tests) : (k + 1) * len(tests)]
-            correct = {s.name: r.correct for s, r in zip(tests, part, strict=True)}
-            predictions = {s.name: r.predictions for s, r in zip(tests, part, strict=True)}
             seconds = sum(r.seconds for r in part)
-            scores = score(correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
-            ev = Evaluation(label, method, site, round_no, correct, scores, seconds, predictions)
+            ev = Evaluation(label, method, site, round_no, {}, None, seconds)
+            if "accuracy" in self.cfg.metrics:
+                ev.correct = {s.name: r.correct for s, r in zip(tests, part, strict=True)}
+                ev.predictions = {s.name: r.predictions for s, r in zip(tests, part, strict=True)}
+                ev.scores = score(ev.correct, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
+                log.info(
+                    "%s: %s | Macro %.1f Min %.1f H-mean %.1f",
+                    label,
+                    " ".join(f"{k} {v.value:.1f}" for k, v in ev.scores.accuracy.items()),
+                    ev.scores.macro.value,
+                    ev.scores.min.value,
+                    ev.scores.hmean.value,
+                )
+            if "nll" in self.cfg.metrics:
+                ev.nll = {s.name: r.nll for s, r in zip(tests, part, strict=True)}
+                ev.nll_scores = nll_scores(ev.nll, n_boot=self.cfg.bootstrap, seed=self.cfg.seed)
+                log.info(
+                    "%s: answer NLL %s | worst %.4f mean %.4f",
+                    label,
+                    " ".join(f"{k} {v.value:.4f}" for k, v in ev.nll_scores.per_site.items()),
+                    ev.nll_scores.worst.value,
+                    ev.nll_scores.mean.value,
+                )
             self.state.evaluations.append(ev)
             self.state.timing["eval_s"] = self.state.timing.get("eval_s", 0.0) + seconds
-            acc = " ".join(f"{k} {v.value:.1f}" for k, v in scores.accuracy.items())
-            log.info(
-                "%s: %s | Macro %.1f Min %.1f H-mean %.1f (%.0f s)",
-                label,
-                acc,
-                scores.macro.value,
-                scores.min.value,
-                scores.hmean.value,
-                seconds,
-            )
+            log.info("%s evaluated in %.0f s", label, seconds)
             out.append(ev)
         return out
 
@@ -336,7 +353,8 @@ class Runner:
             {
                 "round": round_no,
                 "global_sha256": sha,
-                "scores": ev.scores.to_dict(),
+                "scores": ev.scores.to_dict() if ev.scores is not None else None,
+                "nll": ev.nll_scores.to_dict() if ev.nll_scores is not None else None,
                 "local": {
                     u.site: {
                         "steps": u.steps,

@@ -95,16 +95,19 @@ class EvalJob:
     adapter: AdapterFiles | None
     max_length: int
     merges: tuple[Merge, ...] = ()
+    metrics: tuple[str, ...] = ("accuracy", "nll")
 
 
 @dataclass(frozen=True)
 class EvalOutcome:
-    """Per-question 0/1 correctness and predicted option index, in the job's question order."""
+    """Per-question 0/1 correctness, predicted option index and answer-text NLL, in the job's
+    question order (empty arrays for a metric the job did not ask for)."""
 
     correct: np.ndarray
     predictions: np.ndarray
     seconds: float
     worker: str = ""
+    nll: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -198,17 +201,20 @@ def run_train(holder: ModelHolder, job: TrainJob, progress: bool = False, worker
 
 
 def run_eval(holder: ModelHolder, job: EvalJob, worker: str = "") -> EvalOutcome:
-    """Score one model on one test set (:func:`training.experiment.scoring.correctness`)."""
+    """Score one model on one test set (:mod:`training.experiment.scoring`): letter accuracy and
+    answer-text NLL, as ``job.metrics`` asks."""
     model = holder.model_for(job.merges)
     started = time.perf_counter()
+    correct = predictions = nll = np.zeros(0)
+    desc = f"{job.label} on {job.test_set}"
     with tempfile.TemporaryDirectory(prefix="medfed-eval-") as tmp:
         adapter = write_adapter_files(job.adapter, Path(tmp) / "adapter") if job.adapter else None
-        correct, predictions = scoring.correctness(
-            model,
-            holder.tokenizer,
-            list(job.questions),
-            adapter,
-            max_length=job.max_length,
-            desc=f"{job.label} on {job.test_set}",
-        )
-    return EvalOutcome(correct, predictions, time.perf_counter() - started, worker)
+        if "accuracy" in job.metrics:
+            correct, predictions = scoring.correctness(
+                model, holder.tokenizer, list(job.questions), adapter, max_length=job.max_length, desc=desc
+            )
+        if "nll" in job.metrics:
+            nll = scoring.nll(
+                model, holder.tokenizer, list(job.questions), adapter, max_length=job.max_length, desc=desc
+            )
+    return EvalOutcome(correct, predictions, time.perf_counter() - started, worker, nll)
