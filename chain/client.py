@@ -119,6 +119,23 @@ class CoordinatorClient:
             raise ChainError("this client has no wallet: load one with --key to send transactions")
         return self.wallet.address
 
+    def first_code_block(self, head: int | None = None) -> int | None:
+        """The first block at which the coordinator has code (its deployment block), by binary
+        search on eth_getCode up to ``head`` (default: the latest block); None where the node keeps
+        no historical state (a pruned node)."""
+        lo, hi = 0, self.block_number() if head is None else head
+        try:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if len(self.w3.eth.get_code(to_checksum_address(self.address), block_identifier=mid)) > 0:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        except Exception as exc:
+            log.info("cannot probe the coordinator's historical code (%s)", exc)
+            return None
+        return lo
+
     def _require_coordinator(self) -> None:
         """NotACoordinator unless the code at the address answers the Coordinator's identity views
         (another contract, e.g. the reward token, reverts or answers nothing)."""

@@ -89,21 +89,12 @@ def store_dir(cfg: NodeConfig, coordinator: str, first: str) -> Path:
 
 def deploy_block(client: CoordinatorClient) -> int:
     """The block the coordinator was deployed in (its Deployed event): the first block with its
-    code (binary search on eth_getCode); 0 (read from genesis) where the chain keeps no history."""
-    from eth_utils import to_checksum_address
-
-    lo, hi = 0, client.block_number()
-    try:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(client.w3.eth.get_code(to_checksum_address(client.address), block_identifier=mid)) > 0:
-                hi = mid
-            else:
-                lo = mid + 1
-    except Exception as exc:  # a pruned node: scan from genesis (slow, but right)
-        log.info("cannot probe historical code (%s); reading the successor's events from block 0", exc)
+    code; 0 (read from genesis) where the chain keeps no history."""
+    block = client.first_code_block()
+    if block is None:  # a pruned node: scan from genesis (slow, but right)
+        log.info("reading the successor's events from block 0")
         return 0
-    return lo
+    return block
 
 
 def follow_successor(

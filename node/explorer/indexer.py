@@ -93,23 +93,15 @@ def _store_event(conn: sqlite3.Connection, e: ChainEvent) -> None:
 
 
 def find_deploy_block(client: CoordinatorClient, head: int) -> int:
-    """The first block at which the coordinator has code (binary search on eth_getCode).
+    """The first block at which the coordinator has code (`CoordinatorClient.first_code_block`).
 
-    Needs historical state (anvil has it; a pruned node may not): on any error, 0.
+    Needs historical state (anvil has it; a pruned node may not): without it, 0.
     """
-    w3 = client.w3
-    lo, hi = 0, head
-    try:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(w3.eth.get_code(to_checksum_address(client.address), block_identifier=mid)) > 0:
-                hi = mid
-            else:
-                lo = mid + 1
-    except Exception as e:  # no archive state: scan from genesis instead
-        log.info("explorer: cannot probe historical code (%s); indexing from block 0", e)
+    block = client.first_code_block(head)
+    if block is None:  # no archive state: scan from genesis instead
+        log.info("explorer: indexing from block 0")
         return 0
-    return lo
+    return block
 
 
 class Indexer:
