@@ -15,11 +15,11 @@ from web3.exceptions import ContractLogicError
 from chain import diagnose, peer_record
 from chain.abi_text import TOLERANT_CODEC
 from chain.artifacts import load_artifact
-from chain.errors import ChainError, ContractRevert, NotACoordinator, RpcUnreachable
+from chain.errors import ChainError, ContractRevert, NotACoordinator
 from chain.events import EventDecoder, decode_or_skip
 from chain.gas import gas_limit
 from chain.profile import DEVNET, ChainProfile
-from chain.rpc import MS_THRESHOLD, connect, detect_time_unit_ms, require_code
+from chain.rpc import MS_THRESHOLD, connect, detect_time_unit_ms, require_code, unreachable
 from chain.tx import TxSender, decode_revert
 from chain.types import (
     PARAM_NAMES,
@@ -143,10 +143,7 @@ class CoordinatorClient:
             bytes(self.contract.functions.loraConfigHash().call())
             str(self.contract.functions.baseModel().call())
         except (requests.exceptions.RequestException, OSError) as exc:
-            raise RpcUnreachable(
-                f"RPC {self.rpc_url} unreachable ({type(exc).__name__}): "
-                "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
-            ) from None
+            raise unreachable(self.rpc_url, exc) from None
         except Exception as exc:
             raise NotACoordinator(
                 f"the contract at {self.address} on {self.rpc_url} is not a medfed Coordinator "

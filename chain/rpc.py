@@ -32,6 +32,14 @@ def connect(rpc_url: str, profile: ChainProfile) -> Web3:
     return w3
 
 
+def unreachable(rpc_url: str, exc: BaseException) -> RpcUnreachable:
+    """The one-line error for an RPC endpoint that does not answer."""
+    return RpcUnreachable(
+        f"RPC {rpc_url} unreachable ({type(exc).__name__}): "
+        "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
+    )
+
+
 def rpc_chain_id(w3: Web3, rpc_url: str) -> int:
     """eth_chainId, turning connection failures into RpcUnreachable."""
     try:
@@ -43,10 +51,7 @@ def rpc_chain_id(w3: Web3, rpc_url: str) -> int:
             "fix the RPC URL (--rpc, [chain] rpc_url)"
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError) as exc:
-        raise RpcUnreachable(
-            f"RPC {rpc_url} unreachable ({type(exc).__name__}): "
-            "start the chain node or fix the RPC URL (--rpc, [chain] rpc_url)"
-        ) from None
+        raise unreachable(rpc_url, exc) from None
     except (requests.exceptions.RequestException, ValueError) as exc:  # not JSON, not JSON-RPC
         raise RpcUnreachable(
             f"RPC {rpc_url} did not answer JSON-RPC ({type(exc).__name__}): is it an Ethereum RPC? "
