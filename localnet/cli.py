@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from chain.errors import ChainError
 from localnet.anvil import AnvilError
 from localnet.chain import (
-    CHAINS,
     DEVNET_PARAMS,
     DevnetError,
     load_devnet,
@@ -24,7 +23,9 @@ from localnet.chain import (
     start_devnet,
     stop_devnet,
 )
-from localnet.cypherium import GENESES, CypheriumError
+from localnet.commands import add_federation_commands
+from localnet.cypherium import CypheriumError
+from localnet.options import add_chain_choice, chain_genesis
 
 # Exceptions that end a command with one line on stderr and exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -34,32 +35,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ChainError,
     ValueError,
 )
-
-
-def add_chain_choice(p: argparse.ArgumentParser) -> None:
-    """`--chain anvil|cypherium` and `--genesis istanbul|official-rules`."""
-    p.add_argument(
-        "--chain",
-        choices=CHAINS,
-        default="anvil",
-        help="anvil (default) or a real Cypherium node from ../shared/cypherium ($MEDFED_CYPHERIUM_DIR)",
-    )
-    p.add_argument(
-        "--genesis",
-        choices=GENESES,
-        default=None,
-        help="Cypherium EVM rules: istanbul (default) or official-rules (pre-Byzantium: no REVERT/SHL)",
-    )
-
-
-def chain_genesis(args: argparse.Namespace) -> str:
-    """The --genesis to use; DevnetError when it is given for a chain it does not apply to."""
-    if args.genesis is not None and args.chain != "cypherium":
-        raise DevnetError(
-            f"--genesis {args.genesis} applies to --chain cypherium only (anvil runs Istanbul rules): "
-            "add --chain cypherium or drop --genesis"
-        )
-    return str(args.genesis or "istanbul")
 
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -167,13 +142,6 @@ def _chain_down(args: argparse.Namespace) -> int:
     was_running = stop_devnet(args.dir)
     print("devnet stopped" if was_running else "devnet was not running (records moved aside)")
     return 0
-
-
-def add_federation_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`up` / `down` / `status`: the whole local federation (localnet/federation.py)."""
-    from localnet.federation import add_federation_commands as add
-
-    add(sub)
 
 
 REGISTRARS: list[Registrar] = [add_chain_commands, add_federation_commands]

@@ -1,0 +1,114 @@
+"""medfed.toml for one local institution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from localnet.sites import Site
+from localnet.sizing import Sizing
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML inline value (strings are JSON-escaped, which TOML basic strings accept)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_list(items: tuple[dict[str, Any], ...]) -> str:
+    return _toml_value(list(items))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_config_text(
+    devnet: Any,
+    site: Site,
+    sizing: Sizing,
+    model: str,
+    initial: Path,
+    last_round: int,
+    threads: int,
+    strategy: str = "fedavg",
+    rules: Any = None,
+    monitoring_port: int = 0,
+    keepalive_s: float | None = None,
+) -> str:
+    """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
+    full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given;
+    ``keepalive_s``: [chain] keepalive_s, None = "auto")."""
+    extra = ""
+    if rules is not None:
+        strategy = rules.strategy
+        extra = "".join(f"{k} = {v!r}\n" for k, v in sorted(rules.bounds.canonical().items()))
+        extra += f"fallback_after = {rules.fallback_after}\n"
+    return f"""\
+# medfed.toml written by `medfed-localnet up` for institution {site.name}
+state_dir = "state"
+
+[node]
+name = {_toml_value(site.name)}
+
+[monitoring]
+enabled = {_toml_value(bool(monitoring_port))}
+listen = "127.0.0.1:{monitoring_port or 9464}"
+
+[chain]
+rpc_url = "{devnet.rpc_url}"
+coordinator = "{devnet.coordinator}"
+profile = "{devnet.profile.name}"
+start_block = {devnet.deploy_block}
+keepalive_s = {'"auto"' if keepalive_s is None else keepalive_s}
+
+[p2p]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+
+[data]
+name = {_toml_value(site.name)}
+train = {_toml_list(site.train)}
+eval = {_toml_list(site.eval)}
+train_per_round = {sizing.train_per_round}
+eval_limit = {sizing.eval_limit}
+
+[model]
+base = "{model}"
+initial_adapter = "{initial}"
+
+[lora]
+rank = {sizing.lora_rank}
+alpha = {sizing.lora_alpha}
+
+[training]
+max_steps = {sizing.max_steps}
+batch_size = {sizing.batch_size}
+grad_accum = {sizing.grad_accum}
+max_length = {sizing.max_length}
+threads = {threads}
+
+[aggregation]
+strategy = "{strategy}"
+{extra}
+[rounds]
+auto_open = true
+open_first_round = false
+last_round = {last_round}
+poll_interval_s = {sizing.poll_interval_s}
+fetch_patience_s = {sizing.fetch_patience_s}
+stagger_s = {sizing.stagger_s}
+watch_interval_s = {sizing.watch_interval_s}
+"""
