@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import trio
@@ -49,6 +50,7 @@ from p2p.identity import address_from_peer_id, key_pair_from_private_key
 from p2p.ipfs import KuboClient
 from p2p.limits import DropLog, FloodLimits, StreamLimiter
 from p2p.messages import Announcement
+from p2p.relay import RelayService, RelaySettings, is_circuit
 from p2p.transfer import (
     PROTOCOL_ID,
     Oversize,
@@ -148,6 +150,7 @@ class MedfedHost:
         self.guard = GossipGuard(self.limits, self.dropped, self.peer_id)
         self.streams = StreamLimiter(self.limits.max_streams_per_peer, self.limits.max_streams)
         self.stream_drops = DropLog("adapter streams", self.limits.log_interval, self.peer_id)
+        self.relay: RelayService | None = None  # circuit relay v2 (p2p/relay.py), set by open_host
 
     # ----------------------------------------------------------------- addresses
     def listen_multiaddrs(self) -> list[str]:
@@ -159,13 +162,14 @@ class MedfedHost:
         return [p.to_base58() for p in self.host.get_connected_peers()]
 
     async def connect(self, multiaddrs: Iterable[str], keep: bool = True) -> list[str]:
-        """Dial each '/ip4/.../tcp/.../p2p/<id>' address; return the peer ids reached.
+        """Dial each '/ip4/.../tcp/.../p2p/<id>' (or '.../p2p-circuit/p2p/<id>') address; return the
+        peer ids reached.
 
-        With `keep`, the peers are re-dialled by the reconnect loop whenever they drop.
-        Raises ConnectError only if addresses were given and none could be reached.
+        A peer's direct addresses are tried first, then its relayed ones (p2p/relay.py). With
+        `keep`, the peers are re-dialled by the reconnect loop whenever they drop. Raises
+        ConnectError only if addresses were given and none could be reached.
         """
-        reached: list[str] = []
-        errors: list[str] = []
+        by_peer: dict[ID, list[multiaddr.Multiaddr]] = {}
         for addr in multiaddrs:
             try:
                 info = info_from_p2p_addr(_to_multiaddr(addr))
@@ -173,18 +177,51 @@ class MedfedHost:
                 raise ConnectError(f"{addr!r} is not a multiaddr ending in /p2p/<peer id>: {exc}") from exc
             if info.peer_id == self.host.get_id():
                 continue
+            by_peer.setdefault(info.peer_id, []).extend(info.addrs)
+        reached: list[str] = []
+        errors: list[str] = []
+        for pid, addrs in by_peer.items():
             if keep:
-                self._keep[info.peer_id] = list(info.addrs)
+                self._keep[pid] = list(addrs)
             try:
-                with trio.fail_after(self.request_timeout):
-                    await self.host.connect(info)
-                reached.append(info.peer_id.to_base58())
+                await self._dial_peer(pid, addrs)
+                reached.append(pid.to_base58())
             except Exception as exc:
-                errors.append(f"{addr}: {exc!r}")
-                log.info("could not connect to %s: %r", addr, exc)
+                errors.append(f"{pid}: {exc!r}")
+                log.info("could not connect to %s: %r", pid, exc)
         if errors and not reached:
             raise ConnectError("no peer reachable; check the addresses and firewalls: " + "; ".join(errors))
         return reached
+
+    async def _dial_peer(self, pid: ID, addrs: list[multiaddr.Multiaddr]) -> None:
+        """Connect to a peer unless connected: its direct addresses first, then through relays."""
+        if pid in self.host.get_connected_peers():
+            return
+        direct = [a for a in addrs if not is_circuit(a)]
+        relayed = [a for a in addrs if is_circuit(a)]
+        errors: list[str] = []
+        if direct:
+            try:
+                self._unblock(pid)
+                with trio.fail_after(self.request_timeout):
+                    await self.host.connect(_peer_info(pid, direct))
+                if self.relay is not None:
+                    self.relay.poke()  # a directly reachable member may relay for us
+                return
+            except Exception as exc:
+                errors.append(f"direct: {exc!r}")
+        for addr in relayed:
+            if self.relay is None:
+                errors.append(f"{addr}: relayed address, relays are off")
+                break
+            try:
+                with trio.fail_after(self.request_timeout):
+                    await self.relay.dial(f"{addr}/p2p/{pid.to_base58()}")
+                log.info("connected to %s through relay %s", pid, str(addr).split("/p2p/")[-1].split("/")[0])
+                return
+            except Exception as exc:
+                errors.append(f"{addr}: {exc!r}")
+        raise ConnectError("; ".join(errors) or "no address")
 
     async def _reconnect_loop(self) -> None:
         while True:
@@ -194,12 +231,34 @@ class MedfedHost:
                 if pid in connected:
                     continue
                 try:
-                    self._unblock(pid)
-                    with trio.fail_after(self.request_timeout):
-                        await self.host.connect(_peer_info(pid, addrs))
+                    await self._dial_peer(pid, addrs)
                     log.info("reconnected to %s", pid)
                 except Exception as exc:
                     log.debug("reconnect to %s failed: %r", pid, exc)
+
+    async def _connect_relay(self, addr: str) -> None:
+        await self.connect([addr], keep=True)
+
+    def advertised_multiaddrs(self) -> list[str]:
+        """The addresses other members should dial: our relayed ones when we accept no inbound
+        connection ([p2p] reachability = "private"), else our listen addresses."""
+        if self.relay is not None and self.relay.settings.private:
+            return self.relay.circuit_addrs(self.peer_id)
+        return self.listen_multiaddrs()
+
+    def _relay_candidates(self) -> list[tuple[str, str]]:
+        """(peer id, direct address) of the peers we hold a direct connection to."""
+        connected = set(self.host.get_connected_peers())
+        out = []
+        for pid, addrs in list(self._keep.items()):
+            direct = [a for a in addrs if not is_circuit(a)]
+            if pid in connected and direct and not self._relayed_only(pid):
+                out.append((pid.to_base58(), f"{direct[0]}/p2p/{pid.to_base58()}"))
+        return out
+
+    def _relayed_only(self, pid: ID) -> bool:
+        conns = self.host.get_network().get_connections(pid)
+        return bool(conns) and all(_is_relayed(c) for c in conns)
 
     def _unblock(self, pid: ID) -> None:
         """Lift py-libp2p's negative dial cache (60 s after a peer failed all its addresses) before a
@@ -447,8 +506,9 @@ class MedfedHost:
     ) -> Path:
         with trio.fail_after(timeout):
             if addrs:
-                self._unblock(pid)
-                await self.host.connect(_peer_info(pid, addrs))
+                await self._dial_peer(pid, addrs)
+            elif pid in self._keep:  # a member we know: re-dial it (through its relay if need be)
+                await self._dial_peer(pid, self._keep[pid])
             stream = await self.host.new_stream(pid, [TProtocol(PROTOCOL_ID)])
         try:
             path = await fetch_from_stream(stream, sha, dest_dir, max_bytes, timeout)
@@ -466,6 +526,17 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _is_relayed(conn: object) -> bool:
+    return any(is_circuit(a) for a in _conn_addrs(conn))
+
+
+def _conn_addrs(conn: object) -> list[multiaddr.Multiaddr]:
+    try:
+        return list(conn.get_transport_addresses())  # type: ignore[attr-defined]
+    except Exception:
+        return []
 
 
 def _peer_info(pid: ID, addrs: list[multiaddr.Multiaddr]) -> PeerInfo:
@@ -518,6 +589,20 @@ async def _safe_close(stream: INetStream) -> None:
             await stream.close()
 
 
+async def _run_relay(
+    service: RelayService, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the circuit relay protocol (STOP always, HOP gated to members when serving)."""
+    async with background_trio_service(service.protocol):
+        await service.protocol.event_started.wait()
+        if service.settings.serve:
+            from p2p.relay import HOP_PROTOCOL_ID
+
+            service.host.set_stream_handler(HOP_PROTOCOL_ID, service._gated_hop)
+        task_status.started()
+        await trio.sleep_forever()
+
+
 @asynccontextmanager
 async def open_host(
     private_key: bytes,
@@ -533,6 +618,7 @@ async def open_host(
     gossip: GossipSettings | None = None,
     ipfs_api_url: str | None = None,
     limits: FloodLimits | None = None,
+    relay: RelaySettings | None = None,
 ) -> AsyncIterator[MedfedHost]:
     """Start a host on the wallet key (TCP + Noise + Yamux), join `topic`, serve the transfer protocol.
 
@@ -541,6 +627,8 @@ async def open_host(
     dialled at start (failures logged) and re-dialled whenever they drop. With `ipfs_api_url`
     (a Kubo RPC address) `fetch(..., cid=...)` falls back to IPFS when no peer can serve.
     `limits` bound what one peer may cost us (gossip rates, streams served; see p2p/limits.py).
+    `relay` (p2p/relay.py): relay members' traffic, and/or accept no inbound connection and be
+    reached through relays; None = dial relayed addresses only.
     """
     settings = gossip or GossipSettings()
     _raise_pubsub_queue_limits(settings.queue_size)
@@ -591,6 +679,11 @@ async def open_host(
         background_trio_service(gossipsub),
     ):
         await pubsub.wait_until_ready()
+        relay_settings = relay or RelaySettings()
+        node.relay = RelayService(host, relay_settings, is_member)
+        await nursery.start(_run_relay, node.relay)
+        if relay_settings.private:
+            nursery.start_soon(node.relay.keep_reservations, node._relay_candidates, node._connect_relay)
         subscription = await pubsub.subscribe(topic)
         nursery.start_soon(node._read_gossip, subscription)
         nursery.start_soon(node._reconnect_loop)
