@@ -55,6 +55,12 @@ class P2PSection:
     gossip_burst: int = 100  # ... and at once
     max_streams_per_peer: int = 1  # adapter requests served to one peer at once; more: "busy"
     max_streams: int = 64  # ... to all peers together
+    # issue 19, circuit relay v2 (docs/p2p.md "Firewalls and relays")
+    relay: bool = False  # relay other members' traffic (needs a reachable address)
+    reachability: str = "public"  # "private": accept no inbound connection, be reached via relays
+    relays: tuple[str, ...] = ()  # relay multiaddrs to reserve on (e.g. a `medfed-node relay`)
+    relay_max_reservations: int = 32  # members holding a reservation on this relay at once
+    relay_circuit_mb: int = 4096  # bytes one relayed connection may carry, then it is re-dialled
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,17 @@ gossip_burst = 100
 # Adapter downloads served at once to one peer, and to all peers; the excess is answered "busy".
 max_streams_per_peer = 1
 max_streams = 64
+# Firewalls (docs/operations.md "Hospital firewalls"): a site that accepts no inbound connection
+# sets reachability = "private": it dials out only, keeps a reservation on relays and publishes its
+# relayed addresses (/p2p-circuit) instead of its listen addresses. Relays: the members with
+# relay = true that it reaches, and the `relays` listed here (e.g. a `medfed-node relay`).
+# reachability = "public"
+# relays = ["/ip4/203.0.113.7/tcp/4001/p2p/16Uiu2..."]
+# Relay other members' traffic (members only; this site must be reachable). A relay forwards
+# end-to-end encrypted bytes it cannot read. Limits: reservations held at once, MB per connection.
+# relay = false
+# relay_max_reservations = 32
+# relay_circuit_mb = 4096
 
 [data]
 # Label of this site's data in metrics and reports.
@@ -493,6 +510,14 @@ def _keepalive_s(sec: _Section) -> float | None:
     return v
 
 
+def _reachability(sec: _Section) -> str:
+    """[p2p] reachability: "public" (others dial our listen addresses) or "private" (relays only)."""
+    v = sec.str_("reachability", "public")
+    if v not in ("public", "private"):
+        raise sec.fail("reachability", f'must be "public" or "private" (behind a firewall), got {v!r}')
+    return v
+
+
 def _display_name(sec: _Section) -> str:
     name = sec.str_("name", "")
     try:
@@ -562,6 +587,11 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
             "gossip_burst",
             "max_streams_per_peer",
             "max_streams",
+            "relay",
+            "reachability",
+            "relays",
+            "relay_max_reservations",
+            "relay_circuit_mb",
         }
     )
     listen = p.strs("listen", P2PSection.listen)
@@ -571,6 +601,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         ("listen", listen),
         ("announce", p.strs("announce", ())),
         ("bootstrap", p.strs("bootstrap", ())),
+        ("relays", p.strs("relays", ())),
     ):
         for addr in addrs:
             if not addr.startswith("/"):
@@ -590,7 +621,17 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         p.int_("gossip_burst", P2PSection.gossip_burst, lo=1),
         p.int_("max_streams_per_peer", P2PSection.max_streams_per_peer, lo=1),
         p.int_("max_streams", P2PSection.max_streams, lo=1),
+        p.bool_("relay", False),
+        _reachability(p),
+        p.strs("relays", ()),
+        p.int_("relay_max_reservations", P2PSection.relay_max_reservations, lo=1),
+        p.int_("relay_circuit_mb", P2PSection.relay_circuit_mb, lo=1),
     )
+    if p2p.relay and p2p.reachability == "private":
+        raise p.fail("relay", 'a relay must be reachable: set reachability = "public" or relay = false')
+    for addr in p2p.relays:
+        if "/p2p/" not in addr:
+            raise p.fail("relays", f"{addr!r} needs the relay's /p2p/<PeerID> at the end")
 
     d = top.sub("data")
     d.unknown({"name", "train", "eval", "train_per_round", "eval_limit"})

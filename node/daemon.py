@@ -47,6 +47,7 @@ from node.outage import rpc_unreachable
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
 from p2p.limits import FloodLimits
+from p2p.relay import RelaySettings
 
 if TYPE_CHECKING:
     from node.monitoring import MonitoringServer
@@ -339,7 +340,8 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
 
 def published_addrs(cfg: NodeConfig, listening: list[str], peer_id: str) -> list[str]:
     """Multiaddrs to publish on-chain, each ending in /p2p/<peer id>."""
-    base = list(cfg.p2p.announce) or listening
+    # a private site's own addresses are unreachable: only the relayed ones count
+    base = listening if cfg.p2p.reachability == "private" else (list(cfg.p2p.announce) or listening)
     return [a if a.endswith(f"/p2p/{peer_id}") else f"{a.rstrip('/')}/p2p/{peer_id}" for a in base]
 
 
@@ -360,6 +362,7 @@ async def serve(node: Node) -> None:
         max_file_bytes=node.cfg.model.max_adapter_mb << 20,
         bootstrap=node.cfg.p2p.bootstrap,
         limits=flood_limits(node.cfg.p2p),
+        relay=relay_settings(node.cfg.p2p),
     ) as host:
         node.host = host
         for sha, path, _kind, _rnd in node.store.artifacts():
@@ -369,9 +372,13 @@ async def serve(node: Node) -> None:
             await rounds.evaluate_initial(node)
             node.set_status(activity="waiting for the members' vote", address=node.address)
             await await_admission(node)
-        await _publish_peer(node)
+        private = node.cfg.p2p.reachability == "private"
+        if not private:  # a private site publishes once a relay holds a reservation for it
+            await _publish_peer(node)
         await _dial_members(node)
         async with trio.open_nursery() as nursery:
+            if private:
+                nursery.start_soon(_publish_relayed, node)
             nursery.start_soon(_drain_gossip, node)
             nursery.start_soon(_watch_chain, node)
             nursery.start_soon(
@@ -403,6 +410,44 @@ def flood_limits(p2p: P2PSection) -> FloodLimits:
     )
 
 
+def relay_settings(p2p: P2PSection) -> RelaySettings:
+    """The [p2p] relay keys as the p2p layer takes them."""
+    return RelaySettings(
+        serve=p2p.relay,
+        private=p2p.reachability == "private",
+        relays=p2p.relays,
+        max_reservations=p2p.relay_max_reservations,
+        circuit_mb=p2p.relay_circuit_mb,
+    )
+
+
+async def _publish_relayed(node: Node) -> None:
+    """A private site: publish its relayed addresses whenever the relays holding a reservation for
+    it change (the members then dial it through them)."""
+    assert node.host is not None and node.host.relay is not None
+    relay = node.host.relay
+    published: list[str] | None = None
+    waited = 0.0
+    while True:
+        changed = relay.changed
+        addrs = node.host.advertised_multiaddrs()
+        if addrs and addrs != published:
+            try:
+                await _publish_peer(node)
+                published = addrs
+            except Exception as exc:  # the next change (or the next minute) tries again
+                log.warning("could not publish the relayed addresses: %r", exc)
+        elif not addrs and waited >= 60:
+            log.warning(
+                "no relay holds a reservation for this site yet (reachability = private): other "
+                "members cannot reach it; set [p2p] relays or have a reachable member set relay = true"
+            )
+            waited = 0.0
+        with trio.move_on_after(30):
+            await changed.wait()
+        waited += 30
+
+
 def node_key(node: Node) -> bytes:
     """The wallet key (the p2p identity is the institution's key)."""
     return bytes(node.client.wallet.private_key) if node.client.wallet else b""
@@ -410,7 +455,7 @@ def node_key(node: Node) -> bytes:
 
 async def _publish_peer(node: Node) -> None:
     assert node.host is not None
-    addrs = published_addrs(node.cfg, node.host.listen_multiaddrs(), node.peer_id)
+    addrs = published_addrs(node.cfg, node.host.advertised_multiaddrs(), node.peer_id)
     name = node.cfg.node.name
     rec = await node.chain(node.client.member_peer, node.address)
     if (

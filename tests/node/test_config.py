@@ -79,6 +79,17 @@ def test_template_placeholder_coordinator_is_rejected(tmp_path: Path) -> None:
             r"\[p2p\] listen: '0.0.0.0:4001'",
         ),
         ("watch_interval_s = 0.5", "watch_interval_s = -1", r"\[rounds\] watch_interval_s: must be >= 0"),
+        ('# reachability = "public"', 'reachability = "nat"', r"\[p2p\] reachability: must be \"public\""),
+        (
+            "# relay = false",
+            'relay = true\nreachability = "private"',
+            r"\[p2p\] relay: a relay must be reachable",
+        ),
+        (
+            '# relays = ["/ip4/203.0.113.7/tcp/4001/p2p/16Uiu2..."]',
+            'relays = ["/ip4/203.0.113.7/tcp/4001"]',
+            r"\[p2p\] relays: .* needs the relay's /p2p/<PeerID>",
+        ),
     ],
 )
 def test_each_mistake_names_section_and_key(tmp_path: Path, old: str, new: str, pattern: str) -> None:
