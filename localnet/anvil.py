@@ -59,12 +59,13 @@ def start_anvil(
     *,
     block_time_s: float | None = None,
     timeout_s: float = 30.0,
+    host: str = "127.0.0.1",
 ) -> AnvilProcess:
-    """Start anvil on 127.0.0.1:`port` (0 = a free port) and wait until it answers JSON-RPC."""
+    """Start anvil on `host`:`port` (0 = a free port) and wait until it answers JSON-RPC."""
     cmd = [
         str(find_anvil()),
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--hardfork",
@@ -93,7 +94,7 @@ def start_anvil(
             m = _LISTEN.search(log_path.read_text(errors="replace"))
             if m:
                 port = int(m.group(2))
-                rpc_url = f"http://127.0.0.1:{port}"
+                rpc_url = f"http://{host}:{port}"
         if rpc_url is not None and _answers(rpc_url):
             _CHILDREN[proc.pid] = proc
             return AnvilProcess(pid=proc.pid, rpc_url=rpc_url, port=port, log_path=log_path)

@@ -123,7 +123,13 @@ class _ChainProcess:
 
 
 def _start_chain(
-    root: Path, kind: str, genesis: str, port: int, block_time_s: float | None, password: str
+    root: Path,
+    kind: str,
+    genesis: str,
+    port: int,
+    block_time_s: float | None,
+    password: str,
+    rpc_host: str = "127.0.0.1",
 ) -> tuple[_ChainProcess, Path, Wallet]:
     """Start the chain; return it with the admin keystore path and the funded admin wallet."""
     admin_path = root / "wallets" / "admin.json"
@@ -142,7 +148,7 @@ def _start_chain(
             cy.stop_cypherium(datadir)
             raise
         return _ChainProcess(node.pid, node.rpc_url, node.log_path), admin_path, admin
-    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s)
+    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s, host=rpc_host)
     log.info("anvil %d listening on %s", anvil.pid, anvil.rpc_url)
     try:
         admin = create_wallet(admin_path, password, scrypt_n=DEVNET_SCRYPT_N)
@@ -189,6 +195,7 @@ def start_devnet(
     chain: str = "anvil",
     genesis: str = "istanbul",
     members: int | None = None,
+    rpc_host: str = "127.0.0.1",
 ) -> Devnet:
     """Start the chain, deploy, create/fund `nodes` wallets, admit them (the first `members` of
     them when given: the rest wait for the members' vote) and write `dir/deployment.json`.
@@ -197,7 +204,8 @@ def start_devnet(
     `genesis` rule set, deployed from its funded account). `block_time_s` (anvil only) mines an
     empty block that often besides mining every transaction at once, so views follow the wall
     clock; None mines only on transactions (tests that move time with evm_increaseTime).
-    `fresh` stops a devnet already recorded in `dir` and replaces it.
+    `fresh` stops a devnet already recorded in `dir` and replaces it. `rpc_host` (anvil only): the
+    address its RPC listens on (a bridge address the sites' network namespaces reach, issue 19).
     """
     root = Path(dir).resolve()
     if not 1 <= nodes <= 96:
@@ -206,6 +214,8 @@ def start_devnet(
         raise DevnetError(f"members {members}: choose 1..{nodes}")
     if chain not in CHAINS:
         raise DevnetError(f"--chain {chain!r}: choose one of {', '.join(CHAINS)}")
+    if rpc_host != "127.0.0.1" and chain != "anvil":
+        raise DevnetError("network namespaces (--netns) run with --chain anvil only")
     if chain == "cypherium":
         cy.cypherium_dir()  # fail early, with the fix, when the node is not there
         if genesis not in cy.GENESES:
@@ -229,7 +239,7 @@ def start_devnet(
     password = secrets.token_urlsafe(18)
     _write_private(password_file, password + "\n")
 
-    proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password)
+    proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password, rpc_host)
     profile = CYPHERIUM if chain == "cypherium" else DEVNET
     try:
         paths: list[Path] = []

@@ -37,6 +37,18 @@ def add_federation_commands(sub: Any) -> None:
     up.add_argument(
         "--monitoring", action="store_true", help="each node serves /metrics and /healthz on a free port"
     )
+    up.add_argument(
+        "--netns",
+        action="store_true",
+        help="each site in a network namespace of its own on a bridge (root; docs/operations.md)",
+    )
+    up.add_argument(
+        "--firewalled",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
+    )
     up.set_defaults(func=_up)
     dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, chain)")
     dn.add_argument("--dir", required=True)
@@ -62,6 +74,8 @@ def _up(args: Any) -> int:
         genesis=chain_genesis(args),
         data=args.data,
         monitoring=args.monitoring,
+        netns=args.netns,
+        firewalled=args.firewalled,
     )
 
 

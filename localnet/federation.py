@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.types import DeployParams
+from localnet import netns as netns_mod
 from localnet.chain import DevnetError
 from localnet.errors import FederationError
 from localnet.nodeconfig import free_port, node_config_text
@@ -124,6 +125,8 @@ def launch(
     monitoring: bool = False,
     keepalive_s: float | None = None,
     members: int | None = None,
+    netns: bool = False,
+    firewalled: int = 0,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
@@ -134,10 +137,20 @@ def launch(
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
     ``monitoring``: each node serves /metrics and /healthz on a free local port;
     ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium);
-    ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`)."""
+    ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`);
+    ``netns``: every site in a network namespace of its own, the last ``firewalled`` of them
+    behind a firewall that drops inbound connections (localnet/netns.py); the others relay."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
+    net = None
+    if firewalled and not netns:
+        raise FederationError("--firewalled needs --netns (sites in network namespaces of their own)")
+    if netns:
+        if chain != "anvil":
+            raise FederationError("--netns runs with --chain anvil only (Cypherium's RPC is on loopback)")
+        netns_mod.check_available(firewalled)
+        net = netns_mod.plan(root, nodes, firewalled)
     if chain == "cypherium":
         from localnet.cypherium import cypherium_dir
 
@@ -164,6 +177,13 @@ def launch(
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
+    if net is not None:
+        netns_mod.create(root, net)
+        print(
+            f"network namespaces {net.ns(0)}..{net.ns(nodes - 1)} on bridge {net.bridge} "
+            f"({net.subnet}.0/24); behind a firewall: {list(net.firewalled) or 'none'}",
+            flush=True,
+        )
     print(f"building the initial adapter for model {model!r} ...", flush=True)
     initial_dir = root / "initial"
     sha, cid, base, lora_hash = build_initial_adapter(
@@ -198,6 +218,7 @@ def launch(
         chain=chain,
         genesis=genesis,
         members=members,
+        rpc_host=net.host_ip if net is not None else "127.0.0.1",
     )
     kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
@@ -227,6 +248,7 @@ def launch(
                 rules,
                 ports.get(i, 0),
                 keepalive_s,
+                **(_netns_p2p(net, i) if net is not None else {}),
             )
         )
         configs.append(cfg)
@@ -235,6 +257,7 @@ def launch(
         root, devnet, sites, configs, states, behaviours=dict(behaviours or {}), monitoring_ports=ports
     )
     fed.pending_admission = set(range(members, nodes)) if members is not None else set()
+    fed.netns = net
     for i, port in ports.items():
         print(f"node {i} ({sites[i].name}) metrics on http://127.0.0.1:{port}/metrics", flush=True)
     fed.record()
@@ -247,6 +270,12 @@ def launch(
         down(root)
         raise
     return fed
+
+
+def _netns_p2p(net: netns_mod.NetPlan, i: int) -> dict[str, Any]:
+    """[p2p] of site i in its namespace: its own address; firewalled sites are private, the others relay."""
+    private = i in net.firewalled
+    return {"listen": net.listen(i), "reachability": "private" if private else "public", "relay": not private}
 
 
 def _start_explorer(fed: Federation) -> None:
@@ -413,6 +442,8 @@ def run_up(
     genesis: str = "istanbul",
     data: str | None = None,
     monitoring: bool = False,
+    netns: bool = False,
+    firewalled: int = 0,
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
@@ -429,6 +460,8 @@ def run_up(
         genesis=genesis,
         data=data,
         monitoring=monitoring,
+        netns=netns,
+        firewalled=firewalled,
     )
     sizing = sizing_for(model, chain)
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s

@@ -48,10 +48,14 @@ def node_config_text(
     rules: Any = None,
     monitoring_port: int = 0,
     keepalive_s: float | None = None,
+    listen: str = "/ip4/127.0.0.1/tcp/0",
+    reachability: str = "public",
+    relay: bool = False,
 ) -> str:
     """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
     full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given;
-    ``keepalive_s``: [chain] keepalive_s, None = "auto")."""
+    ``keepalive_s``: [chain] keepalive_s, None = "auto"; ``listen``, ``reachability``, ``relay``: [p2p],
+    for sites in network namespaces, issue 19)."""
     extra = ""
     if rules is not None:
         strategy = rules.strategy
@@ -76,7 +80,9 @@ start_block = {devnet.deploy_block}
 keepalive_s = {'"auto"' if keepalive_s is None else keepalive_s}
 
 [p2p]
-listen = ["/ip4/127.0.0.1/tcp/0"]
+listen = ["{listen}"]
+reachability = "{reachability}"
+relay = {_toml_value(relay)}
 
 [data]
 name = {_toml_value(site.name)}

@@ -52,6 +52,8 @@ class Federation:
     # issue 21: nodes whose wallets were not admitted at deployment: started with
     # --wait-for-admission, they join once the members vote them in
     pending_admission: set[int] = field(default_factory=set)
+    # issue 19: sites in network namespaces (localnet/netns.py NetPlan), None = all on loopback
+    netns: Any = None
 
     def record(self) -> None:
         """Write D/processes.json (what `down` stops)."""
@@ -61,6 +63,7 @@ class Federation:
             "explorer_url": self.explorer_url,
             "anvil": self.devnet.anvil_pid,  # the chain's pid (anvil or cypher)
             "chain": self.devnet.kind,
+            "netns": self.netns.tag if self.netns is not None else None,
         }
         tmp = self.dir / (PROCESSES_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -77,6 +80,7 @@ class Federation:
         self.log_path(i).parent.mkdir(parents=True, exist_ok=True)
         out = self.log_path(i).open("ab")
         cmd = [
+            *(self.netns.exec_prefix(i) if self.netns is not None else []),
             sys.executable,
             "-m",
             "node.cli",
@@ -176,7 +180,8 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 def down(dir: str | Path) -> list[str]:
-    """Stop every process `up` started in ``dir`` (nodes, explorer, anvil); return what was stopped."""
+    """Stop every process `up` started in ``dir`` (nodes, explorer, anvil) and remove its network
+    namespaces (--netns); return what was stopped or removed. Idempotent."""
     root = Path(dir).resolve()
     stopped: list[str] = []
     rec_path = root / PROCESSES_FILE
@@ -202,6 +207,9 @@ def down(dir: str | Path) -> list[str]:
             stopped.append("anvil" if kind == "anvil" else "cypherium node")
     except DevnetError:
         pass
+    from localnet.netns import teardown
+
+    stopped += teardown(root)  # namespaces, veths, bridge, firewall rules: also after a crash
     return stopped
 
 

@@ -31,6 +31,12 @@ case "$part" in
     # the real Cypherium node of the chain and e2e tests needs libgmp10 and libssl3 (its README)
     cypher="${MEDFED_CYPHERIUM_DIR:-../shared/cypherium}/bin/cypher"
     if [ -x "$cypher" ] && ! "$cypher" version >/dev/null 2>&1; then need+=(libgmp10 libssl3); fi
+    # the namespaced federation (issue 19: sites behind firewalls) runs as root only: ip netns, veth,
+    # a bridge and a stateful iptables firewall; without root its tests skip, so nothing is needed
+    if [ "$(id -u)" = 0 ]; then
+      command -v ip >/dev/null || need+=(iproute2)
+      command -v iptables >/dev/null || need+=(iptables)
+    fi
     if [ ${#need[@]} -gt 0 ]; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,186 @@
+"""Sites behind hospital firewalls (issue 19): three `medfed-node start` processes, each in a network
+namespace of its own on a bridge, the last two behind a stateful firewall that drops every inbound
+connection; the open site relays for them (circuit relay v2, members only).
+
+One federation serves every assertion: rounds run until two finalized and a firewalled site
+aggregated one (the draw is random: P(no firewalled aggregator in n rounds) = 3^-n); every update
+is included in every round; rewards are exactly the open network's (3 contributors, the
+aggregator, 2 verifiers per round) and equal the token balances; the firewall really refuses
+inbound connections; the firewalled sites publish only relayed addresses and fetch each other's
+updates through the relay; every site holds the final global adapter; `down` removes namespaces,
+links and rules, also after a crash (no records left), and is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_kit import REWARDS, History, expected_rewards, history, log_text, paid, run, sha256_file
+
+from chain import types as ev
+from localnet import federation as F
+from localnet import netns
+
+pytestmark = pytest.mark.slow
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode:
+        return "`ip netns` is not available"
+    if shutil.which("iptables") is None:
+        return "iptables is not installed (bash scripts/bootstrap.sh system)"
+    return None
+
+
+def _dials(ip: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _links(tag: str) -> str:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines() if tag in line)
+
+
+def _namespaces(tag: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(f"{tag}-")]
+
+
+def _firewalled(fed: F.Federation) -> set[str]:
+    return {fed.devnet.addresses[i].lower() for i in fed.netns.firewalled}
+
+
+def _goal(fed: F.Federation, h: History) -> bool:
+    """Two rounds finalized, and a firewalled site aggregated one of them."""
+    final = h.of(ev.RoundFinalized)
+    aggregators = {h.submission(f.round, f.attempt).aggregator.lower() for f in final}
+    return len(final) >= 2 and bool(aggregators & _firewalled(fed))
+
+
+@pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+def test_two_firewalled_sites_take_full_part_through_a_member_relay(tmp_path: Path) -> None:
+    d = tmp_path / "fed"
+    tag = netns.tag_for(d)
+    fed, _done = run(d, 3, 8, {}, restart_crashed=False, timeout_s=420, until=_goal, netns=True, firewalled=2)
+    try:
+        net = fed.netns
+        assert net is not None and net.firewalled == (1, 2)
+        h = history(fed)
+        client = fed.client()
+        members = [a.lower() for a in fed.devnet.addresses]
+        final = h.of(ev.RoundFinalized)
+        assert len(final) >= 2 and not h.of(ev.RoundFailed)
+
+        # every update included in every finalized round, nobody excluded
+        for f in final:
+            assert {a.lower() for a in h.submission(f.round, f.attempt).included} == set(members)
+            assert not h.of(ev.UpdateExcluded, f.round)
+        # a firewalled site aggregated (the goal), and its aggregate was accepted
+        aggregators = {h.submission(f.round, f.attempt).aggregator.lower() for f in final}
+        assert aggregators & _firewalled(fed)
+
+        # rewards as in an open network: 3 contributors + the aggregator + 2 verifiers per round,
+        # what the rules say == what was paid == the token balances
+        expected = expected_rewards(h)
+        assert paid(h) == expected
+        for a in members:
+            assert client.token_balance(a) == expected.get(a, 0)
+        assert sum(expected.values()) == len(final) * (3 * REWARDS[0] + REWARDS[1] + 2 * REWARDS[2])
+        settled = {f.round for f in final}
+        for a in members:  # each site contributed to (and was paid for) every finalized round
+            rounds_paid = {p.round for p in h.of(ev.RewardPaid) if p.to.lower() == a}
+            assert rounds_paid == settled
+
+        # the firewall is real: the open site accepts a TCP connection, the firewalled ones do not
+        # (the nodes are stopped: start a listener in each namespace on the p2p port)
+        listeners = [
+            subprocess.Popen(
+                [*net.exec_prefix(i), sys.executable, "-c", _LISTEN, net.site_ip(i), str(netns.P2P_PORT)],
+                stdout=subprocess.PIPE,
+            )
+            for i in range(3)
+        ]
+        try:
+            for p in listeners:
+                assert p.stdout is not None and p.stdout.readline().strip() == b"listening"
+            assert _dials(net.site_ip(0), netns.P2P_PORT)
+            assert not _dials(net.site_ip(1), netns.P2P_PORT)
+            assert not _dials(net.site_ip(2), netns.P2P_PORT)
+        finally:
+            for p in listeners:
+                p.kill()
+                p.wait()
+
+        # the firewalled sites published only addresses through the open site's relay, and they
+        # fetched each other's updates through it (no other way between them)
+        relay_peer = client.member_peer(members[0]).peer_id
+        peers = {i: client.member_peer(members[i]).peer_id for i in range(3)}
+        for i in (1, 2):
+            rec = client.member_peer(members[i])
+            assert rec.multiaddrs and all(
+                a.startswith(f"/ip4/{net.site_ip(0)}/tcp/{netns.P2P_PORT}/p2p/{relay_peer}/p2p-circuit/p2p/")
+                for a in rec.multiaddrs
+            )
+            other = peers[3 - i]
+            assert f"from {other}" in log_text(fed, i), f"site {i} fetched nothing from site {3 - i}"
+
+        # every site holds the final global adapter
+        g = bytes(final[-1].global_sha256).hex()
+        for i in range(3):
+            held = fed.state_dirs[i] / "adapters" / g / "adapter_model.safetensors"
+            assert held.is_file() and sha256_file(held) == g
+
+        assert _namespaces(tag) and _links(tag)
+        # a crash leaves no records: `down` still finds and removes everything, and again is a no-op
+        (d / "processes.json").unlink(missing_ok=True)
+        (d / netns.NETNS_FILE).unlink(missing_ok=True)
+    finally:
+        F.down(d)
+    assert _namespaces(tag) == [] and _links(tag) == ""
+    assert F.down(d) == []
+
+
+_LISTEN = """
+import socket, sys, time
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+def test_netns_without_root_says_so_in_one_line(tmp_path: Path) -> None:
+    """Without root, `up --netns` refuses at once with one line and exit code 2 (nothing started)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "localnet.cli",
+        "up",
+        "--netns",
+        "--nodes",
+        "3",
+        "--dir",
+        str(tmp_path / "x"),
+    ]
+    if os.geteuid() == 0:  # drop to nobody for this one command
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is missing: cannot run a command without root")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        os.chmod(tmp_path, 0o777)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --netns needs root (namespaces, veth, a bridge): run it as root or drop --netns"
+    ]
+    assert not (tmp_path / "x").exists()
