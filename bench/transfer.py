@@ -1,12 +1,18 @@
 """Adapter transfer throughput over libp2p (TCP + Noise + Yamux) vs a plain TCP socket copy.
 
-    python bench/transfer.py [--quick] [--repeats N]
+    python bench/transfer.py [--quick] [--repeats N] [--netns]
 
 A provider process serves random files of 35 MB and 140 MB (fp32 rank-16 adapters of a
 ~1.7B model are ~70 MB) both over `/medfed/adapter/1.0.0` and over a bare TCP socket on
 127.0.0.1; this process downloads each, writing to disk and hashing in both cases, so the
 ratio isolates the libp2p stack (Noise encryption, Yamux framing, pure-Python I/O).
 Ends with `RESULT transfer_140mb <MB/s> MB/s baseline=<tcp MB/s> ratio=<libp2p/tcp>`.
+
+`--netns` (root; issue 19): three network namespaces on a bridge (localnet/netns.py): a relay
+(a member with `[p2p] relay = true`), the provider and the fetcher, each its own process. The
+fetcher downloads the file from the provider directly, then, once the provider is behind the
+firewall (every inbound connection dropped), through the relay (circuit relay v2; Noise end to
+end). Ends with `RESULT relayed_transfer_140mb <MB/s> MB/s baseline=<direct MB/s> ratio=<relayed/direct>`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import trio
 from eth_account import Account
 
 from p2p.host import open_host
+from p2p.relay import RelaySettings
 
 MB = 1_000_000
 CHUNK = 1 << 20
@@ -83,6 +90,167 @@ async def provider(paths: list[str]) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
+# ------------------------------------------------------------------ --netns: processes in namespaces
+async def relay_proc(listen: str) -> None:
+    """A member relay: serves HOP (members = everyone here), nothing else."""
+    key = bytes(Account.create().key)
+    store = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    async with open_host(
+        key,
+        [listen],
+        "/medfed/bench/1",
+        lambda a: True,
+        lambda a, s: False,
+        store,
+        relay=RelaySettings(serve=True),
+    ) as host:
+        print("READY", host.listen_multiaddrs()[0], flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+async def private_provider(listen: str, relay: str, paths: list[str]) -> None:
+    """The provider: listens on its own address, and holds a reservation on `relay`."""
+    key = bytes(Account.create().key)
+    store = Path(tempfile.mkdtemp(prefix="bench-provider-"))
+    async with open_host(
+        key,
+        [listen],
+        "/medfed/bench/1",
+        lambda a: True,
+        lambda a, s: True,
+        store,
+        relay=RelaySettings(private=True, relays=(relay,)),
+    ) as host:
+        for item in paths:
+            sha, _, path_str = item.partition("=")
+            host.serve(sha, Path(path_str))
+        await host.connect([relay])
+        with trio.fail_after(30):
+            while not host.advertised_multiaddrs():
+                await trio.sleep(0.1)
+        print("READY", host.listen_multiaddrs()[0], host.advertised_multiaddrs()[0], flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Path) -> float:
+    """One download of `sha` from `maddr` (direct or /p2p-circuit) by a fresh host; seconds."""
+    key = bytes(Account.create().key)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    async with open_host(
+        key,
+        [listen],
+        "/medfed/bench/1",
+        lambda a: True,
+        lambda a, s: True,
+        dest_dir / "store",
+        relay=RelaySettings(),
+    ) as host:
+        await host.connect([maddr], keep=False)
+        t0 = time.perf_counter()
+        out = await host.fetch(sha, [maddr], dest_dir, max_bytes=size, timeout=120)
+        elapsed = time.perf_counter() - t0
+        out.unlink()
+    return elapsed
+
+
+def _cpu_s(pid: int) -> float:
+    """user + system CPU seconds a process has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_netns(sizes: list[int], repeats: int) -> None:
+    """Direct vs relayed between namespaces (see the module docstring): four namespaces on a
+    bridge: 0 the relay, 1 an open provider, 2 a firewalled provider (reservation on the relay),
+    3 the fetcher. Direct and relayed downloads alternate, so a busy machine slows both alike."""
+    from localnet import netns
+
+    netns.check_available(firewalled=1)
+    with tempfile.TemporaryDirectory(prefix="bench-netns-") as tmp_s:
+        tmp = Path(tmp_s)
+        os.chmod(tmp, 0o755)
+        net = netns.plan(tmp, 4, 0)
+        netns.create(tmp, net)
+        for rule in netns.FIREWALL:  # provider 2 accepts no inbound connection
+            subprocess.run([*net.exec_prefix(2), "iptables", "-A", "INPUT", *rule], check=True)
+        procs: list[subprocess.Popen[str]] = []
+
+        def start(i: int, *args: str) -> list[str]:
+            p = subprocess.Popen(
+                [*net.exec_prefix(i), sys.executable, __file__, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            procs.append(p)
+            assert p.stdout is not None
+            ready = p.stdout.readline().split()
+            assert ready and ready[0] == "READY", f"{args[0]} failed to start: {ready}"
+            return ready[1:]
+
+        def args(size: int, i: int) -> list[str]:
+            return [shas[size], str(size), str(tmp / f"dl-{i}")]
+
+        def fetch(maddr: str, size: int, i: int) -> tuple[float, float]:
+            """(seconds, CPU seconds of every process involved)."""
+            before = sum(_cpu_s(p.pid) for p in procs)
+            r = subprocess.run(
+                [
+                    *net.exec_prefix(3),
+                    sys.executable,
+                    __file__,
+                    "--fetch",
+                    net.listen(3),
+                    maddr,
+                    *args(size, i),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            if r.returncode != 0:
+                raise SystemExit(f"the fetch from {maddr} failed (its error above)")
+            elapsed, fetcher_cpu = (float(x) for x in r.stdout.split()[-2:])
+            return elapsed, fetcher_cpu + sum(_cpu_s(p.pid) for p in procs) - before
+
+        try:
+            shas = {size: make_file(tmp / f"src-{size}", size) for size in sizes}
+            files = [f"{shas[s]}={tmp / f'src-{s}'}" for s in sizes]
+            [relay] = start(0, "--relay-proc", net.listen(0))
+            direct, _ = start(1, "--private-serve", net.listen(1), relay, *files)
+            _, circuit = start(2, "--private-serve", net.listen(2), relay, *files)
+            results = {}
+            for size in sizes:
+                d_runs, r_runs = [], []
+                for i in range(repeats):
+                    d_runs.append(fetch(direct, size, i))
+                    r_runs.append(fetch(circuit, size, i))
+                d_rate = size / MB / statistics.median(t for t, _ in d_runs)
+                r_rate = size / MB / statistics.median(t for t, _ in r_runs)
+                d_cpu = statistics.median(c for _, c in d_runs) / (size / MB)
+                r_cpu = statistics.median(c for _, c in r_runs) / (size / MB)
+                results[size] = (d_rate, r_rate)
+                print(
+                    f"{size // MB:>4} MB  direct {d_rate:7.1f} MB/s   relayed {r_rate:7.1f} MB/s   "
+                    f"ratio {r_rate / d_rate:.3f}   CPU ms/MB (all processes) direct {d_cpu * 1000:.1f} "
+                    f"relayed {r_cpu * 1000:.1f}   (median of {repeats}, namespaces on a bridge)",
+                    flush=True,
+                )
+        finally:
+            for p in procs:
+                if p.stdin:
+                    p.stdin.close()
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            netns.teardown(tmp, net.tag)
+    big = sizes[-1]
+    d_rate, r_rate = results[big]
+    name = f"relayed_transfer_{big // MB}mb"
+    print(f"RESULT {name} {r_rate:.1f} MB/s baseline={d_rate:.1f} ratio={r_rate / d_rate:.3f}")
+
+
 # ------------------------------------------------------------------ measuring side
 def tcp_fetch(port: int, sha: str, dest: Path) -> float:
     t0 = time.perf_counter()
@@ -121,15 +289,38 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="8 MB and 35 MB, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--netns", action="store_true", help="direct vs relayed between network namespaces (root)"
+    )
     parser.add_argument("--serve", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-proc", nargs=1, help=argparse.SUPPRESS)
+    parser.add_argument("--private-serve", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--fetch", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # libp2p logs redial attempts to peers that already left as errors; they are noise here
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     if args.serve is not None:
         trio.run(provider, args.serve)
         return
+    if args.relay_proc:
+        trio.run(relay_proc, args.relay_proc[0])
+        return
+    if args.private_serve:
+        trio.run(private_provider, args.private_serve[0], args.private_serve[1], args.private_serve[2:])
+        return
+    if args.fetch:
+        import resource
+
+        listen, maddr, sha, size, dest = args.fetch
+        elapsed = trio.run(fetch_once, listen, maddr, sha, int(size), Path(dest))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print(elapsed, usage.ru_utime + usage.ru_stime)
+        return
     sizes = [8 * MB, 35 * MB] if args.quick else [35 * MB, 140 * MB]
     repeats = 1 if args.quick else args.repeats
+    if args.netns:
+        run_netns(sizes, repeats)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp_s:
         tmp = Path(tmp_s)
         shas = {}
