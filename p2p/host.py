@@ -589,9 +589,7 @@ async def _safe_close(stream: INetStream) -> None:
             await stream.close()
 
 
-async def _run_relay(
-    service: RelayService, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
+async def _run_relay(service: RelayService, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run the circuit relay protocol (STOP always, HOP gated to members when serving)."""
     async with background_trio_service(service.protocol):
         await service.protocol.event_started.wait()
