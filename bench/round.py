@@ -2,6 +2,7 @@
 
     python bench/round.py [--quick] [--rounds 2] [--configs tiny:3,tiny:8,tiny:16,default:3]
                           [--flower-python .venv-bench/bin/python] [--keep DIR]
+    python bench/round.py --netns [--rounds 3] [--keep DIR]
 
 medfed: `medfed-localnet`'s federation (separate node processes, real anvil, real libp2p, real
 training) runs each configuration (model:nodes) for a few rounds. A watcher in this process polls
@@ -45,7 +46,10 @@ one `RESULT round_node_cpu_<n>n` line per node count (coordination CPU seconds p
 baseline = the smallest node count, ratio = growth against it),
 `RESULT round_overhead_3n_default` for the default model, and finally
 `RESULT round_overhead_3n <medfed s> s baseline=<flower s> ratio=<medfed/flower>` (tiny model,
-mean over rounds). `--quick`: the tiny model with 3 nodes only. Without a Python that has flwr
+mean over rounds). `--netns` (root; issue 19): 3 tiny-model sites, each in a network namespace of
+its own, with 0, 1 and 2 of them behind a firewall that drops inbound connections (relayed by the
+open ones), ending with `RESULT round_overhead_3n_fw<k> <s> s baseline=<0 firewalled> ratio=..`.
+`--quick`: the tiny model with 3 nodes only. Without a Python that has flwr
 the Flower side is skipped (said at the start and the end; `make bench-deps` builds it) and the
 RESULT lines carry baseline=nan.
 """
@@ -234,11 +238,21 @@ def sizing_for(model: str, nodes: int) -> F.Sizing:
     )
 
 
-def run_medfed(model: str, nodes: int, rounds: int, workdir: Path) -> Run:
-    """``rounds`` finalized rounds with ``nodes`` nodes; their wall and training times."""
+def run_medfed(model: str, nodes: int, rounds: int, workdir: Path, firewalled: int | None = None) -> Run:
+    """``rounds`` finalized rounds with ``nodes`` nodes; their wall and training times.
+    ``firewalled``: sites in network namespaces, that many behind the firewall (None: loopback)."""
     sizing = sizing_for(model, nodes)
+    netns = firewalled is not None
     fed = F.launch(
-        workdir / f"{model}{nodes}", nodes, rounds, model=model, sizing=sizing, fresh=True, explorer=False
+        workdir / f"{model}{nodes}" / (f"fw{firewalled}" if netns else ""),
+        nodes,
+        rounds,
+        model=model,
+        sizing=sizing,
+        fresh=True,
+        explorer=False,
+        netns=netns,
+        firewalled=firewalled or 0,
     )
     watcher = Watcher(fed)
     try:
@@ -406,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (default 2)")
     p.add_argument("--flower-python", default="", help="Python with flwr[simulation] (default .venv-bench)")
     p.add_argument("--keep", default="", help="keep each federation's folder (logs, state) under this folder")
+    p.add_argument(
+        "--netns", action="store_true", help="3 sites in namespaces, 0/1/2 of them firewalled (root)"
+    )
     args = p.parse_args(argv)
+    if args.netns:
+        return main_netns(args.rounds, args.keep)
     configs = [
         (m, int(n)) for m, n in (c.split(":") for c in (QUICK if args.quick else args.configs).split(","))
     ]
@@ -430,6 +449,38 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     report(runs, not py)
+    return 0
+
+
+def main_netns(rounds: int, keep: str) -> int:
+    """Round overhead with 0, 1 and 2 of 3 sites behind a firewall (`--netns`)."""
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    runs: dict[int, Run] = {}
+    with tempfile.TemporaryDirectory(prefix="medfed-bench-round-") as tmp:
+        where = Path(keep).resolve() if keep else Path(tmp)
+        for fw in (0, 1, 2):
+            t0 = time.monotonic()
+            print(f"medfed: {rounds} rounds, 3 sites in namespaces, {fw} firewalled ...", flush=True)
+            runs[fw] = run_medfed("tiny", 3, rounds, where, firewalled=fw)
+            print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{'firewalled':<12}{'wall s':>10}{'slowest train s':>18}{'overhead s':>12}   per round")
+    means = {}
+    for fw, run in runs.items():
+        means[fw] = mean([r.overhead_s for r in run.rounds])
+        per = " ".join(f"{r.overhead_s:.2f}" for r in run.rounds)
+        wall = mean([r.wall_s for r in run.rounds])
+        train = mean([r.slowest_s for r in run.rounds])
+        print(f"{fw:<12}{wall:>10.2f}{train:>18.2f}{means[fw]:>12.2f}   {per}")
+    print("phases (mean s): " + " ".join(f"{p:>9}" for p in PHASES))
+    for fw, run in runs.items():
+        cells = " ".join(f"{mean([r.phases.get(p, 0.0) for r in run.rounds]):>9.2f}" for p in PHASES)
+        print(f"  {fw} firewalled:  {cells}")
+    for fw in (1, 2):
+        ratio = means[fw] / means[0] if means[0] > 0 else float("nan")
+        print(f"RESULT round_overhead_3n_fw{fw} {means[fw]:.2f} s baseline={means[0]:.2f} ratio={ratio:.3f}")
     return 0
 
 

@@ -98,6 +98,31 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """Relay members' connections (a dedicated relay for sites behind firewalls) until interrupted."""
+    import trio
+
+    from chain.wallet import load_wallet
+    from node.relay import serve_relay
+    from p2p.relay import RelaySettings
+
+    wallet = load_wallet(Path(args.key), _password(args))
+    settings = RelaySettings(serve=True, max_reservations=args.max_reservations, circuit_mb=args.circuit_mb)
+    store = Path(args.state_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    trio.run(
+        serve_relay,
+        args.rpc,
+        args.coordinator,
+        bytes(wallet.private_key),
+        args.listen,
+        args.announce,
+        settings,
+        store,
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print membership, current round, phase, role, last global adapter and token balance."""
     from node.config import load_config
@@ -216,6 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a wallet the members have not voted in yet: prepare, then wait for their vote",
     )
     start.set_defaults(func=cmd_start)
+
+    relay = sub.add_parser(
+        "relay", help="relay members' connections for sites behind firewalls (a dedicated relay host)"
+    )
+    relay.add_argument("--rpc", required=True, help="the chain's JSON-RPC URL")
+    relay.add_argument("--coordinator", required=True, help="the federation's coordinator address")
+    relay.add_argument("--key", required=True, help="the relay's keystore (need not be a member)")
+    relay.add_argument("--listen", nargs="+", default=["/ip4/0.0.0.0/tcp/4001"], help="listen multiaddrs")
+    relay.add_argument("--announce", nargs="*", default=[], help="public multiaddrs to print for the sites")
+    relay.add_argument("--max-reservations", type=int, default=32, help="members reserved at once")
+    relay.add_argument("--circuit-mb", type=int, default=4096, help="MB one relayed connection may carry")
+    relay.add_argument("--state-dir", default="relay-state", help="folder for the host's scratch files")
+    relay.add_argument(
+        "--password-file", help="file holding the password (else $MEDFED_PASSWORD or a prompt)"
+    )
+    relay.set_defaults(func=cmd_relay)
 
     status = sub.add_parser("status", help="membership, round, phase, role, global adapter, balance")
     status.add_argument("--config", default="medfed.toml", help="config file (default medfed.toml)")
