@@ -102,7 +102,7 @@ async def relay_proc(listen: str) -> None:
         lambda a: True,
         lambda a, s: False,
         store,
-        relay=RelaySettings(serve=True),
+        relay=RelaySettings(serve=True, hole_punch=False),
     ) as host:
         print("READY", host.listen_multiaddrs()[0], flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
@@ -119,7 +119,7 @@ async def private_provider(listen: str, relay: str, paths: list[str]) -> None:
         lambda a: True,
         lambda a, s: True,
         store,
-        relay=RelaySettings(private=True, relays=(relay,)),
+        relay=RelaySettings(private=True, relays=(relay,), hole_punch=False),
     ) as host:
         for item in paths:
             sha, _, path_str = item.partition("=")
@@ -143,7 +143,7 @@ async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Pat
         lambda a: True,
         lambda a, s: True,
         dest_dir / "store",
-        relay=RelaySettings(),
+        relay=RelaySettings(hole_punch=False),  # measure the relay, not a punched connection
     ) as host:
         await host.connect([maddr], keep=False)
         t0 = time.perf_counter()

@@ -107,7 +107,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from p2p.relay import RelaySettings
 
     wallet = load_wallet(Path(args.key), _password(args))
-    settings = RelaySettings(serve=True, max_reservations=args.max_reservations, circuit_mb=args.circuit_mb)
+    settings = RelaySettings(
+        serve=True, max_reservations=args.max_reservations, circuit_mb=args.circuit_mb, hole_punch=False
+    )
     store = Path(args.state_dir)
     store.mkdir(parents=True, exist_ok=True)
     trio.run(

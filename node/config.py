@@ -61,6 +61,7 @@ class P2PSection:
     relays: tuple[str, ...] = ()  # relay multiaddrs to reserve on (e.g. a `medfed-node relay`)
     relay_max_reservations: int = 32  # members holding a reservation on this relay at once
     relay_circuit_mb: int = 4096  # bytes one relayed connection may carry, then it is re-dialled
+    hole_punch: bool = True  # DCUtR: try to turn a relayed connection into a direct one
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,9 @@ max_streams = 64
 # relay = false
 # relay_max_reservations = 32
 # relay_circuit_mb = 4096
+# Hole punching (DCUtR): both ends of a relayed connection dial each other at once from their
+# listen ports; where the firewalls let that through, the connection becomes direct.
+# hole_punch = true
 
 [data]
 # Label of this site's data in metrics and reports.
@@ -592,6 +596,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
             "relays",
             "relay_max_reservations",
             "relay_circuit_mb",
+            "hole_punch",
         }
     )
     listen = p.strs("listen", P2PSection.listen)
@@ -626,6 +631,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         p.strs("relays", ()),
         p.int_("relay_max_reservations", P2PSection.relay_max_reservations, lo=1),
         p.int_("relay_circuit_mb", P2PSection.relay_circuit_mb, lo=1),
+        p.bool_("hole_punch", True),
     )
     if p2p.relay and p2p.reachability == "private":
         raise p.fail("relay", 'a relay must be reachable: set reachability = "public" or relay = false')

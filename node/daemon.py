@@ -418,6 +418,7 @@ def relay_settings(p2p: P2PSection) -> RelaySettings:
         relays=p2p.relays,
         max_reservations=p2p.relay_max_reservations,
         circuit_mb=p2p.relay_circuit_mb,
+        hole_punch=p2p.hole_punch,
     )
 
 

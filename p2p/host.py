@@ -50,7 +50,7 @@ from p2p.identity import address_from_peer_id, key_pair_from_private_key
 from p2p.ipfs import KuboClient
 from p2p.limits import DropLog, FloodLimits, StreamLimiter
 from p2p.messages import Announcement
-from p2p.relay import RelayService, RelaySettings, is_circuit
+from p2p.relay import RelayService, RelaySettings, is_circuit, is_relayed_conn
 from p2p.transfer import (
     PROTOCOL_ID,
     Oversize,
@@ -258,7 +258,7 @@ class MedfedHost:
 
     def _relayed_only(self, pid: ID) -> bool:
         conns = self.host.get_network().get_connections(pid)
-        return bool(conns) and all(_is_relayed(c) for c in conns)
+        return bool(conns) and all(is_relayed_conn(c) for c in conns)
 
     def _unblock(self, pid: ID) -> None:
         """Lift py-libp2p's negative dial cache (60 s after a peer failed all its addresses) before a
@@ -528,17 +528,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _is_relayed(conn: object) -> bool:
-    return any(is_circuit(a) for a in _conn_addrs(conn))
-
-
-def _conn_addrs(conn: object) -> list[multiaddr.Multiaddr]:
-    try:
-        return list(conn.get_transport_addresses())  # type: ignore[attr-defined]
-    except Exception:
-        return []
-
-
 def _peer_info(pid: ID, addrs: list[multiaddr.Multiaddr]) -> PeerInfo:
     return PeerInfo(pid, addrs)
 
@@ -597,8 +586,14 @@ async def _run_relay(service: RelayService, task_status: Any = trio.TASK_STATUS_
             from p2p.relay import HOP_PROTOCOL_ID
 
             service.host.set_stream_handler(HOP_PROTOCOL_ID, service._gated_hop)
-        task_status.started()
-        await trio.sleep_forever()
+        if service.dcutr is None:
+            task_status.started()
+            await trio.sleep_forever()
+        async with background_trio_service(service.dcutr), trio.open_nursery() as nursery:
+            await service.dcutr.event_started.wait()
+            nursery.start_soon(service.watch_upgrades)
+            task_status.started()
+            await trio.sleep_forever()
 
 
 @asynccontextmanager

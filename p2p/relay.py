@@ -27,6 +27,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
@@ -53,11 +54,20 @@ class RelaySettings:
     max_circuits: int = 16  # circuits open at once towards one reserved member
     circuit_mb: int = 4096  # bytes one circuit may carry (both directions), then it is reset
     circuit_s: int = 3600  # seconds one circuit may last, then it is reset (the dialer re-dials)
+    hole_punch: bool = True  # DCUtR: try to replace a relayed connection by a direct one
 
 
 def is_circuit(addr: str | multiaddr.Multiaddr) -> bool:
     """Whether a multiaddr goes through a relay."""
     return CIRCUIT in str(addr)
+
+
+def is_relayed_conn(conn: object) -> bool:
+    """Whether a swarm connection runs through a relay."""
+    try:
+        return any(is_circuit(a) for a in conn.get_transport_addresses())  # type: ignore[attr-defined]
+    except Exception:
+        return False
 
 
 def circuit_addr(relay_addr: str, peer_id: str) -> str:
@@ -87,6 +97,10 @@ class RelayService:
         self._refused: dict[str, float] = {}  # peer id -> when it refused (not a relay)
         self.changed = trio.Event()  # set whenever `reserved` changes (then replaced)
         self.refused_hop = 0  # HOP requests refused to non-members (diagnostics, tests)
+        # DCUtR (hole punching): on both ends of a relayed connection it tries a direct one
+        # (py-libp2p drives it for every relayed connection); the relayed one stays if it fails
+        self.dcutr = DCUtRProtocol(host) if settings.hole_punch else None
+        self.punched: set[str] = set()  # peers reached directly after a relayed start (DCUtR)
         self._wake = trio.Event()
 
     # ---------------------------------------------------------------- relay (HOP) side
@@ -178,6 +192,22 @@ class RelayService:
             with trio.move_on_after(RESERVE_EVERY_S):
                 await self._wake.wait()
             self._wake = trio.Event()
+
+    async def watch_upgrades(self) -> None:
+        """Log each peer whose relayed connection hole punching (DCUtR) joined with a direct one;
+        their ids are kept in ``punched``."""
+        relayed: set[str] = set()
+        while True:
+            await trio.sleep(1.0)
+            for pid in self.host.get_connected_peers():
+                kinds = {is_relayed_conn(c) for c in self.host.get_network().get_connections(pid)}
+                name = pid.to_base58()
+                if kinds == {True}:
+                    relayed.add(name)
+                elif False in kinds and name in relayed:
+                    relayed.discard(name)
+                    self.punched.add(name)
+                    log.info("hole punched: direct connection to %s (was relayed)", name)
 
     def poke(self) -> None:
         """Look for relays now (a new direct connection may be one)."""

@@ -160,6 +160,42 @@ time.sleep(60)
 """
 
 
+@pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+def test_hole_punching_joins_a_direct_connection_between_two_firewalled_sites(tmp_path: Path) -> None:
+    """DCUtR between two sites behind stateful firewalls (no NAT): they first reach each other
+    through the relay, then both dial at once from their listen ports (a TCP simultaneous open,
+    which each firewall sees as the reply to its own outgoing SYN) and hold a direct connection;
+    the download works."""
+    p = netns.plan(tmp_path, 3, 2)
+    netns.create(tmp_path, p)
+    procs: list[subprocess.Popen[str]] = []
+    peer = str(Path(__file__).with_name("netns_peer.py"))
+
+    def start(i: int, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [*p.exec_prefix(i), sys.executable, peer, *args], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        return proc
+
+    def line(proc: subprocess.Popen[str]) -> str:
+        assert proc.stdout is not None
+        return proc.stdout.readline().strip()
+
+    try:
+        relay = line(start(0, "relay", p.listen(0))).split()[1]
+        first = line(start(1, "private", p.listen(1), relay)).split()[1]
+        dialer = start(2, "private", p.listen(2), relay, first)
+        assert line(dialer).startswith("READY")
+        assert [line(dialer) for _ in range(3)] == ["RELAYED", "DIRECT", f"FETCHED {6 * 200_000}"]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        netns.teardown(tmp_path, p.tag)
+    assert _namespaces(p.tag) == []
+
+
 def test_netns_without_root_says_so_in_one_line(tmp_path: Path) -> None:
     """Without root, `up --netns` refuses at once with one line and exit code 2 (nothing started)."""
     cmd = [
