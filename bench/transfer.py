@@ -303,6 +303,7 @@ def main() -> None:
         trio.run(provider, args.serve)
         return
     if args.relay_proc:
+        logging.getLogger("libp2p.relay").setLevel(logging.WARNING)  # a circuit reset says why
         trio.run(relay_proc, args.relay_proc[0])
         return
     if args.private_serve:
