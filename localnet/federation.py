@@ -177,13 +177,6 @@ def launch(
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
-    if net is not None:
-        netns_mod.create(root, net)
-        print(
-            f"network namespaces {net.ns(0)}..{net.ns(nodes - 1)} on bridge {net.bridge} "
-            f"({net.subnet}.0/24); behind a firewall: {list(net.firewalled) or 'none'}",
-            flush=True,
-        )
     print(f"building the initial adapter for model {model!r} ...", flush=True)
     initial_dir = root / "initial"
     sha, cid, base, lora_hash = build_initial_adapter(
@@ -205,21 +198,33 @@ def launch(
         verifier_reward=v,
         open_membership=False,
     )
-    devnet = start_devnet(
-        root / "chain",
-        nodes,
-        params,
-        initial_sha256=bytes.fromhex(sha),
-        initial_cid=cid,
-        base_model=base,
-        lora_config_hash=lora_hash,
-        block_time_s=1.0,
-        fresh=fresh,
-        chain=chain,
-        genesis=genesis,
-        members=members,
-        rpc_host=net.host_ip if net is not None else "127.0.0.1",
-    )
+    if net is not None:
+        netns_mod.create(root, net)
+        print(
+            f"network namespaces {net.ns(0)}..{net.ns(nodes - 1)} on bridge {net.bridge} "
+            f"({net.subnet}.0/24); behind a firewall: {list(net.firewalled) or 'none'}",
+            flush=True,
+        )
+    try:
+        devnet = start_devnet(
+            root / "chain",
+            nodes,
+            params,
+            initial_sha256=bytes.fromhex(sha),
+            initial_cid=cid,
+            base_model=base,
+            lora_config_hash=lora_hash,
+            block_time_s=1.0,
+            fresh=fresh,
+            chain=chain,
+            genesis=genesis,
+            members=members,
+            rpc_host=net.host_ip if net is not None else "127.0.0.1",
+        )
+    except BaseException:
+        if net is not None:  # nothing else was started: leave no namespaces behind
+            netns_mod.teardown(root, net.tag)
+        raise
     kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
         f"devnet {kind} {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}",
