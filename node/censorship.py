@@ -56,31 +56,33 @@ def handed(node: Node, round: int, requester: str, sha256: str) -> None:
     node.memo.handed_at.setdefault((round, requester, sha256), node.now())
 
 
-def evidence(node: Node, sub: Submission, cutoff: float, own_ok: bool) -> str:
-    """Why ``sub`` censored a committer (empty: no evidence). ``own_ok``: our own update is valid
-    and within the fetch limit (checked by the caller)."""
+def early_holds(node: Node, sub: Submission) -> list[tuple[float, str]]:
+    """Our records that bear on ``sub``'s left-out updates: (time, what), earliest first; each is
+    evidence if its time is before the attempt's hold cutoff. Our own update counts only if a
+    committer other than the aggregator fetched it (the caller checks it is valid and fetchable)."""
     judged = set(sub.included) | set(sub.invalid) | {sub.aggregator}
+    committers = {c.member for c in node.store.commits(sub.round)}
+    out = []
     for c in node.store.commits(sub.round):
         if c.member in judged:
             continue
         if c.member != node.me:
             t = node.memo.held_at.get((sub.round, c.member, c.sha256))
-            if t is not None and t <= cutoff:
-                return (
-                    f"left out {c.member}'s update {c.sha256[:12]} as unavailable, but we held it "
-                    f"{cutoff - t:.1f} s before the hold cutoff and serve it (censorship)"
-                )
-        elif own_ok:
-            early = [
-                who
-                for (r, who, sha), t in node.memo.handed_at.items()
-                if r == sub.round and sha == c.sha256 and who != sub.aggregator and t <= cutoff
-            ]
-            if early:
-                return (
-                    f"left out our update {c.sha256[:12]} as unavailable, but {early[0]} fetched it "
-                    "from us before the hold cutoff and serves it (censorship)"
-                )
+            if t is not None:
+                out.append((t, f"{c.member}'s update {c.sha256[:12]}, which we held and serve"))
+            continue
+        for (r, who, sha), t in node.memo.handed_at.items():
+            if r == sub.round and sha == c.sha256 and who != sub.aggregator and who in committers:
+                out.append((t, f"our update {c.sha256[:12]}, which {who} fetched from us and serves"))
+    return sorted(out)
+
+
+def evidence(holds: list[tuple[float, str]], cutoff: float) -> str:
+    """The censorship reason for the earliest hold before ``cutoff`` (empty: none)."""
+    for t, what in holds:
+        if t <= cutoff:
+            early = f"{cutoff - t:.1f} s before the hold cutoff"
+            return f"left out {what} as unavailable, though held {early} (censorship)"
     return ""
 
 

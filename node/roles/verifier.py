@@ -27,7 +27,7 @@ import trio
 
 from chain.errors import ContractRevert
 from chain.types import Phase
-from node.censorship import evidence, fetchable, phase_times
+from node.censorship import early_holds, evidence, fetchable, phase_times
 from node.context import Node
 from node.roles.aggregator import agreement_failures, check_update, collect_updates, compute_aggregate
 from node.state import Submission
@@ -101,21 +101,25 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
 async def censored(node: Node, sub: Submission) -> str:
     """Why ``sub`` left out an update we know was available to its aggregator (node/censorship.py);
     empty when we hold no such evidence (also when the attempt is no longer the live one)."""
+    holds = early_holds(node, sub)
+    own = node.store.update(sub.round)
+    if own is not None and any(what.startswith("our update") for _, what in holds):
+        path = node.artifacts.weights(own.sha256)
+        valid = fetchable(node, str(path) if path else None, update_fetch_limit(node))
+        if valid:
+            try:
+                await trio.to_thread.run_sync(check_update, node, sub.round, str(path))
+            except TrainingError:
+                valid = False
+        if not valid:  # nobody may fetch it, or it is invalid: not evidence of anything
+            holds = [h for h in holds if not h[1].startswith("our update")]
+    if not holds:
+        return ""
     info = await node.chain(node.client.round_info)
     if (info.round, info.attempt) != (sub.round, sub.attempt):
         return ""
     cutoff, _ = await phase_times(node, info)
-    own = node.store.update(sub.round)
-    own_ok = False
-    if own is not None and own.committed and node.me not in set(sub.included) | set(sub.invalid):
-        path = node.artifacts.weights(own.sha256)
-        if fetchable(node, str(path) if path else None, update_fetch_limit(node)):
-            try:
-                await trio.to_thread.run_sync(check_update, node, sub.round, str(path))
-                own_ok = True
-            except TrainingError:
-                own_ok = False
-    return evidence(node, sub, cutoff, own_ok)
+    return evidence(holds, cutoff)
 
 
 async def prefetch_updates(node: Node, round: int, deadline: float) -> None:
