@@ -47,3 +47,20 @@ def test_only_holds_before_the_cutoff_of_updates_left_out_count(tmp_path: Path) 
     assert len(holds) == 1 and "our update" in holds[0][1] and OTHER in holds[0][1]
     assert evidence(holds, 100.0) and not evidence(holds, 99.0)
     store.close()
+
+
+def test_the_hold_cutoff_comes_from_chain_times_in_either_unit() -> None:
+    """30% and 50% into the attempt's aggregation phase, from aggregateDeadline - aggregateDuration:
+    the same on anvil (seconds) and on Cypherium (milliseconds)."""
+    import trio
+
+    from chain.types import ChainParams, Phase, RoundInfo
+    from node.censorship import phase_times
+
+    for unit in (1, 1000):
+        params = ChainParams(20 * unit, 20 * unit, 16 * unit, 3, 1, 10, 5, 1, False)
+        memo = RoundMemo(1)
+        memo.params = params
+        node = SimpleNamespace(memo=memo, to_unix=lambda v, u=unit: v / u)
+        info = RoundInfo(1, Phase.AGGREGATE, 0, 4, 0, 1_020 * unit, 0, None, 0, 0)
+        assert trio.run(phase_times, node, info) == (1_006.0, 1_010.0)
