@@ -160,7 +160,7 @@ def check_update(node: Node, round: int, path: str) -> None:
         raise AdapterInvalid(f"{path}: {exc}") from None
 
 
-def agreement_failures(node: Node, round: int, candidates: list[Collected]) -> dict[str, str]:
+def unconfirmed_updates(node: Node, round: int, candidates: list[Collected]) -> dict[str, str]:
     """Members among ``candidates`` (each valid on its own) whose update carries no evidence of
     training (issue 24, free-riders: training/bounds.py `unconfirmed`), with the reason."""
     states = {c.commit.member: read_adapter(c.path) for c in candidates if c.path is not None}
@@ -214,7 +214,7 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         ]
         usable = [c for c in collected if c.path is not None]
         # issue 24: an update the others do not confirm carries no training (a free-rider): invalid
-        failed = await trio.to_thread.run_sync(agreement_failures, node, round, usable)
+        failed = await trio.to_thread.run_sync(unconfirmed_updates, node, round, usable)
         collected = [
             dataclasses.replace(c, path=None, problem=f"invalid: {failed[c.commit.member]}", final=True)
             if c.commit.member in failed

@@ -29,7 +29,7 @@ from chain.errors import ContractRevert
 from chain.types import Phase
 from node.censorship import early_holds, evidence, fetchable, phase_times
 from node.context import Node
-from node.roles.aggregator import agreement_failures, check_update, collect_updates, compute_aggregate
+from node.roles.aggregator import check_update, collect_updates, compute_aggregate, unconfirmed_updates
 from node.state import Submission
 from node.transfer import publish, update_fetch_limit
 from training.errors import TrainingError
@@ -72,7 +72,7 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     # issue 24: the agreement rule over the aggregator's candidates (included + claimed invalid
     # that are valid on their own): included ones must pass it, claimed ones must fail it
     candidates = collected + [c for c in checked if c.path is not None]
-    failed = await trio.to_thread.run_sync(agreement_failures, node, sub.round, candidates)
+    failed = await trio.to_thread.run_sync(unconfirmed_updates, node, sub.round, candidates)
     for c in collected:
         if c.commit.member in failed:
             return False, f"included update of {c.commit.member} is invalid: {failed[c.commit.member]}"
