@@ -303,6 +303,7 @@ samples_factor = 4.0
 # cosine below it with the sum of the others' changes is invalid too (noise, a replayed file):
 # only for sites whose updates agree (the aggregator logs every round's cosines; see
 # docs/threat-model.md before turning it on: an honest site with other data can score near 0).
+# A federation deployed before these rules keeps its config hash with min_update_ratio = 0.
 min_update_ratio = 0.1
 min_agreement = 0.0
 # After this many failed rounds in a row, members train from the global adapter before the last

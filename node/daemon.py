@@ -191,7 +191,8 @@ def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
         raise StartupError(
             f"{cfg.path.name}: [lora] and [aggregation] settings (rank, alpha, dropout, targets, "
             f"strategy, bounds, fallback_after) hash to {ours[:12]}, the federation records "
-            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published"
+            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published "
+            "(a federation deployed before min_update_ratio existed needs min_update_ratio = 0)"
         )
     want = client.base_model()
     have = base_model_id(cfg.model.base)

@@ -65,16 +65,21 @@ class UpdateBounds:
             raise TrainingError(f"invalid update bounds {self}: min_agreement must be in [0, 1) (0 = off)")
 
     def canonical(self) -> dict[str, Any]:
-        """The bounds as plain numbers (what the federation config hash covers)."""
-        return {
+        """The bounds as plain numbers (what the federation config hash covers). The issue-24
+        rules appear only when on, so a federation deployed before them keeps its hash with
+        ``min_update_ratio = 0`` (and ``min_agreement = 0``)."""
+        out: dict[str, Any] = {
             "clip_factor": float(self.clip_factor),
             "max_abs": float(self.max_abs),
             "max_samples": int(self.max_samples),
             "max_update_norm": float(self.max_update_norm),
-            "min_agreement": float(self.min_agreement),
-            "min_update_ratio": float(self.min_update_ratio),
             "samples_factor": float(self.samples_factor),
         }
+        if self.min_agreement:
+            out["min_agreement"] = float(self.min_agreement)
+        if self.min_update_ratio:
+            out["min_update_ratio"] = float(self.min_update_ratio)
+        return out
 
 
 NO_BOUNDS = UpdateBounds(
