@@ -56,10 +56,11 @@ def handed(node: Node, round: int, requester: str, sha256: str) -> None:
     node.memo.handed_at.setdefault((round, requester, sha256), node.now())
 
 
-def early_holds(node: Node, sub: Submission) -> list[tuple[float, str]]:
-    """Our records that bear on ``sub``'s left-out updates: (time, what), earliest first; each is
-    evidence if its time is before the attempt's hold cutoff. Our own update counts only if a
-    committer other than the aggregator fetched it (the caller checks it is valid and fetchable)."""
+def early_holds(node: Node, sub: Submission) -> list[tuple[float, str, str]]:
+    """Our records that bear on ``sub``'s left-out updates: (time, which update, who holds it),
+    earliest first; each is evidence if its time is before the attempt's hold cutoff. Our own
+    update counts only if a committer other than the aggregator fetched it (the caller checks
+    that it is valid and fetchable)."""
     judged = set(sub.included) | set(sub.invalid) | {sub.aggregator}
     committers = {c.member for c in node.store.commits(sub.round)}
     out = []
@@ -69,20 +70,22 @@ def early_holds(node: Node, sub: Submission) -> list[tuple[float, str]]:
         if c.member != node.me:
             t = node.memo.held_at.get((sub.round, c.member, c.sha256))
             if t is not None:
-                out.append((t, f"{c.member}'s update {c.sha256[:12]}, which we held and serve"))
+                out.append((t, f"{c.member}'s update {c.sha256[:12]}", "we held it"))
             continue
         for (r, who, sha), t in node.memo.handed_at.items():
             if r == sub.round and sha == c.sha256 and who != sub.aggregator and who in committers:
-                out.append((t, f"our update {c.sha256[:12]}, which {who} fetched from us and serves"))
+                out.append((t, f"our update {c.sha256[:12]}", f"{who} fetched it from us"))
     return sorted(out)
 
 
-def evidence(holds: list[tuple[float, str]], cutoff: float) -> str:
+def evidence(holds: list[tuple[float, str, str]], cutoff: float) -> str:
     """The censorship reason for the earliest hold before ``cutoff`` (empty: none)."""
-    for t, what in holds:
+    for t, update, holder in holds:
         if t <= cutoff:
-            early = f"{cutoff - t:.1f} s before the hold cutoff"
-            return f"left out {what} as unavailable, though held {early} (censorship)"
+            return (
+                f"left out {update} as unavailable, but {holder} {cutoff - t:.1f} s before the hold "
+                "cutoff, to serve to the aggregator (censorship)"
+            )
     return ""
 
 

@@ -103,7 +103,7 @@ async def censored(node: Node, sub: Submission) -> str:
     empty when we hold no such evidence (also when the attempt is no longer the live one)."""
     holds = early_holds(node, sub)
     own = node.store.update(sub.round)
-    if own is not None and any(what.startswith("our update") for _, what in holds):
+    if own is not None and any(update.startswith("our update") for _, update, _ in holds):
         path = node.artifacts.weights(own.sha256)
         valid = fetchable(node, str(path) if path else None, update_fetch_limit(node))
         if valid:

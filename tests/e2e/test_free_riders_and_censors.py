@@ -127,7 +127,9 @@ def test_free_riders_and_censors_are_not_paid(tmp_path: Path) -> None:
                 failed = [f for f in h.of(ev.AttemptFailed, r) if f.attempt == attempt]
                 assert [f.reason for f in failed] == ["rejected"], failed
                 votes = {v.voter.lower(): v.approve for v in h.of(ev.VoteCast, r) if v.attempt == attempt}
-                assert votes.get(victim) is False  # the victim, whose update another member fetched
+                # two verifiers that held the update reject at once; the victim (whose update they
+                # fetched) rejects too unless the attempt was decided before its vote
+                assert votes.get(victim) in (False, None) and True not in votes.values()
                 assert sum(1 for a in votes.values() if a is False) >= 2
                 assert got.get(censor, 0) == 0  # honest work would have paid C + A
                 assert got[victim] >= C  # paid as a contributor by the next attempt

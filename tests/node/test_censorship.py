@@ -30,7 +30,7 @@ def test_only_holds_before_the_cutoff_of_updates_left_out_count(tmp_path: Path) 
     # the victim left out, held at 100: evidence before a cutoff at 110, not before one at 90
     sub = Submission(1, 0, AGG, "ff" * 32, "", (ME, AGG, OTHER), ())
     holds = early_holds(node, sub)  # type: ignore[arg-type]
-    assert [t for t, _ in holds] == [100.0, 120.0]
+    assert [t for t, _, _ in holds] == [100.0, 120.0]
     why = evidence(holds, 110.0)
     assert VICTIM in why and "10.0 s before the hold cutoff" in why and "censorship" in why
     assert evidence(holds, 90.0) == ""
@@ -44,7 +44,7 @@ def test_only_holds_before_the_cutoff_of_updates_left_out_count(tmp_path: Path) 
     assert early_holds(node, mine) == []  # type: ignore[arg-type]
     handed(node, 1, OTHER, ME[2:4] * 32)  # type: ignore[arg-type]
     holds = early_holds(node, mine)  # type: ignore[arg-type]
-    assert len(holds) == 1 and "our update" in holds[0][1] and OTHER in holds[0][1]
+    assert len(holds) == 1 and "our update" in holds[0][1] and OTHER in holds[0][2]
     assert evidence(holds, 100.0) and not evidence(holds, 99.0)
     store.close()
 
