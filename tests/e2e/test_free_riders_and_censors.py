@@ -136,9 +136,18 @@ def test_free_riders_and_censors_are_not_paid(tmp_path: Path) -> None:
         # balances: the sum of the rules; the free-rider earns less than every honest member
         for a in addrs:
             assert client.token_balance(a) == sum(x for (_, m), x in per_round.items() if m == a)
-        rider_total = client.token_balance(rider)
-        balances = [client.token_balance(a) for a in addrs]
-        assert all(rider_total < client.token_balance(a) for a in honest), balances
+        # the free-rider earns less than honest work: over the run, its rewards (less the aggregator
+        # rewards of rounds it aggregated, real work) stay below what the least-paid member that
+        # trained and did not censor got in each round
+        rider_work, honest_work = 0, 0
+        for r in finals:
+            got = paid(h, r)
+            workers = set(honest) - {c for rr, _, c, _ in censored if rr == r}
+            assert workers, f"round {r}: every training member censored"
+            honest_work += min(got.get(m, 0) for m in workers)
+            aggregated = h.submission(r, h.final(r).attempt).aggregator.lower() == rider
+            rider_work += got.get(rider, 0) - (A if aggregated and got.get(rider, 0) else 0)
+        assert rider_work < honest_work, [client.token_balance(a) for a in addrs]
         assert rider_total <= (len(finals) - 2) * (C + A + 2 * V)  # at most the replay rounds
         text = log_text(fed, FREE_RIDER)
         for kind in ("free-ride-base", "free-ride-noise", "free-ride-replay"):
