@@ -52,7 +52,8 @@ def held(node: Node, round: int, member: str, sha256: str) -> None:
 
 
 def handed(node: Node, round: int, requester: str, sha256: str) -> None:
-    """Record that we let ``requester`` fetch our update ``sha256`` of ``round`` (first time only)."""
+    """Record that we let ``requester`` fetch update ``sha256`` of ``round`` (first time only);
+    only our own update's records are read (`early_holds`)."""
     node.memo.handed_at.setdefault((round, requester, sha256), node.now())
 
 

@@ -330,9 +330,8 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
             return False  # nobody may copy an update before committing their own
         if not node.behaviour.serves_to(node, address.lower(), sha256.lower(), kind, rnd):
             return False
-        own = node.store.update(rnd) if kind == "update" else None
-        if own is not None and own.sha256 == sha256.lower():
-            handed(node, rnd, address.lower(), sha256.lower())  # censorship evidence (issue 24)
+        if kind == "update":  # who fetched which update when: censorship evidence (issue 24)
+            handed(node, rnd, address.lower(), sha256.lower())
         monitor = getattr(node, "monitor", None)
         if monitor is not None:  # bytes offered to a peer (the transfer follows)
             path = node.artifacts.weights(sha256.lower())
