@@ -65,21 +65,17 @@ class UpdateBounds:
             raise TrainingError(f"invalid update bounds {self}: min_agreement must be in [0, 1) (0 = off)")
 
     def canonical(self) -> dict[str, Any]:
-        """The bounds as plain numbers (what the federation config hash covers). The issue-24
-        rules appear only when on, so a federation deployed before them keeps its hash with
-        ``min_update_ratio = 0`` (and ``min_agreement = 0``)."""
-        out: dict[str, Any] = {
+        """The bounds as plain numbers (what the federation config hash covers: see
+        `federation_config_hash` for the issue-24 rules, hashed only when on)."""
+        return {
             "clip_factor": float(self.clip_factor),
             "max_abs": float(self.max_abs),
             "max_samples": int(self.max_samples),
             "max_update_norm": float(self.max_update_norm),
+            "min_agreement": float(self.min_agreement),
+            "min_update_ratio": float(self.min_update_ratio),
             "samples_factor": float(self.samples_factor),
         }
-        if self.min_agreement:
-            out["min_agreement"] = float(self.min_agreement)
-        if self.min_update_ratio:
-            out["min_update_ratio"] = float(self.min_update_ratio)
-        return out
 
 
 NO_BOUNDS = UpdateBounds(
@@ -94,6 +90,7 @@ NO_BOUNDS = UpdateBounds(
 # The agreement rule needs this many candidates: with two, each is only compared with the other,
 # and an honest update cannot be told from a free-rider's (both would fail).
 AGREEMENT_MIN_UPDATES = 3
+OPTIONAL_BOUNDS = ("min_agreement", "min_update_ratio")  # hashed only when on (non-zero)
 
 
 @dataclass(frozen=True)
@@ -122,6 +119,11 @@ def federation_config_hash(settings: LoraSettings, rules: FederationRules) -> st
     """sha256 hex of the canonical JSON of the LoRA settings and the federation rules: the value
     deployers record on-chain as ``loraConfigHash`` and every node checks at start."""
     doc = {"lora": settings.canonical(), "rules": rules.canonical()}
+    # the issue-24 rules enter the hash only when on: a federation deployed before them keeps its
+    # hash with min_update_ratio = 0 (and min_agreement = 0)
+    for key in OPTIONAL_BOUNDS:
+        if not doc["rules"]["bounds"][key]:
+            del doc["rules"]["bounds"][key]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -184,6 +184,13 @@ def test_agreement_names_updates_the_others_do_not_confirm_and_is_order_independ
     with pytest.raises(Exception, match="min_agreement"):
         UpdateBounds(min_agreement=1.0)
     # off, the rules stay out of the hash: a federation deployed before them keeps its hash
+    import hashlib
+    import json
+
     old = FederationRules().with_bounds(min_update_ratio=0.0)
-    assert "min_update_ratio" not in old.bounds.canonical() and "min_agreement" not in old.bounds.canonical()
-    assert FederationRules().bounds.canonical()["min_update_ratio"] == 0.1
+    doc = {"lora": settings.canonical(), "rules": old.canonical()}
+    for key in ("min_agreement", "min_update_ratio"):
+        del doc["rules"]["bounds"][key]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert federation_config_hash(settings, old) == hashlib.sha256(text.encode()).hexdigest()
+    assert federation_config_hash(settings, old) != federation_config_hash(settings, FederationRules())
