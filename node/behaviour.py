@@ -1,11 +1,11 @@
 """The node's decision points as one interface, with the honest default (like a flwr Strategy).
 
 The round machine and the roles ask ``node.behaviour`` wherever a site could act otherwise: whether
-to train, what to commit, what to submit as the aggregate, how to vote, whether to fetch ahead,
-what to serve and to whom, and what to do when a step is reached or another member's update is
-seen. Every production node runs `HonestBehaviour`. A test harness may hand a node another
-implementation (`medfed-node start --behaviour`, hidden; see `load`) to make it misbehave in one
-precise way; no such implementation ships with the node.
+to train, what to commit, which usable updates to aggregate, what to submit as the aggregate, how
+to vote, whether to fetch ahead, what to serve and to whom, and what to do when a step is reached
+or another member's update is seen. Every production node runs `HonestBehaviour`. A test harness
+may hand a node another implementation (`medfed-node start --behaviour`, hidden; see `load`) to
+make it misbehave in one precise way; no such implementation ships with the node.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ class Behaviour(ABC):
         """The aggregate to submit, given the one computed from the usable updates."""
 
     @abstractmethod
+    def leaves_out(self, node: Node, round: int, attempt: int, member: str) -> bool:
+        """As aggregator, whether to leave ``member``'s usable update out as unavailable."""
+
+    @abstractmethod
     def prefetches(self, node: Node, round: int) -> bool:
         """Whether to fetch the round's updates while the aggregator works (verifiers)."""
 
@@ -100,6 +104,9 @@ class HonestBehaviour(Behaviour):
         self, node: Node, round: int, attempt: int, state: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         return state
+
+    def leaves_out(self, node: Node, round: int, attempt: int, member: str) -> bool:
+        return False
 
     def prefetches(self, node: Node, round: int) -> bool:
         return True

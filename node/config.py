@@ -126,6 +126,8 @@ class ModelSection:
     clip_factor: float = 3.0
     max_samples: int = 0
     samples_factor: float = 4.0
+    min_update_ratio: float = 0.1
+    min_agreement: float = 0.0
     fallback_after: int = 2
 
 
@@ -315,6 +317,16 @@ clip_factor = 3.0
 # round's (lower) median count (0 = none).
 max_samples = 0
 samples_factor = 4.0
+# Evidence of training (free-riders; the author of an update failing it forfeits the round):
+# an update that moves less than min_update_ratio x the median distance of the round's other
+# updates from the starting adapter is invalid (the starting adapter sent back, with or without a
+# little noise; 0 = off). With min_agreement > 0 and 3 or more updates, one whose change has a
+# cosine below it with the sum of the others' changes is invalid too (noise, a replayed file):
+# only for sites whose updates agree (the aggregator logs every round's cosines; see
+# docs/threat-model.md before turning it on: an honest site with other data can score near 0).
+# A federation deployed before these rules keeps its config hash with min_update_ratio = 0.
+min_update_ratio = 0.1
+min_agreement = 0.0
 # After this many failed rounds in a row, members train from the global adapter before the last
 # one again (the way back from a poisoned global; 0 = never).
 fallback_after = 2
@@ -683,6 +695,8 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
             "clip_factor",
             "max_samples",
             "samples_factor",
+            "min_update_ratio",
+            "min_agreement",
             "fallback_after",
         }
     )
@@ -724,6 +738,8 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
         clip_factor=a.float_("clip_factor", 3.0),
         max_samples=a.int_("max_samples", 0),
         samples_factor=a.float_("samples_factor", 4.0),
+        min_update_ratio=a.float_("min_update_ratio", 0.1, 0.0, 0.999),
+        min_agreement=a.float_("min_agreement", 0.0, 0.0, 0.999),
         fallback_after=a.int_("fallback_after", 2),
     )
 

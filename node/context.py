@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import trio
 
 from chain.client import CoordinatorClient
+from chain.types import ChainParams
 from node.artifacts import ArtifactStore
 from node.behaviour import Behaviour, HonestBehaviour
 from node.config import NodeConfig
@@ -42,6 +43,11 @@ class RoundMemo:
     prefetched: set[int] = field(default_factory=set)  # rounds whose updates we fetched ahead
     # (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
     checked: dict[tuple[str, int, str, str, str], str] = field(default_factory=dict)
+    # issue 24 (node/censorship.py): (round, member, sha256) -> when we first held it, valid;
+    # (round, requester, sha256) -> when we first let a member fetch our update
+    held_at: dict[tuple[int, str, str], float] = field(default_factory=dict)
+    handed_at: dict[tuple[int, str, str], float] = field(default_factory=dict)
+    params: ChainParams | None = None  # the coordinator's parameters, read once a round
 
 
 @dataclass

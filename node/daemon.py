@@ -36,6 +36,7 @@ from chain.wallet import Wallet
 from node import round as rounds
 from node.artifacts import ArtifactStore
 from node.behaviour import Behaviour, HonestBehaviour
+from node.censorship import handed
 from node.chainkind import resolve_profile
 from node.config import NodeConfig, P2PSection
 from node.context import Node
@@ -191,7 +192,8 @@ def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
         raise StartupError(
             f"{cfg.path.name}: [lora] and [aggregation] settings (rank, alpha, dropout, targets, "
             f"strategy, bounds, fallback_after) hash to {ours[:12]}, the federation records "
-            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published"
+            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published "
+            "(a federation deployed before min_update_ratio existed needs min_update_ratio = 0)"
         )
     want = client.base_model()
     have = base_model_id(cfg.model.base)
@@ -329,6 +331,8 @@ def _may_serve(node: Node) -> Callable[[str, str], bool]:
             return False  # nobody may copy an update before committing their own
         if not node.behaviour.serves_to(node, address.lower(), sha256.lower(), kind, rnd):
             return False
+        if kind == "update":  # who fetched which update when: censorship evidence (issue 24)
+            handed(node, rnd, address.lower(), sha256.lower())
         monitor = getattr(node, "monitor", None)
         if monitor is not None:  # bytes offered to a peer (the transfer follows)
             path = node.artifacts.weights(sha256.lower())

@@ -40,6 +40,8 @@ def federation_rules(cfg: NodeConfig) -> FederationRules:
         clip_factor=m.clip_factor,
         max_samples=m.max_samples,
         samples_factor=m.samples_factor,
+        min_update_ratio=m.min_update_ratio,
+        min_agreement=m.min_agreement,
     )
     return FederationRules(strategy=m.strategy, bounds=bounds, fallback_after=m.fallback_after)
 

@@ -12,7 +12,14 @@ same ones, and they are byte-deterministic, so verifiers recompute the aggregate
   update becomes ``ref + s_i (u_i - ref)`` with ``s_i = min(1, c m / d_i)``: no single member moves
   the global adapter further than c times what the median member does;
 - **sample counts** (the self-reported ``numSamples`` weights): capped at ``max_samples``
-  (0 = no cap) and at ``samples_factor`` times the lower median of the round's counts (0 = off).
+  (0 = no cap) and at ``samples_factor`` times the lower median of the round's counts (0 = off);
+- **work evidence** (issue 24, free-riders), over the round's candidate updates (each valid on
+  its own), with ``d_i = u_i - ref``: an update that moves less than ``min_update_ratio`` times
+  the lower median of the *other* candidates' ``||d_j||`` is invalid (the reference sent back,
+  or with a little noise: from 2 candidates up; 0 = off); with ``min_agreement`` a > 0 and at
+  least ``AGREEMENT_MIN_UPDATES`` candidates, an update whose delta has cosine below a with the
+  sum of the others' deltas is invalid too (noise of an honest norm, a replayed file; off by
+  default: an honest site with other data scores like noise on small models, docs/threat-model.md).
 
 Norms are sums of float64 squares added with ``math.fsum`` (correctly rounded, so independent of
 the machine's SIMD width or summation order); scaling is elementwise float64 with separate
@@ -44,25 +51,46 @@ class UpdateBounds:
     clip_factor: float = 3.0
     max_samples: int = 0
     samples_factor: float = 4.0
+    min_update_ratio: float = 0.1
+    min_agreement: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.max_abs >= 0 and self.max_update_norm >= 0 and self.clip_factor >= 0):
             raise TrainingError(f"invalid update bounds {self}: limits must be >= 0 (0 = off)")
         if self.max_samples < 0 or self.samples_factor < 0:
             raise TrainingError(f"invalid update bounds {self}: sample caps must be >= 0 (0 = off)")
+        if not 0.0 <= self.min_update_ratio < 1.0:
+            raise TrainingError(f"invalid update bounds {self}: min_update_ratio must be in [0, 1) (0 = off)")
+        if not 0.0 <= self.min_agreement < 1.0:
+            raise TrainingError(f"invalid update bounds {self}: min_agreement must be in [0, 1) (0 = off)")
 
     def canonical(self) -> dict[str, Any]:
-        """The bounds as plain numbers (what the federation config hash covers)."""
+        """The bounds as plain numbers (what the federation config hash covers: see
+        `federation_config_hash` for the issue-24 rules, hashed only when on)."""
         return {
             "clip_factor": float(self.clip_factor),
             "max_abs": float(self.max_abs),
             "max_samples": int(self.max_samples),
             "max_update_norm": float(self.max_update_norm),
+            "min_agreement": float(self.min_agreement),
+            "min_update_ratio": float(self.min_update_ratio),
             "samples_factor": float(self.samples_factor),
         }
 
 
-NO_BOUNDS = UpdateBounds(max_abs=0.0, max_update_norm=0.0, clip_factor=0.0, max_samples=0, samples_factor=0.0)
+NO_BOUNDS = UpdateBounds(
+    max_abs=0.0,
+    max_update_norm=0.0,
+    clip_factor=0.0,
+    max_samples=0,
+    samples_factor=0.0,
+    min_update_ratio=0.0,
+    min_agreement=0.0,
+)
+# The agreement rule needs this many candidates: with two, each is only compared with the other,
+# and an honest update cannot be told from a free-rider's (both would fail).
+AGREEMENT_MIN_UPDATES = 3
+OPTIONAL_BOUNDS = ("min_agreement", "min_update_ratio")  # hashed only when on (non-zero)
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,11 @@ def federation_config_hash(settings: LoraSettings, rules: FederationRules) -> st
     """sha256 hex of the canonical JSON of the LoRA settings and the federation rules: the value
     deployers record on-chain as ``loraConfigHash`` and every node checks at start."""
     doc = {"lora": settings.canonical(), "rules": rules.canonical()}
+    # the issue-24 rules enter the hash only when on: a federation deployed before them keeps its
+    # hash with min_update_ratio = 0 (and min_agreement = 0)
+    for key in OPTIONAL_BOUNDS:
+        if not doc["rules"]["bounds"][key]:
+            del doc["rules"]["bounds"][key]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -189,3 +222,72 @@ def bounded_inputs(
                 state[key] = d.astype(np.float32)
         out.append(AggregationInput(item.member, n, state))
     return out
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return math.fsum(np.multiply(a, b).ravel().tolist())
+
+
+def agreement(
+    states: Mapping[str, Mapping[str, np.ndarray]], reference: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """Each member's ``cos_i = <d_i, S - d_i> / (||d_i|| ||S - d_i||)``, ``d_i`` its delta from
+    ``reference`` and ``S`` the sum of every member's delta (float64, added in member order; dot
+    products and norms with ``math.fsum``): the same numbers on every machine. A zero delta (the
+    reference committed back), or no other delta, gives 0."""
+    keys = sorted(reference)
+    ref = {k: np.asarray(reference[k], np.float64) for k in keys}
+    deltas = {m: {k: np.subtract(np.asarray(states[m][k], np.float64), ref[k]) for k in keys} for m in states}
+    total = {k: np.zeros_like(ref[k]) for k in keys}
+    for m in sorted(states):
+        for k in keys:
+            np.add(total[k], deltas[m][k], out=total[k])
+    out: dict[str, float] = {}
+    for m in sorted(states):
+        rest = {k: np.subtract(total[k], deltas[m][k]) for k in keys}
+        dot = math.fsum(_dot(deltas[m][k], rest[k]) for k in keys)
+        own = math.sqrt(math.fsum(_dot(deltas[m][k], deltas[m][k]) for k in keys))
+        others = math.sqrt(math.fsum(_dot(rest[k], rest[k]) for k in keys))
+        out[m] = dot / (own * others) if own > 0 and others > 0 else 0.0
+    return out
+
+
+def unconfirmed(
+    states: Mapping[str, Mapping[str, np.ndarray]], reference: Mapping[str, np.ndarray], bounds: UpdateBounds
+) -> dict[str, str]:
+    """Members (keys of ``states``, the round's candidates) whose update carries no evidence of
+    training (the work-evidence rules in the module docstring), each with the reason. One pass:
+    the verdict on each candidate depends only on the candidate set, which the aggregator names
+    (included + claimed invalid) and verifiers recompute."""
+    out: dict[str, str] = {}
+    if bounds.min_update_ratio and len(states) >= 2:
+        norms = {m: delta_norm(states[m], reference) for m in sorted(states)}
+        for m, d in norms.items():
+            median = lower_median([x for k, x in norms.items() if k != m])
+            if d < bounds.min_update_ratio * median:
+                out[m] = (
+                    f"update moves {d:.3g} from the round's reference adapter, less than the federation's "
+                    f"min_update_ratio = {bounds.min_update_ratio:g} x the other updates' median {median:.3g}"
+                    " (no training)"
+                )
+    for m, why in disagreeing(states, reference, bounds.min_agreement).items():
+        out.setdefault(m, why)
+    return out
+
+
+def disagreeing(
+    states: Mapping[str, Mapping[str, np.ndarray]], reference: Mapping[str, np.ndarray], min_agreement: float
+) -> dict[str, str]:
+    """Members (keys of ``states``) whose update fails the agreement rule, each with the reason:
+    its `agreement` cosine is below ``min_agreement``, with at least ``AGREEMENT_MIN_UPDATES``
+    candidates. One pass: the verdict on each candidate depends only on the candidate set, which
+    the aggregator names (included + claimed invalid) and verifiers recompute."""
+    if not min_agreement or len(states) < AGREEMENT_MIN_UPDATES:
+        return {}
+    return {
+        m: f"update carries no training the round's other updates confirm: cosine {cos:.3f} with "
+        f"the sum of theirs, below the federation's min_agreement = {min_agreement:g}"
+        + (" (it is the round's reference adapter)" if cos == 0.0 else "")
+        for m, cos in agreement(states, reference).items()
+        if not cos >= min_agreement
+    }

@@ -6,6 +6,7 @@ aggregator and an honest verifier holding the same inputs produce the same bytes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import trio
 
 from chain.errors import ContractRevert
+from node.censorship import held, phase_times
 from node.context import Node
 from node.errors import ArtifactError
 from node.learning import federation_rules
@@ -23,7 +25,7 @@ from node.state import Commit
 from node.transfer import cid_of, fetch_adapter, global_holders, publish, update_fetch_limit
 from training.adapter_io import check_update_binding, read_adapter, validate_adapter
 from training.aggregation import AggregationInput, aggregate
-from training.bounds import bounded_inputs, check_update_bounds
+from training.bounds import AGREEMENT_MIN_UPDATES, agreement, bounded_inputs, check_update_bounds, unconfirmed
 from training.errors import AdapterInvalid, TrainingError
 
 log = logging.getLogger("medfed.aggregator")
@@ -54,15 +56,18 @@ async def collect_updates(
     deadline: float,
     also_from: tuple[str, ...] = (),
     parallel: int = MAX_PARALLEL_FETCHES,
+    ask_until: float = 0.0,
 ) -> list[Collected]:
     """Fetch and check every commit concurrently (at most ``parallel`` transfers at a time) until
     ``deadline`` or the fetch patience, whichever comes first; report each one's fate.
 
     ``also_from``: members to ask besides each update's committer (a verifier asks the aggregator,
     which must serve every update it included). An update whose file names another author, round
-    or federation than its commit is unusable (issue 12, B6: a copied or replayed hash)."""
+    or federation than its commit is unusable (issue 12, B6: a copied or replayed hash).
+    ``ask_until``: keep asking at least until then (the aggregator: past the hold cutoff, see
+    node/censorship.py), the fetch patience notwithstanding."""
     results: dict[str, Collected] = {}
-    give_up = min(deadline, node.now() + node.cfg.rounds.fetch_patience_s)
+    give_up = min(deadline, max(node.now() + node.cfg.rounds.fetch_patience_s, ask_until))
     limiter = trio.CapacityLimiter(max(1, parallel))
     await ensure_reference(node, round, deadline)
     # several members may commit the same hash (a copy): fetch each file once, from all of them
@@ -116,6 +121,8 @@ async def collect_updates(
                     results[c.member] = Collected(c, None, verdict, final=True)
                 else:
                     results[c.member] = Collected(c, path, "")
+                    if c.member != node.me:
+                        held(node, round, c.member, sha)
 
     async with trio.open_nursery() as nursery:
         for sha, same in by_sha.items():
@@ -153,6 +160,18 @@ def check_update(node: Node, round: int, path: str) -> None:
         raise AdapterInvalid(f"{path}: {exc}") from None
 
 
+def unconfirmed_updates(node: Node, round: int, candidates: list[Collected]) -> dict[str, str]:
+    """Members among ``candidates`` (each valid on its own) whose update carries no evidence of
+    training (issue 24, free-riders: training/bounds.py `unconfirmed`), with the reason."""
+    states = {c.commit.member: read_adapter(c.path) for c in candidates if c.path is not None}
+    reference, bounds = reference_state(node, round), federation_rules(node.cfg).bounds
+    if len(states) >= AGREEMENT_MIN_UPDATES:  # the numbers an operator needs to choose min_agreement
+        said = ", ".join(f"{m[:10]} {cos:.3f}" for m, cos in agreement(states, reference).items())
+        rule = bounds.min_agreement
+        log.info("round %d: agreement of %d updates (min_agreement %g): %s", round, len(states), rule, said)
+    return unconfirmed(states, reference, bounds)
+
+
 def compute_aggregate(node: Node, round: int, usable: list[Collected]) -> dict[str, np.ndarray]:
     """Deterministic aggregate of the usable updates: sample counts capped and each update
     clipped against the round's median distance (training/bounds.py), then the strategy."""
@@ -181,9 +200,27 @@ async def aggregate_and_submit(node: Node, round: int, attempt: int, deadline: f
         commits = node.store.commits(round)
         log.info("round %d attempt %d: elected aggregator; fetching %d updates", round, attempt, len(commits))
         t0 = time.monotonic()
-        # keep a margin for the transaction itself
-        collected = await collect_updates(node, round, commits, deadline - 3.0)
+        info = await node.chain(node.client.round_info)
+        _, ask_until = await phase_times(node, info) if info.round == round else (0.0, 0.0)
+        # keep a margin for the transaction itself; ask for a missing update past the hold cutoff
+        # (a verifier that held it before the cutoff rejects an aggregate that leaves it out)
+        collected = await collect_updates(node, round, commits, deadline - 3.0, ask_until=ask_until)
         node.store.add_timing(round, "transfer", time.monotonic() - t0)
+        collected = [
+            dataclasses.replace(c, path=None, problem="left out by our choice")
+            if c.path is not None and node.behaviour.leaves_out(node, round, attempt, c.commit.member)
+            else c
+            for c in collected
+        ]
+        usable = [c for c in collected if c.path is not None]
+        # issue 24: an update the others do not confirm carries no training (a free-rider): invalid
+        failed = await trio.to_thread.run_sync(unconfirmed_updates, node, round, usable)
+        collected = [
+            dataclasses.replace(c, path=None, problem=f"invalid: {failed[c.commit.member]}", final=True)
+            if c.commit.member in failed
+            else c
+            for c in collected
+        ]
         usable = [c for c in collected if c.path is not None]
         # issue 12: updates proven invalid are named on-chain (their authors forfeit the round if
         # the verifiers agree); the others that could not be had are simply left out (unavailable)

@@ -3,9 +3,12 @@
 Reject only on evidence that is the same for everyone: an included update whose bytes are invalid
 (or name another author), or a recomputation that gives another sha256. Approve only on an exact
 match. Abstain (no vote) when an included update cannot be obtained in time: that is not evidence
-against the aggregator (it may be our own network). An update left out is never a reason to reject
-(issue 12, B4/B5): we cannot tell "withheld from the aggregator" from "omitted"; the contract
-records every exclusion (UpdateExcluded) and the election moves the role on.
+against the aggregator (it may be our own network). An update left out is not by itself a reason
+to reject (issue 12, B4/B5): we cannot tell "withheld from the aggregator" from "omitted"; the
+contract records every exclusion (UpdateExcluded). Except (issue 24, node/censorship.py) when we
+held it, valid, before the attempt's hold cutoff: the aggregator, asking every committer until
+later, could have had it from us, so leaving it out is censorship. Updates with no evidence of
+training (training/bounds.py `unconfirmed`) must be named invalid, never included.
 
 Invalid claims (issue 12): the aggregator names, in its submission, the committers whose updates
 it found invalid; they forfeit the round if it is accepted. Each claim is checked like an included
@@ -24,10 +27,12 @@ import trio
 
 from chain.errors import ContractRevert
 from chain.types import Phase
+from node.censorship import early_holds, evidence, fetchable, phase_times
 from node.context import Node
-from node.roles.aggregator import collect_updates, compute_aggregate
+from node.roles.aggregator import check_update, collect_updates, compute_aggregate, unconfirmed_updates
 from node.state import Submission
-from node.transfer import publish
+from node.transfer import publish, update_fetch_limit
+from training.errors import TrainingError
 
 log = logging.getLogger("medfed.verifier")
 
@@ -61,17 +66,27 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     for c in collected:
         if c.path is None and c.final:
             return False, f"included update of {c.commit.member} is invalid: {c.problem}"
-    for c in checked:
-        if c.path is not None:
-            return False, f"update of {c.commit.member} is claimed invalid but is valid"
     for c in collected:
         if c.path is None:
             return None, f"included update of {c.commit.member} cannot be checked yet: {c.problem}"
+    # issue 24: the agreement rule over the aggregator's candidates (included + claimed invalid
+    # that are valid on their own): included ones must pass it, claimed ones must fail it
+    candidates = collected + [c for c in checked if c.path is not None]
+    failed = await trio.to_thread.run_sync(unconfirmed_updates, node, sub.round, candidates)
+    for c in collected:
+        if c.commit.member in failed:
+            return False, f"included update of {c.commit.member} is invalid: {failed[c.commit.member]}"
     for c in checked:
-        if not c.final:
+        if c.path is not None and c.commit.member not in failed:
+            return False, f"update of {c.commit.member} is claimed invalid but is valid"
+    for c in checked:
+        if c.path is None and not c.final:
             return None, f"the invalid claim on {c.commit.member} cannot be checked yet: {c.problem}"
     if not collected:
         return False, "the aggregate includes no committed update"
+    why = await censored(node, sub)
+    if why:
+        return False, why
     t0 = time.monotonic()
     state = await trio.to_thread.run_sync(compute_aggregate, node, sub.round, collected)
     sha = await trio.to_thread.run_sync(node.artifacts.put_state, state, "aggregate", sub.round)
@@ -81,6 +96,30 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     await publish(node, sha, "aggregate", sub.round)
     confirmed = f"; {len(checked)} invalid claims confirmed" if checked else ""
     return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical{confirmed}"
+
+
+async def censored(node: Node, sub: Submission) -> str:
+    """Why ``sub`` left out an update we know was available to its aggregator (node/censorship.py);
+    empty when we hold no such evidence (also when the attempt is no longer the live one)."""
+    holds = early_holds(node, sub)
+    own = node.store.update(sub.round)
+    if own is not None and any(update.startswith("our update") for _, update, _ in holds):
+        path = node.artifacts.weights(own.sha256)
+        valid = fetchable(node, str(path) if path else None, update_fetch_limit(node))
+        if valid:
+            try:
+                await trio.to_thread.run_sync(check_update, node, sub.round, str(path))
+            except TrainingError:
+                valid = False
+        if not valid:  # nobody may fetch it, or it is invalid: not evidence of anything
+            holds = [h for h in holds if not h[1].startswith("our update")]
+    if not holds:
+        return ""
+    info = await node.chain(node.client.round_info)
+    if (info.round, info.attempt) != (sub.round, sub.attempt):
+        return ""
+    cutoff, _ = await phase_times(node, info)
+    return evidence(holds, cutoff)
 
 
 async def prefetch_updates(node: Node, round: int, deadline: float) -> None:

@@ -25,7 +25,7 @@ def test_verifier_checks_every_invalid_claim(tmp_path: Path) -> None:
     node = _node(tmp_path / "verifier", bytes(Account.create().key), model)
     initial = node.artifacts.put_state(initial_adapter_state(model, SETTINGS, 11), "global", 0)
     node.store.set_meta("initial_sha256", initial)
-    a, b, huge, copier, absent = sorted(Account.create().address.lower() for _ in range(5))
+    a, b, huge, copier, absent, rider = sorted(Account.create().address.lower() for _ in range(6))
 
     def update(member: str, shift: float) -> str:
         state = initial_adapter_state(model, SETTINGS, 11)
@@ -44,6 +44,7 @@ def test_verifier_checks_every_invalid_claim(tmp_path: Path) -> None:
         Commit(1, huge, update(huge, 1e30), "", 10),  # out of the federation's bounds
         Commit(1, copier, sha_a, "", 16),  # a's file names a, not the copier
         Commit(1, absent, "ab" * 32, "", 10),  # held by nobody here
+        Commit(1, rider, update(rider, 0.0), "", 40),  # the start adapter sent back (issue 24)
     ]
     for c in commits:
         node.store.add_commit(c)
@@ -69,6 +70,11 @@ def test_verifier_checks_every_invalid_claim(tmp_path: Path) -> None:
     # a valid update claimed invalid: the aggregator lied
     ok, why = verdict((a,), (b,))
     assert ok is False and f"update of {b} is claimed invalid but is valid" in why
+    # issue 24: an update with no training must be named invalid, never included
+    ok, why = verdict((a, b, rider), (huge, copier))
+    assert ok is False and f"included update of {rider} is invalid" in why and "min_update_ratio" in why
+    ok, why = verdict((a, b), (huge, copier, rider))
+    assert ok is True and "3 invalid claims confirmed" in why
     # a claim on an update we cannot obtain: no vote (never approve an unchecked claim)
     node.host = object()  # fetching is attempted, and the deadline has passed already
     ok, why = verdict((a, b), (absent,), deadline_s=-1)

@@ -88,9 +88,11 @@ def test_updates_are_served_only_to_members_once_the_commit_phase_is_over() -> N
         now=lambda: now,
         behaviour=HonestBehaviour(),
         elected={},
+        memo=RoundMemo(1),
     )
     may = _may_serve(node)
     assert may("0xAA", "u1")  # round 1's commit deadline has passed
+    assert set(node.memo.handed_at) == {(1, "0xaa", "u1")}  # issue 24: who fetched which update
     assert not may("0xaa", "u2")  # round 2 still open for commits: nobody may copy it yet
     assert may("0xbb", "g") and may("0xbb", "agg")
     assert not may("0xcc", "g")  # not a member
@@ -124,6 +126,7 @@ def test_withhold_fault_refuses_everyone_before_the_submission_then_only_the_agg
         now=lambda: now,
         behaviour=from_faults("withhold-from-aggregator"),
         elected={1: "0xaa"},
+        memo=RoundMemo(1),
         store=SimpleNamespace(submission=lambda r, k: object() if (r, k) in submitted else None),
     )
     may = _may_serve(node)

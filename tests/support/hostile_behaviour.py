@@ -29,6 +29,15 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``pad-update``: commit an update of valid tensors followed by ``PAD_BYTES`` of trailing bytes
   (hostile member B1; skips the node's own check of its update, as a modified node would).
 - ``huge-update``: commit an update whose LoRA B values are all ``HUGE_VALUE`` (finite, B2).
+- ``free-ride-base``, ``free-ride-noise``, ``free-ride-replay`` (issue 24, free-riders; each
+  claims ``FREE_RIDE_SAMPLES`` samples, four times an honest tiny site's): commit, bound to our own
+  address and the round like an honest update, the round's reference adapter itself; the
+  reference plus Gaussian noise of the norm an honest update has (our own trained one's); a replay
+  of another member's update of an earlier round that we hold (from verifying it), re-bound
+  (the noise when we hold none). The update we trained is never committed.
+- ``censor``: as aggregator at attempt 0, leave out the update of the other committer with the
+  fewest claimed samples (then the lowest address: never a free-rider above) as unavailable,
+  although we hold it (issue 24).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly; it
 exits with `localnet.federation.RESTART_EXIT_CODE`, which the harness restarts.
@@ -37,6 +46,7 @@ exits with `localnet.federation.RESTART_EXIT_CODE`, which the harness restarts.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -68,8 +78,14 @@ KNOWN = frozenset(
         "slow-verify",
         "pad-update",
         "huge-update",
+        "free-ride-base",
+        "free-ride-noise",
+        "free-ride-replay",
+        "censor",
     }
 )
+FREE_RIDES = ("free-ride-base", "free-ride-noise", "free-ride-replay")
+FREE_RIDE_SAMPLES = 64  # free-ride-*: 4x an honest tiny site's 16 (the most samples_factor counts)
 CRASH_EXIT_CODE = 17  # = localnet.federation.RESTART_EXIT_CODE (not imported: the node stays light)
 CRASH_AT = {
     "trained": "crash-after-train",
@@ -172,6 +188,9 @@ class FaultyBehaviour(HonestBehaviour):
             rec = await trio.to_thread.run_sync(pad_update, node, round, rec)
         if self.active("huge-update", round):
             rec = await trio.to_thread.run_sync(huge_update, node, round, rec)
+        for name in FREE_RIDES:
+            if self.active(name, round):
+                rec = await trio.to_thread.run_sync(free_ride, node, round, rec, name)
         return rec
 
     async def _front_run(self, node: Node, round: int, sha: str, seen_on: str) -> None:
@@ -204,6 +223,16 @@ class FaultyBehaviour(HonestBehaviour):
         arr.flat[0] += np.float32(0.125)
         out[key] = arr
         return out
+
+    def leaves_out(self, node: Node, round: int, attempt: int, member: str) -> bool:
+        if attempt != 0 or not self.active("censor", round, attempt):
+            return False
+        others = [c for c in node.store.commits(round) if c.member != node.me]
+        victim = min(others, key=lambda c: (c.num_samples, c.member)).member if others else ""
+        if member != victim:
+            return False
+        log.warning("TEST FAULT censor: leaving out %s's update as unavailable (we hold it)", member)
+        return True
 
     def prefetches(self, node: Node, round: int) -> bool:
         return not self.active("blind-approve", round)  # a lazy verifier fetches nothing
@@ -308,3 +337,47 @@ def huge_update(node: Node, round: int, rec: UpdateRecord) -> UpdateRecord:
     out_rec = node.store.update(round)
     assert out_rec is not None
     return out_rec
+
+
+def free_ride(node: Node, round: int, rec: UpdateRecord, how: str) -> UpdateRecord:
+    """free-ride-*: an update that carries no training of ours, bound to us and ``round`` (issue 24)."""
+    from node.recovery import reference_sha
+
+    done = node.store.get_meta(f"fault-{how}-{round}")
+    if done == rec.sha256:
+        return rec
+    trained = node.artifacts.weights(rec.sha256)
+    ref_path = node.artifacts.weights(reference_sha(node, round))
+    assert trained is not None and ref_path is not None
+    ref, own = read_adapter(ref_path), read_adapter(trained)
+    what = "the round's reference adapter"
+    state = dict(ref)
+    replayed = _held_old_update(node, round) if how == "free-ride-replay" else None
+    if replayed is not None:
+        state, what = read_adapter(replayed[1]), f"{replayed[0]}'s round {replayed[2]} update"
+    elif how != "free-ride-base":
+        rng = np.random.default_rng(round)
+        norm = math.sqrt(sum(float(np.sum((own[k].astype(np.float64) - ref[k]) ** 2)) for k in ref))
+        noise = {k: rng.standard_normal(ref[k].shape) for k in sorted(ref)}
+        scale = norm / math.sqrt(sum(float(np.sum(n**2)) for n in noise.values()))
+        state = {k: (ref[k].astype(np.float64) + scale * noise[k]).astype(np.float32) for k in ref}
+        what = f"the reference + Gaussian noise of norm {norm:.3g} (an honest update's)"
+    sha = node.artifacts.put_state(state, "update", round, read_metadata(trained))
+    node.store.record_update(round, sha, FREE_RIDE_SAMPLES, rec.train_seconds)
+    node.store.set_meta(f"fault-{how}-{round}", sha)
+    log.warning(
+        "TEST FAULT %s: committing %s = %s, claiming %d samples", how, sha[:12], what, FREE_RIDE_SAMPLES
+    )
+    out_rec = node.store.update(round)
+    assert out_rec is not None
+    return out_rec
+
+
+def _held_old_update(node: Node, round: int) -> tuple[str, Path, int] | None:
+    """Another member's update of an earlier round that we hold (fetched to verify it)."""
+    for r in range(round - 1, 0, -1):
+        for c in node.store.commits(r):
+            path = node.artifacts.weights(c.sha256)
+            if c.member != node.me and path is not None:
+                return c.member, path, r
+    return None

@@ -15,11 +15,13 @@ from training.bounds import (
     NO_BOUNDS,
     FederationRules,
     UpdateBounds,
+    agreement,
     bounded_inputs,
     capped_samples,
     check_update_bounds,
     clip_scales,
     delta_norm,
+    disagreeing,
     federation_config_hash,
     lower_median,
 )
@@ -139,3 +141,56 @@ def test_divergence_message_names_the_likely_cause(tmp_path: Path) -> None:
     write_canonical_adapter(poisoned, settings, "x", tmp_path / "poisoned")
     msg = divergence_message(tmp_path / "poisoned", 0.5)
     assert "likely poisoned" in msg and "not the learning rate" in msg and "fallback_after" in msg
+
+
+def test_agreement_names_updates_the_others_do_not_confirm_and_is_order_independent() -> None:
+    """Issue 24: honest updates share a direction (a common part plus each site's own); the
+    reference sent back, noise of an honest norm and an update pointing elsewhere do not."""
+    rng = np.random.default_rng(5)
+    common = {k: rng.standard_normal((4, 8)) * 0.01 for k in KEYS}
+
+    def honest(seed: int) -> dict[str, np.ndarray]:
+        own = _state(seed, 0.008)
+        return {k: (REF[k] + common[k] + own[k]).astype(np.float32) for k in KEYS}
+
+    states = {"0xa": honest(1), "0xb": honest(2), "0xc": honest(3)}
+    assert disagreeing(states, REF, 0.1) == {}
+    cos = agreement(states, REF)
+    assert all(c > 0.3 for c in cos.values()), cos
+    norm = delta_norm(states["0xa"], REF)
+    noise = _state(9, 1.0)
+    scale = norm / delta_norm(noise, {k: np.zeros((4, 8), np.float32) for k in KEYS})
+    riders = {
+        "0xd": dict(REF),  # the reference itself
+        "0xe": {k: (REF[k] + noise[k] * scale).astype(np.float32) for k in KEYS},  # noise, honest norm
+    }
+    for who, state in riders.items():
+        out = disagreeing({**states, who: state}, REF, 0.1)
+        assert set(out) == {who}, out
+        assert "min_agreement = 0.1" in out[who]
+    said = disagreeing({**states, "0xd": riders["0xd"]}, REF, 0.1)["0xd"]
+    assert "is the round's reference adapter" in said
+    # the rule is off below three candidates, and at 0; the same verdicts whatever the dict order
+    assert disagreeing({"0xa": states["0xa"], "0xd": riders["0xd"]}, REF, 0.1) == {}
+    assert disagreeing({**states, **riders}, REF, 0.0) == {}
+    forward = agreement({**states, **riders}, REF)
+    backward = agreement(dict(reversed(list({**states, **riders}.items()))), REF)
+    assert forward == backward
+    # the rule is in the federation config hash
+    settings = LoraSettings(rank=4, alpha=8)
+    assert federation_config_hash(settings, FederationRules()) != federation_config_hash(
+        settings, FederationRules().with_bounds(min_agreement=0.2)
+    )
+    with pytest.raises(Exception, match="min_agreement"):
+        UpdateBounds(min_agreement=1.0)
+    # off, the rules stay out of the hash: a federation deployed before them keeps its hash
+    import hashlib
+    import json
+
+    old = FederationRules().with_bounds(min_update_ratio=0.0)
+    doc = {"lora": settings.canonical(), "rules": old.canonical()}
+    for key in ("min_agreement", "min_update_ratio"):
+        del doc["rules"]["bounds"][key]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert federation_config_hash(settings, old) == hashlib.sha256(text.encode()).hexdigest()
+    assert federation_config_hash(settings, old) != federation_config_hash(settings, FederationRules())
