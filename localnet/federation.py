@@ -487,6 +487,7 @@ def launch(
     monitoring: bool = False,
     keepalive_s: float | None = None,
     members: int | None = None,
+    privacy: Mapping[int, str] | None = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
@@ -497,7 +498,8 @@ def launch(
     ``data``: a sites file (see :func:`load_site_plan`) instead of the built-in medical sets;
     ``monitoring``: each node serves /metrics and /healthz on a free local port;
     ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium);
-    ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`)."""
+    ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`);
+    ``privacy``: node -> a ``[privacy]`` TOML section appended to its medfed.toml (docs/privacy.md)."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
@@ -591,6 +593,7 @@ def launch(
                 ports.get(i, 0),
                 keepalive_s,
             )
+            + (privacy or {}).get(i, "")  # issue 20: a [privacy] section for this node
         )
         configs.append(cfg)
         states.append(d / "state")

@@ -120,6 +120,8 @@ class PrivacyLedger:
 
     def may_train(self, round: int) -> bool:
         """Whether one more round stays within the budget; says once (per process) when not."""
+        if self.refusal_said:  # the ledger only grows: once spent, always spent
+            return False
         after = self.after_one_more()
         if after <= self.plan.target_epsilon + EPSILON_SLACK:
             return True

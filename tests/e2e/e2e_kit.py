@@ -146,6 +146,7 @@ def run(
     restart_when: Callable[[F.Federation, History, int], bool] | None = None,
     members: int | None = None,
     may_exit: Collection[int] = (),
+    privacy: Mapping[int, str] | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -156,7 +157,8 @@ def run(
     the nodes run; a round in progress is cut short), restarting a node that a crash fault stopped
     once ``restart_when(fed, history, node)`` holds (see `follow`). ``members``: admit only that
     many wallets at deployment (the others wait for the members' vote, issue 21); ``may_exit``:
-    nodes whose exit is expected (e.g. a member voted out stops).
+    nodes whose exit is expected (e.g. a member voted out stops); ``privacy``: node -> a [privacy]
+    section for its medfed.toml.
     The chain stays up (read its history, then `F.down(dir)`); on failure everything is stopped.
     """
     sizing = sizing or E2E_SIZING
@@ -185,6 +187,7 @@ def run(
         data=data,
         monitoring=monitoring,
         members=members,
+        privacy=privacy,
     )
     try:
         F.wait_ready(fed, 180)
