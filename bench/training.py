@@ -31,8 +31,8 @@ from training.adapter_io import read_adapter, write_canonical_adapter
 from training.data import load_source
 from training.lora import LoraSettings, initial_adapter_state
 from training.models import base_model_id, load_base_model
-from training.prompts import encode_example
 from training.privacy import DpConfig, steps_per_round
+from training.prompts import encode_example
 from training.train import TrainConfig, train_local
 
 
