@@ -75,7 +75,8 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
         len(questions),
         base_sha[:12],
         dp.steps if dp else node.cfg.model.max_steps,
-        f", DP-SGD: epsilon spent {node.privacy.spent():.3f} of {node.privacy.plan.target_epsilon:g}"
+        f", DP-SGD: epsilon spent with this round {node.privacy.spent():.3f} of "
+        f"{node.privacy.plan.target_epsilon:g}"
         if dp and node.privacy
         else "",
     )
