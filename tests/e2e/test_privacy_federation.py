@@ -97,7 +97,7 @@ def test_two_dp_sites_and_one_without_report_their_spend_and_stop_at_their_budge
             for member in dp:
                 for r, eps in spend[member].items():
                     assert by_round[r][member] == eps
-            page = api.member_detail(fed.devnet.addresses[0])
+            page = api.member_detail(fed.devnet.addresses[0].lower())
             assert all(x["metric"]["privacy"] for x in page["metrics"])
         finally:
             db.close()
