@@ -293,7 +293,9 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         return
     if r in node.memo.training_failed:
         return
-    if node.privacy is not None and rec is None and not node.privacy.may_train(r):
+    # (a stored update is reused, not trained again: no new spend)
+    fresh = rec is None or not node.artifacts.has(rec.sha256)
+    if node.privacy is not None and fresh and not node.privacy.may_train(r):
         node.set_status(activity="privacy budget spent: verifying and aggregating only")
         return
     on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
