@@ -986,6 +986,7 @@ def run_up(
     genesis: str = "istanbul",
     data: str | None = None,
     monitoring: bool = False,
+    privacy: Mapping[int, str] | None = None,
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
@@ -1002,6 +1003,7 @@ def run_up(
         genesis=genesis,
         data=data,
         monitoring=monitoring,
+        privacy=privacy,
     )
     sizing = sizing_for(model, chain)
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s
@@ -1101,6 +1103,15 @@ def add_federation_commands(sub: Any) -> None:
     up.add_argument(
         "--monitoring", action="store_true", help="each node serves /metrics and /healthz on a free port"
     )
+    up.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help="DP-SGD at the sites, each within this epsilon over --rounds (docs/privacy.md)",
+    )
+    up.add_argument(
+        "--dp-sites", type=int, default=None, help="with --dp-epsilon: the first N nodes (default all)"
+    )
     up.set_defaults(func=_up)
     dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, chain)")
     dn.add_argument("--dir", required=True)
@@ -1128,7 +1139,18 @@ def _up(args: Any) -> int:
         genesis=chain_genesis(args),
         data=args.data,
         monitoring=args.monitoring,
+        privacy=dp_sections(args.nodes, args.rounds, args.dp_epsilon, args.dp_sites),
     )
+
+
+def dp_sections(nodes: int, rounds: int, epsilon: float | None, sites: int | None) -> dict[int, str]:
+    """node -> a [privacy] section training with DP-SGD within ``epsilon`` over ``rounds`` (issue 20)."""
+    if epsilon is None:
+        return {}
+    if epsilon <= 0:
+        raise FederationError("--dp-epsilon must be > 0")
+    section = f'\n[privacy]\nmode = "dp-sgd"\ntarget_epsilon = {epsilon!r}\nrounds = {rounds}\n'
+    return {i: section for i in range(nodes if sites is None else min(sites, nodes))}
 
 
 def _down(args: Any) -> int:
