@@ -117,3 +117,19 @@ def test_the_metrics_tag_carries_the_spend_and_old_tags_read_as_before() -> None
     got = decode_report(tagged, ppm2)
     assert got["privacy"] == {"epsilon": 2.346, "budget": 8.0}  # rounded up: never under-reports
     assert got["kind"] == "mc" and got["aux"] == 1.25 and got["set"] == "ab" * 15
+
+
+def test_the_local_federation_writes_dp_sections_that_load(tmp_path: Path) -> None:
+    """`medfed-localnet up --dp-epsilon 8 --dp-sites 2`: the first two nodes' [privacy]."""
+    from localnet.federation import FederationError, dp_sections
+
+    assert dp_sections(3, 2, None, None) == {}
+    sections = dp_sections(3, 2, 8.0, 2)
+    assert sorted(sections) == [0, 1] and sorted(dp_sections(3, 2, 8.0, None)) == [0, 1, 2]
+    text = TEMPLATE.replace("0x0000000000000000000000000000000000000000", COORD)
+    text = text[: text.index("\n[privacy]\n")] + text[text.index("\n[rounds]\n") :] + sections[0]
+    (tmp_path / "medfed.toml").write_text(text)
+    p = load_config(tmp_path / "medfed.toml").privacy
+    assert (p.mode, p.target_epsilon, p.rounds) == ("dp-sgd", 8.0, 2)
+    with pytest.raises(FederationError, match="--dp-epsilon must be > 0"):
+        dp_sections(3, 2, 0.0, None)
