@@ -130,9 +130,8 @@ def test_a_dp_update_differs_from_the_non_dp_one_and_is_repeatable_only_with_a_s
     assert a.sha256 != plain.sha256 and _delta(tmp_path / "a", tmp_path / "plain") > 1e-3
     assert a.sha256 == b.sha256  # a fixed seed (experiments) repeats exactly
     assert c.sha256 != a.sha256  # production: sampling and noise from OS entropy
-    # noise-free DP-SGD with a huge C is plain (full-batch) SGD of the same examples: it moves the
-    # adapter; noise does not blow it up (AdamW steps stay lr-sized)
-    assert _delta(tmp_path / "a", start) < 10 * 4 * 1e-2 * math.sqrt(
-        sum(v.size for v in read_adapter(start).values())
-    )
+    # the noisy steps move the adapter, but AdamW keeps each coordinate's move about lr per step:
+    # 4 steps of lr 1e-2 over n coordinates stay within 4 * 1e-2 * sqrt(n) (x 2 for Adam's bias)
+    n = sum(v.size for v in read_adapter(start).values())
+    assert 1e-3 < _delta(tmp_path / "a", start) < 2 * 4 * 1e-2 * math.sqrt(n)
     assert not any("lora" in name for name, _ in model.named_modules())
