@@ -26,7 +26,15 @@ def load_run(path: Path) -> dict[str, Any]:
         nll = {s: r["nll"]["per_site"][s] for s in r["nll"]["per_site"]} if r.get("nll") else {}
         acc = r["scores"]["accuracy"] if r.get("scores") else {}
         rounds.append({"round": r["round"], "nll": nll, "accuracy": acc})
-    return {"epsilon": doc["config"].get("dp_epsilon"), "rounds": rounds, "config": doc["config"]}
+    label = _label(doc["config"].get("dp_epsilon"))
+    if not rounds:  # a base-only run (--methods base): the untrained reference
+        for e in doc["evaluations"]:
+            if e["method"] == "base" and e.get("answer_nll"):
+                rounds = [{"round": 0, "nll": e["answer_nll"]["per_site"], "accuracy": e["accuracy"]}]
+                label = "base model (no training)"
+    if not rounds:
+        raise SystemExit(f"{path}: no FedAvg rounds and no base evaluation with answer NLL in results.json")
+    return {"epsilon": doc["config"].get("dp_epsilon"), "rounds": rounds, "label": label}
 
 
 def _label(eps: float | None) -> str:
@@ -73,10 +81,10 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> Path:
         vals = [last[n]["value"] for n in names]
         err = [[v - last[n]["ci95"][0] for v, n in zip(vals, names, strict=True)],
                [last[n]["ci95"][1] - v for v, n in zip(vals, names, strict=True)]]  # fmt: skip
-        ax1.bar(xs, vals, width, yerr=err, capsize=2, label=_label(run["epsilon"]))
+        ax1.bar(xs, vals, width, yerr=err, capsize=2, label=run["label"])
         rs = [r["round"] for r in run["rounds"]]
         means = [sum(r["nll"][n]["value"] for n in names) / len(names) for r in run["rounds"]]
-        ax2.plot(rs, means, marker="o", label=_label(run["epsilon"]))
+        ax2.plot(rs, means, marker="o", label=run["label"])
     ax1.set_xticks(range(len(names)), ["MedQA-CN", "MedQA-EN", "MedMCQA-IN"])
     ax1.set_ylabel("answer-text NLL (nats/token), 95% CI; lower is better")
     ax1.set_title("FedAvg after the last round, by each site's DP budget")
@@ -102,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, help="write the plot (PNG) here")
     args = p.parse_args(argv)
     runs = [load_run(r) for r in args.runs]
-    runs.sort(key=lambda r: math.inf if r["epsilon"] is None else r["epsilon"], reverse=True)
+    # base first, then no DP, then the budgets from the largest
+    runs.sort(
+        key=lambda r: (r["rounds"][0]["round"] != 0, -(math.inf if r["epsilon"] is None else r["epsilon"]))
+    )
     print(table(runs))
     if args.plot:
         print(f"plot: {plot(runs, args.plot)}")
