@@ -56,7 +56,7 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
         mean = sum(last["nll"][n]["value"] for n in names) / len(names)
         accs = [f"{last['accuracy'][n]['value']:.1f}" for n in names]
         lines.append(
-            f"| {_label(run['epsilon'])} | "
+            f"| {run['label']} | "
             + " | ".join(cells)
             + f" | {mean:.3f} | "
             + " | ".join(accs)
