@@ -1,10 +1,14 @@
-"""Local training throughput: medfed's train_local() against a plain transformers + peft loop.
+"""Local training throughput: medfed's train_local() against a plain transformers + peft loop,
+and its DP-SGD mode (Opacus per-example clipping + noise, Poisson batches; docs/privacy.md)
+against its own non-DP mode.
 
 Both train the default model (SmolLM2-135M-Instruct) with the same LoRA settings from the same
 start adapter on the same MedQA-US questions in the same order (batch 1, accumulation 4, AdamW,
 linear decay). The baseline is the textbook loop: ``peft_model(input_ids, labels=labels).loss``
 with the full-vocabulary LM head at every position. Figures are real (non-pad) tokens per second of
-the training loop; the best of ``--repeats`` interleaved runs is kept.
+the training loop; the best of ``--repeats`` interleaved runs is kept. The DP-SGD run takes the
+same number of steps with the same expected batch (micro-batch 1, accumulation 4), noise
+multiplier 1.0 and clipping 1.0; its tokens are those of the rows its Poisson batches drew.
 
     python bench/training.py [--quick] [--questions N] [--repeats N] [--device cpu|cuda]
 """
@@ -27,6 +31,7 @@ from training.adapter_io import read_adapter, write_canonical_adapter
 from training.data import load_source
 from training.lora import LoraSettings, initial_adapter_state
 from training.models import base_model_id, load_base_model
+from training.privacy import DpConfig, steps_per_round
 from training.prompts import encode_example
 from training.train import TrainConfig, train_local
 
@@ -105,7 +110,14 @@ def main() -> None:
         )
         warm = TrainConfig(max_steps=1, grad_accum=1, seed=0)
         train_local(model, tok, start, questions[:1], settings, warm, Path(tmp) / "warm", progress=False)
-        ours, base = [], []
+        ours, base, dp_runs = [], [], []
+        dp = DpConfig(
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            expected_batch=config.batch_size * config.grad_accum,
+            steps=steps_per_round(len(questions), config.batch_size * config.grad_accum),
+            seed=0,
+        )
         for r in range(repeats):
             tps, loss = plain_loop(model, start, examples, settings, config)
             base.append(tps)
@@ -118,10 +130,22 @@ def main() -> None:
                 f"run {r}: medfed train_local      {res.tokens_per_s:8.1f} tok/s "
                 f"(final loss {res.final_loss:.4f})"
             )
-    best_ours, best_base = max(ours), max(base)
+            res = train_local(
+                model, tok, start, questions, settings, config, Path(tmp) / f"dp{r}", progress=False, dp=dp
+            )
+            dp_runs.append(res.tokens_per_s)
+            print(
+                f"run {r}: medfed DP-SGD            {res.tokens_per_s:8.1f} tok/s "
+                f"(final loss {res.final_loss:.4f}, {res.steps} steps)"
+            )
+    best_ours, best_base, best_dp = max(ours), max(base), max(dp_runs)
     print(
         f"RESULT training_tokens_per_s {best_ours:.1f} tok/s "
         f"baseline={best_base:.1f} ratio={best_ours / best_base:.2f}"
+    )
+    print(
+        f"RESULT dp_training_tokens_per_s {best_dp:.1f} tok/s "
+        f"baseline={best_ours:.1f} ratio={best_dp / best_ours:.2f}"
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from localnet.errors import FederationError
 from localnet.federation import run_up
+from localnet.nodeconfig import dp_sections
 from localnet.options import add_chain_choice, chain_genesis
 from localnet.processes import down, status_lines
 
@@ -49,6 +50,15 @@ def add_federation_commands(sub: Any) -> None:
         metavar="K",
         help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
     )
+    up.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help="DP-SGD at the sites, each within this epsilon over --rounds (docs/privacy.md)",
+    )
+    up.add_argument(
+        "--dp-sites", type=int, default=None, help="with --dp-epsilon: the first N nodes (default all)"
+    )
     up.set_defaults(func=_up)
     dn = sub.add_parser("down", help="stop everything `up` started in --dir (nodes, explorer, chain)")
     dn.add_argument("--dir", required=True)
@@ -76,6 +86,7 @@ def _up(args: Any) -> int:
         monitoring=args.monitoring,
         netns=args.netns,
         firewalled=args.firewalled,
+        privacy=dp_sections(args.nodes, args.rounds, args.dp_epsilon, args.dp_sites),
     )
 
 

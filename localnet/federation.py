@@ -127,6 +127,7 @@ def launch(
     members: int | None = None,
     netns: bool = False,
     firewalled: int = 0,
+    privacy: Mapping[int, str] | None = None,
 ) -> Federation:
     """Start the chain, deploy with the real initial adapter, write configs, start the nodes.
 
@@ -139,7 +140,8 @@ def launch(
     ``keepalive_s``: the nodes' [chain] keepalive_s (None = "auto": on for Cypherium);
     ``behaviours``: node -> a test harness's behaviour spec (`medfed-node start --behaviour`);
     ``netns``: every site in a network namespace of its own, the last ``firewalled`` of them
-    behind a firewall that drops inbound connections (localnet/netns.py); the others relay."""
+    behind a firewall that drops inbound connections (localnet/netns.py); the others relay;
+    ``privacy``: node -> a ``[privacy]`` TOML section appended to its medfed.toml (docs/privacy.md)."""
     from localnet.chain import DEVNET_PARAMS, start_devnet
 
     root = Path(dir).resolve()
@@ -255,6 +257,7 @@ def launch(
                 keepalive_s,
                 **(_netns_p2p(net, i) if net is not None else {}),
             )
+            + (privacy or {}).get(i, "")  # issue 20: a [privacy] section for this node
         )
         configs.append(cfg)
         states.append(d / "state")
@@ -449,6 +452,7 @@ def run_up(
     monitoring: bool = False,
     netns: bool = False,
     firewalled: int = 0,
+    privacy: Mapping[int, str] | None = None,
 ) -> int:
     """`medfed-localnet up`: the whole federation, its progress, summary.json and the table."""
     t0 = time.monotonic()
@@ -467,6 +471,7 @@ def run_up(
         monitoring=monitoring,
         netns=netns,
         firewalled=firewalled,
+        privacy=privacy,
     )
     sizing = sizing_for(model, chain)
     per_round = sizing.commit_s + sizing.aggregate_s + sizing.verify_s

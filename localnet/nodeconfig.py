@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from localnet.errors import FederationError
 from localnet.sites import Site
 from localnet.sizing import Sizing
 
@@ -118,3 +119,13 @@ fetch_patience_s = {sizing.fetch_patience_s}
 stagger_s = {sizing.stagger_s}
 watch_interval_s = {sizing.watch_interval_s}
 """
+
+
+def dp_sections(nodes: int, rounds: int, epsilon: float | None, sites: int | None) -> dict[int, str]:
+    """node -> a [privacy] section training with DP-SGD within ``epsilon`` over ``rounds`` (issue 20)."""
+    if epsilon is None:
+        return {}
+    if epsilon <= 0:
+        raise FederationError("--dp-epsilon must be > 0")
+    section = f'\n[privacy]\nmode = "dp-sgd"\ntarget_epsilon = {epsilon!r}\nrounds = {rounds}\n'
+    return {i: section for i in range(nodes if sites is None else min(sites, nodes))}

@@ -146,6 +146,27 @@ class RoundsSection:
     watch_interval_s: float = 0.5
 
 
+PRIVACY_MODES = ("off", "dp-sgd")
+
+
+@dataclass(frozen=True)
+class PrivacySection:
+    """Sample-level differential privacy of this site's training (docs/privacy.md)."""
+
+    mode: str = "off"  # "off" or "dp-sgd"
+    target_epsilon: float = 8.0  # the site's whole budget, over all the rounds it trains
+    delta: float = 0.0  # 0 = automatic: a power of ten below 1/(10 x training rows)
+    max_grad_norm: float = 1.0  # per-example clipping of the LoRA gradient
+    rounds: int = 0  # rounds the budget must last; 0 = [rounds] last_round
+    # the federation's policy (in its on-chain config hash): 0 = no requirement
+    require_noise_multiplier: float = 0.0
+    require_max_grad_norm: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "dp-sgd"
+
+
 @dataclass(frozen=True)
 class NodeSection:
     """How this institution presents itself."""
@@ -174,6 +195,7 @@ class NodeConfig:
     rounds: RoundsSection = field(default_factory=RoundsSection)
     node: NodeSection = field(default_factory=NodeSection)
     monitoring: MonitoringSection = field(default_factory=MonitoringSection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -330,6 +352,27 @@ min_agreement = 0.0
 # After this many failed rounds in a row, members train from the global adapter before the last
 # one again (the way back from a poisoned global; 0 = never).
 fallback_after = 2
+
+[privacy]
+# Sample-level differential privacy of this site's updates (docs/privacy.md): "off", or "dp-sgd"
+# (each step trains on a Poisson sample of all the site's training rows, clips every row's LoRA
+# gradient to max_grad_norm and adds Gaussian noise; [data] train_per_round is then not used).
+mode = "off"
+# The site's whole budget: epsilon over every round it will train. The node derives the noise from
+# it and never trains past it (it then only verifies and aggregates). Spent epsilon is reported
+# on-chain with each round's metrics and kept in the state dir across restarts.
+target_epsilon = 8.0
+# delta of (epsilon, delta)-DP; 0 = automatic, a power of ten below 1/(10 x training rows).
+delta = 0.0
+# Per-example clipping norm of the LoRA gradient.
+max_grad_norm = 1.0
+# Rounds the budget must last; 0 = [rounds] last_round (one of the two must be set for dp-sgd).
+rounds = 0
+# The federation's policy, part of its on-chain config hash (copy it from the federation, do not
+# tune it): members must train with DP-SGD at a noise multiplier of at least
+# require_noise_multiplier and clipping of at most require_max_grad_norm. 0 = no requirement.
+require_noise_multiplier = 0.0
+require_max_grad_norm = 0.0
 
 [rounds]
 # Open the next round when the previous one is final.
@@ -559,6 +602,7 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
             "aggregation",
             "rounds",
             "monitoring",
+            "privacy",
         }
     )
     nd = top.sub("node", required=False)
@@ -770,9 +814,46 @@ def parse_config(doc: Mapping[str, Any], path: Path) -> NodeConfig:
     if rounds.watch_interval_s < 0:
         raise r.fail("watch_interval_s", "must be >= 0 (0 = off)")
 
+    privacy = _privacy(top.sub("privacy", required=False), rounds)
     state_dir = top.str_("state_dir", "medfed-state")
-    cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds, node, monitoring)
-    return NodeConfig(path, cfg.resolve(state_dir), chain, p2p, data, model, rounds, node, monitoring)
+    cfg = NodeConfig(path, Path(), chain, p2p, data, model, rounds, node, monitoring, privacy)
+    return NodeConfig(
+        path, cfg.resolve(state_dir), chain, p2p, data, model, rounds, node, monitoring, privacy
+    )
+
+
+def _privacy(s: _Section, rounds: RoundsSection) -> PrivacySection:
+    s.unknown(
+        {
+            "mode",
+            "target_epsilon",
+            "delta",
+            "max_grad_norm",
+            "rounds",
+            "require_noise_multiplier",
+            "require_max_grad_norm",
+        }
+    )
+    mode = s.str_("mode", "off")
+    if mode not in PRIVACY_MODES:
+        raise s.fail("mode", f"unknown mode {mode!r}; one of {', '.join(PRIVACY_MODES)}")
+    out = PrivacySection(
+        mode=mode,
+        target_epsilon=s.float_("target_epsilon", 8.0),
+        delta=s.float_("delta", 0.0, 0.0, 1.0),
+        max_grad_norm=s.float_("max_grad_norm", 1.0),
+        rounds=s.int_("rounds", 0),
+        require_noise_multiplier=s.float_("require_noise_multiplier", 0.0),
+        require_max_grad_norm=s.float_("require_max_grad_norm", 0.0),
+    )
+    if out.enabled:
+        if out.target_epsilon <= 0:
+            raise s.fail("target_epsilon", "must be > 0 (the site's whole privacy budget)")
+        if out.max_grad_norm <= 0:
+            raise s.fail("max_grad_norm", "must be > 0 (the per-example clipping norm)")
+        if not out.rounds and not rounds.last_round:
+            raise s.fail("rounds", "set the rounds the budget must last (or [rounds] last_round) for dp-sgd")
+    return out
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -75,6 +75,7 @@ class Node:
     served: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (kind, round) we offer
     elected: dict[int, str] = field(default_factory=dict)  # round -> latest elected aggregator (lower)
     monitor: Any = None  # node.monitoring.Monitor when [monitoring] enabled = true
+    privacy: Any = None  # node.privacy.PrivacyLedger when [privacy] mode = "dp-sgd"
     chain_outage: OutageLog = field(default_factory=lambda: OutageLog(log, "chain RPC"))
     memo: RoundMemo = field(default_factory=lambda: RoundMemo(0))
     _chain_lock: trio.Lock = field(default_factory=trio.Lock)

@@ -45,6 +45,7 @@ from node.errors import HandedOver, NodeError, Retired, StartupError
 from node.keepalive import keep_chain_live, keepalive_interval
 from node.learning import Learner, federation_hash, lora_settings
 from node.outage import rpc_unreachable
+from node.privacy import PrivacyLedger, plan_privacy
 from node.state import StateStore
 from p2p.identity import peer_id_from_private_key
 from p2p.limits import FloodLimits
@@ -190,10 +191,11 @@ def check_federation(cfg: NodeConfig, client: CoordinatorClient) -> None:
     theirs = client.lora_config_hash().hex()
     if ours != theirs:
         raise StartupError(
-            f"{cfg.path.name}: [lora] and [aggregation] settings (rank, alpha, dropout, targets, "
-            f"strategy, bounds, fallback_after) hash to {ours[:12]}, the federation records "
-            f"{theirs[:12]}: copy the [lora] and [aggregation] sections the federation published "
-            "(a federation deployed before min_update_ratio existed needs min_update_ratio = 0)"
+            f"{cfg.path.name}: [lora], [aggregation] and [privacy] require_* settings (rank, alpha, "
+            f"dropout, targets, strategy, bounds, fallback_after, privacy policy) hash to {ours[:12]}, "
+            f"the federation records {theirs[:12]}: copy the [lora], [aggregation] and [privacy] "
+            "require_* settings the federation published (a federation deployed before "
+            "min_update_ratio existed needs min_update_ratio = 0)"
         )
     want = client.base_model()
     have = base_model_id(cfg.model.base)
@@ -288,8 +290,12 @@ def prepare(
     check_federation(cfg, client)
     data = load_site_data(cfg)
     log.info("data %s: %d training and %d held-out questions", data.name, len(data.train), len(data.eval))
+    plan = plan_privacy(cfg, len(data.train))
     where = state_at or cfg.state_dir
     store = StateStore(where, client.address, wallet.address)
+    ledger = PrivacyLedger(store, plan) if plan is not None else None
+    if plan is not None and ledger is not None:
+        log.info("privacy: %s; spent so far epsilon %.3f", plan.describe(), ledger.spent())
     settings = lora_settings(cfg)
     artifacts = ArtifactStore(where, store, settings, "")
     learner = Learner(cfg, settings, artifacts.scratch)
@@ -309,6 +315,7 @@ def prepare(
         behaviour=behaviour or HonestBehaviour(),
         members=frozenset(a.lower() for a in client.members()),
         admitted=admitted,
+        privacy=ledger,
     )
     _install_initial_adapter(node)
     return node

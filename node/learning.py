@@ -15,10 +15,11 @@ from pathlib import Path
 from node.config import NodeConfig
 from node.errors import StartupError
 from node.metric_report import Figures
-from training.bounds import FederationRules, UpdateBounds, federation_config_hash
+from training.bounds import FederationRules, PrivacyPolicy, UpdateBounds, federation_config_hash
 from training.data import Question, Record
 from training.errors import TrainingError
 from training.lora import LoraSettings
+from training.privacy import DpConfig
 
 log = logging.getLogger("medfed.learner")
 
@@ -43,7 +44,10 @@ def federation_rules(cfg: NodeConfig) -> FederationRules:
         min_update_ratio=m.min_update_ratio,
         min_agreement=m.min_agreement,
     )
-    return FederationRules(strategy=m.strategy, bounds=bounds, fallback_after=m.fallback_after)
+    policy = PrivacyPolicy(cfg.privacy.require_noise_multiplier, cfg.privacy.require_max_grad_norm)
+    return FederationRules(
+        strategy=m.strategy, bounds=bounds, fallback_after=m.fallback_after, privacy=policy
+    )
 
 
 def federation_hash(cfg: NodeConfig) -> str:
@@ -127,11 +131,13 @@ class Learner:
         round: int,
         history: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
+        dp: DpConfig | None = None,
     ) -> tuple[str, int, Path]:
         """Train from ``start_adapter`` on ``questions``; return (sha256, samples used, adapter folder).
 
         With `exact`, ``start_adapter`` is the federation's initial adapter and ``history`` the global
-        adapters of the previous rounds, merged into the base weights first."""
+        adapters of the previous rounds, merged into the base weights first. ``dp``: train with
+        DP-SGD (node/privacy.py), on Poisson samples of ``questions``."""
         from training.train import TrainConfig, divergence_message, train_local
 
         m = self.cfg.model
@@ -160,6 +166,7 @@ class Learner:
                     progress=False,
                     base_model=self.base_model,
                     metadata=metadata,
+                    dp=dp,
                 )
             except TrainingError as exc:
                 if self.exact and self.merged and str(exc).startswith("training diverged"):
@@ -168,6 +175,8 @@ class Learner:
                     raise TrainingError(why) from None
                 raise
         used = min(len(questions), result.steps * m.grad_accum * m.batch_size)
+        if dp is not None:  # the expected number of rows sampled over the round's steps
+            used = min(len(questions), dp.steps * dp.expected_batch)
         if self.observer is not None:
             self.observer(result.seconds, result.tokens_per_s)
         log.info(

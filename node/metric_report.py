@@ -13,6 +13,16 @@ bytes  field   meaning
 9-31   set     the first 23 bytes of sha256 over the evaluation row ids (which set it is)
 ====== ======= ==========================================================================
 
+A site that trains with DP-SGD (docs/privacy.md) sends layout 2, which carries its privacy spend:
+
+====== ======= ==========================================================================
+0-3    magic   ``b"MFM\x02"`` (medfed metric, layout 2)
+4-8            as layout 1
+9-12   spent   uint32, milli-epsilon: epsilon spent by the site's trainings up to this round
+13-16  budget  uint32, milli-epsilon: the site's whole budget ([privacy] target_epsilon)
+17-31  set     the first 15 bytes of sha256 over the evaluation row ids
+====== ======= ==========================================================================
+
 ``accuracyPpm`` (which the contract caps at 10^6) is the accuracy for kind 1 and
 ``10^6 * exp(-loss)`` = 10^6 / perplexity for kind 2: higher is better for both. A word without
 the magic is a plain set hash from an older node: its figure is an accuracy.
@@ -24,6 +34,7 @@ import math
 from dataclasses import dataclass
 
 MAGIC = b"MFM\x01"
+MAGIC_DP = b"MFM\x02"
 KIND_CODES = {"mc": 1, "sft": 2}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
 _AUX_MAX = 2**32 - 1
@@ -69,29 +80,46 @@ def _micro(nats: float) -> int:
     return max(0, min(_AUX_MAX, round(nats * 1_000_000)))
 
 
-def encode_eval_hash(kind: str, aux_nats: float, set_hash_hex: str) -> str:
-    """The tagged evalSetHash (64 hex digits) for a figure of ``kind``."""
+def _milli(epsilon: float) -> int:
+    if not math.isfinite(epsilon):
+        return _AUX_MAX
+    return max(0, min(_AUX_MAX, math.ceil(epsilon * 1000 - 1e-9)))  # never under-reports a spend
+
+
+def encode_eval_hash(
+    kind: str, aux_nats: float, set_hash_hex: str, privacy: tuple[float, float] | None = None
+) -> str:
+    """The tagged evalSetHash (64 hex digits) for a figure of ``kind``; ``privacy`` = (epsilon
+    spent, epsilon budget) of a DP-SGD site (layout 2)."""
     digest = bytes.fromhex(set_hash_hex)
-    word = MAGIC + bytes([KIND_CODES[kind]]) + _micro(aux_nats).to_bytes(4, "big") + digest[:23]
+    head = bytes([KIND_CODES[kind]]) + _micro(aux_nats).to_bytes(4, "big")
+    if privacy is None:
+        word = MAGIC + head + digest[:23]
+    else:
+        spent, budget = (_milli(x).to_bytes(4, "big") for x in privacy)
+        word = MAGIC_DP + head + spent + budget + digest[:15]
     assert len(word) == 32
     return word.hex()
 
 
-def report_values(fig: Figures, set_hash_hex: str) -> tuple[str, int]:
-    """(evalSetHash hex, accuracyPpm) to send with reportMetrics."""
+def report_values(
+    fig: Figures, set_hash_hex: str, privacy: tuple[float, float] | None = None
+) -> tuple[str, int]:
+    """(evalSetHash hex, accuracyPpm) to send with reportMetrics (``privacy``: see encode_eval_hash)."""
     score = fig.score if math.isfinite(fig.score) else 0.0  # a poisoned global scores nothing
     ppm = max(0, min(1_000_000, round(score * 1_000_000)))
-    return encode_eval_hash(fig.kind, fig.aux, set_hash_hex), ppm
+    return encode_eval_hash(fig.kind, fig.aux, set_hash_hex, privacy), ppm
 
 
 def decode_report(eval_set_hash: str | bytes, accuracy_ppm: int) -> dict[str, object]:
-    """What a reported figure is: {"kind", "label", "value", "aux_label", "aux", "set"} (JSON-ready).
+    """What a reported figure is: {"kind", "label", "value", "aux_label", "aux", "set", "privacy"}
+    (JSON-ready; "privacy" is {"epsilon", "budget"} for a DP-SGD site, else None).
 
     kind "mc": value = accuracy, aux = mean NLL of the correct option; kind "sft": value = held-out
     loss, aux = perplexity; kind "accuracy" (untagged, older nodes): value = accuracy, no aux."""
     raw = bytes.fromhex(eval_set_hash.removeprefix("0x")) if isinstance(eval_set_hash, str) else eval_set_hash
     score = accuracy_ppm / 1_000_000
-    if len(raw) != 32 or raw[:4] != MAGIC or raw[4] not in KIND_NAMES:
+    if len(raw) != 32 or raw[:4] not in (MAGIC, MAGIC_DP) or raw[4] not in KIND_NAMES:
         return {
             "kind": "accuracy",
             "label": "accuracy",
@@ -99,11 +127,19 @@ def decode_report(eval_set_hash: str | bytes, accuracy_ppm: int) -> dict[str, ob
             "aux_label": None,
             "aux": None,
             "set": raw.hex(),
+            "privacy": None,
         }
     kind = KIND_NAMES[raw[4]]
     micro = int.from_bytes(raw[5:9], "big")
     nats = None if micro == _AUX_MAX else micro / 1_000_000
-    out: dict[str, object] = {"kind": kind, "set": raw[9:].hex()}
+    out: dict[str, object] = {"kind": kind, "set": raw[9:].hex(), "privacy": None}
+    if raw[:4] == MAGIC_DP:
+        spent, budget = (int.from_bytes(raw[i : i + 4], "big") for i in (9, 13))
+        out["privacy"] = {
+            "epsilon": None if spent == _AUX_MAX else spent / 1000,
+            "budget": None if budget == _AUX_MAX else budget / 1000,
+        }
+        out["set"] = raw[17:].hex()
     if kind == "mc":
         out.update(label="accuracy", value=score, aux_label="mean NLL of the correct option", aux=nats)
     else:

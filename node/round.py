@@ -293,6 +293,11 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
         return
     if r in node.memo.training_failed:
         return
+    # (a stored update is reused, not trained again: no new spend)
+    fresh = rec is None or not node.artifacts.has(rec.sha256)
+    if node.privacy is not None and fresh and not node.privacy.may_train(r):
+        node.set_status(activity="privacy budget spent: verifying and aggregating only")
+        return
     on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
     base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
     if base != on_chain and r not in node.memo.fallback_said:
@@ -515,7 +520,10 @@ async def _evaluate(node: Node, weights: str, history: list[str] | None = None) 
 
 def _record(node: Node, r: int, sha: str, fig: Figures) -> None:
     """Store an evaluation in the form reportMetrics sends (see node.metric_report)."""
-    eval_hash, ppm = report_values(fig, node.data.eval_set_hash)
+    spend = None
+    if node.privacy is not None:  # epsilon spent by our trainings up to this round, and the budget
+        spend = (node.privacy.spent(up_to_round=r), node.privacy.plan.target_epsilon)
+    eval_hash, ppm = report_values(fig, node.data.eval_set_hash, spend)
     if (mon := getattr(node, "monitor", None)) is not None:
         mon.evaluated(fig.kind, fig.accuracy if fig.kind == "mc" else fig.loss)
     node.store.record_metrics(r, sha, ppm / 1_000_000, fig.n, eval_hash)

@@ -43,6 +43,46 @@ from training.lora import LoraSettings
 
 
 @dataclass(frozen=True)
+class PrivacyPolicy:
+    """What a federation may require of every member's training (docs/privacy.md): DP-SGD with a
+    noise multiplier of at least ``min_noise_multiplier`` and per-example clipping at most
+    ``max_grad_norm``. All zero = no requirement (and no change to the config hash)."""
+
+    min_noise_multiplier: float = 0.0
+    max_grad_norm: float = 0.0
+
+    @property
+    def required(self) -> bool:
+        return self.min_noise_multiplier > 0 or self.max_grad_norm > 0
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "max_grad_norm": float(self.max_grad_norm),
+            "min_noise_multiplier": float(self.min_noise_multiplier),
+        }
+
+    def refusal(self, mode: str, noise_multiplier: float, max_grad_norm: float) -> str | None:
+        """Why a member training with these settings falls short of the policy (None: it does not)."""
+        if not self.required:
+            return None
+        need = (
+            f"the federation requires DP-SGD with noise multiplier >= {self.min_noise_multiplier:g}"
+            + (f" and max_grad_norm <= {self.max_grad_norm:g}" if self.max_grad_norm > 0 else "")
+            + " (in its on-chain config hash)"
+        )
+        if mode != "dp-sgd":
+            return f'{need}; set [privacy] mode = "dp-sgd"'
+        if noise_multiplier < self.min_noise_multiplier:
+            return (
+                f"{need}; this budget gives noise multiplier {noise_multiplier:.3f}: lower "
+                "[privacy] target_epsilon or raise [privacy] rounds"
+            )
+        if self.max_grad_norm > 0 and max_grad_norm > self.max_grad_norm:
+            return f"{need}; lower [privacy] max_grad_norm (now {max_grad_norm:g})"
+        return None
+
+
+@dataclass(frozen=True)
 class UpdateBounds:
     """The federation's limits on one member's update (see the module docstring)."""
 
@@ -101,14 +141,19 @@ class FederationRules:
     strategy: str = "fedavg"
     bounds: UpdateBounds = UpdateBounds()
     fallback_after: int = 2
+    privacy: PrivacyPolicy = PrivacyPolicy()
 
     def canonical(self) -> dict[str, Any]:
-        """The rules as plain values (what the federation config hash covers)."""
-        return {
+        """The rules as plain values (what the federation config hash covers; a privacy policy
+        only when it requires something, so federations without one keep their hash)."""
+        out: dict[str, Any] = {
             "bounds": self.bounds.canonical(),
             "fallback_after": int(self.fallback_after),
             "strategy": self.strategy,
         }
+        if self.privacy.required:
+            out["privacy"] = self.privacy.canonical()
+        return out
 
     def with_bounds(self, **changes: Any) -> FederationRules:
         """The same rules with some bounds changed."""

@@ -20,6 +20,7 @@ from training.data import Record
 from training.errors import AdapterInvalid, TrainingError
 from training.forward import logits_at, model_lock, pad_batch
 from training.lora import LoraSettings
+from training.privacy import DpConfig
 from training.prompts import IGNORE_INDEX, Example, encode_record
 
 
@@ -52,6 +53,7 @@ class TrainResult:
     tokens_per_s: float
     seconds: float
     losses: tuple[float, ...] = ()
+    dp: DpConfig | None = None  # the DP-SGD settings it trained with (None: no DP)
 
 
 def attach_adapter(model: Any, adapter: str | Path, settings: LoraSettings, trainable: bool) -> Any:
@@ -120,6 +122,27 @@ def answer_loss(
     return loss, int(mask.sum())
 
 
+def example_losses(
+    model: Any, batch: Sequence[Example], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Each example's mean cross-entropy over its own answer tokens ``(len(batch),)``, and the number
+    of real tokens (DP-SGD clips per example, so no example may weigh more for being longer)."""
+    ids, mask = pad_batch([ex.input_ids for ex in batch], pad_id, device)
+    rows, cols, targets = [], [], []
+    for i, ex in enumerate(batch):
+        for j, label in enumerate(ex.labels):
+            if label != IGNORE_INDEX:
+                rows.append(i)
+                cols.append(j - 1)
+                targets.append(label)
+    row_t = torch.tensor(rows, device=device)
+    logits = logits_at(model, ids, mask, row_t, torch.tensor(cols, device=device)).float()
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="none")
+    sums = torch.zeros(len(batch), device=device).index_add(0, row_t, nll)
+    counts = torch.zeros(len(batch), device=device).index_add(0, row_t, torch.ones_like(nll))
+    return sums / counts.clamp(min=1.0), int(mask.sum())
+
+
 # A LoRA factor this large is not something local training produces from a sane start: a start
 # adapter beyond it is the likely cause of a divergence (a poisoned global), not the learning rate.
 SUSPECT_START_ABS = 1e3
@@ -171,6 +194,7 @@ def train_local(
     progress: bool = True,
     base_model: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    dp: DpConfig | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``questions`` (multiple-choice questions or chat conversations) from
     ``start_adapter`` and write it canonically to ``out_dir``.
@@ -180,6 +204,11 @@ def train_local(
     several threads are serialised by a per-model lock. ``base_model`` is the
     name recorded in ``adapter_config.json`` (default: the start adapter's). ``metadata`` goes into
     the file's header (a node's update binding, `training.adapter_io.update_metadata`).
+
+    ``dp``: train with DP-SGD instead (training/privacy.py): ``dp.steps`` steps on Poisson-sampled
+    batches, each example's LoRA gradient clipped and Gaussian noise added (Opacus); ``config``'s
+    batch_size is then the micro-batch size, its grad_accum, epochs, max_steps and max_grad_norm
+    are not used.
     """
     from peft import get_peft_model_state_dict
     from tqdm import tqdm
@@ -202,6 +231,8 @@ def train_local(
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
         micro = micro[: total_steps * config.grad_accum]
+    if dp is not None:
+        total_steps = dp.steps
 
     with model_lock(model):
         torch.manual_seed(config.seed)
@@ -221,7 +252,21 @@ def train_local(
             bar = tqdm(
                 total=total_steps, desc="local training", unit="step", disable=not progress, leave=False
             )
-            for step in range(total_steps):
+            if dp is not None:
+                tokens = _dp_sgd(
+                    peft_model,
+                    params,
+                    optimizer,
+                    scheduler,
+                    examples,
+                    pad_id,
+                    device,
+                    config,
+                    dp,
+                    losses,
+                    bar,
+                )
+            for step in range(total_steps if dp is None else 0):
                 group = micro[step * config.grad_accum : (step + 1) * config.grad_accum]
                 step_loss = 0.0
                 for indices in group:
@@ -261,4 +306,79 @@ def train_local(
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         losses=tuple(losses),
+        dp=dp,
     )
+
+
+def _dp_sgd(
+    peft_model: Any,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    examples: Sequence[Example],
+    pad_id: int,
+    device: torch.device,
+    config: TrainConfig,
+    dp: DpConfig,
+    losses: list[float],
+    bar: Any,
+) -> int:
+    """The DP-SGD loop of :func:`train_local`; appends each step's mean loss to ``losses`` and
+    returns the number of tokens trained on.
+
+    Opacus hooks only the modules that hold trainable parameters (the LoRA A/B linears: the base is
+    frozen) to get per-example gradients; its DPOptimizer clips each example's gradient to
+    ``dp.max_grad_norm``, sums, adds N(0, (sigma C)^2) once per step and divides by the expected
+    batch. A Poisson batch larger than ``config.batch_size`` runs in micro-batches (Opacus's
+    virtual steps); an empty one still takes its noisy step, as the accounting assumes."""
+    import os
+    import warnings
+
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    seed = dp.seed if dp.seed is not None else int.from_bytes(os.urandom(8), "little")
+    sampler = np.random.default_rng(seed)
+    noise = torch.Generator(device=device)
+    noise.manual_seed(int(sampler.integers(2**62)))
+    rate = min(1.0, dp.expected_batch / len(examples))
+    gsm = GradSampleModule(peft_model, batch_first=True, loss_reduction="mean", strict=False)
+    dp_opt = DPOptimizer(
+        optimizer,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=dp.expected_batch,
+        loss_reduction="mean",
+        generator=noise,
+    )
+    tokens = 0
+    micro = max(1, config.batch_size)
+    try:
+        for _ in range(dp.steps):
+            chosen = np.flatnonzero(sampler.random(len(examples)) < rate).tolist()
+            chunks = [chosen[i : i + micro] for i in range(0, len(chosen), micro)]
+            step_loss = 0.0
+            if not chunks:
+                for p in params:
+                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)  # type: ignore[attr-defined]
+                dp_opt.step()
+            for k, chunk in enumerate(chunks):
+                with _autocast(device):
+                    per, n_tok = example_losses(peft_model, [examples[i] for i in chunk], pad_id, device)
+                with warnings.catch_warnings():  # frozen inputs: the hooks see output grads only, as meant
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    per.mean().backward()
+                step_loss += float(per.detach().sum()) / len(chosen)
+                tokens += n_tok
+                dp_opt.signal_skip_step(do_skip=k < len(chunks) - 1)
+                dp_opt.step()
+                dp_opt.zero_grad(set_to_none=True)
+            dp_opt.zero_grad(set_to_none=True)
+            scheduler.step()
+            if chosen:  # an empty Poisson batch has no loss to report
+                losses.append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", batch=len(chosen))
+    finally:
+        gsm._close()
+    return tokens

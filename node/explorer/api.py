@@ -472,16 +472,24 @@ class Api:
         """Per-institution figures and Macro-Acc / Min-Acc / H-mean per round (MetricsReported).
 
         ``accuracy`` holds multiple-choice accuracies (with ``nll``: mean NLL of the correct option);
-        ``loss`` holds held-out losses of chat (SFT) sites, never mixed into the accuracy figures."""
+        ``loss`` holds held-out losses of chat (SFT) sites, never mixed into the accuracy figures.
+        ``privacy_rounds``: the epsilon each DP-SGD site reported spent up to each round, and
+        ``privacy_budgets`` its whole budget (the latest it reported; docs/privacy.md)."""
         per_round: dict[int, dict[str, float]] = defaultdict(dict)
         nll: dict[int, dict[str, float]] = defaultdict(dict)
         loss: dict[int, dict[str, float]] = defaultdict(dict)
         rows = self.db.query(
             "SELECT round, member, accuracy_ppm, eval_set_hash FROM metrics ORDER BY round, member"
         )
+        spent: dict[int, dict[str, float | None]] = defaultdict(dict)
+        budgets: dict[str, float | None] = {}
         for x in rows:
             r, who = int(x["round"]), to_checksum_address(x["member"])
             what = decode_report(x["eval_set_hash"], x["accuracy_ppm"])
+            dp = what["privacy"]
+            if isinstance(dp, dict):
+                spent[r][who] = dp["epsilon"]
+                budgets[who] = dp["budget"]
             if what["kind"] == "sft":
                 if isinstance(what["value"], float):
                     loss[r][who] = what["value"]
@@ -501,6 +509,9 @@ class Api:
             "rounds": rounds,
             "loss_members": loss_members,
             "loss_rounds": loss_rounds,
+            "privacy_members": sorted(budgets),
+            "privacy_budgets": budgets,
+            "privacy_rounds": [{"round": n, "epsilon": v} for n, v in sorted(spent.items())],
             "names": self.names(),
         }
 

@@ -61,19 +61,30 @@ async def train_update(node: Node, round: int, base_sha: str, deadline: float) -
     else:
         history = []
         base = await ensure_base(node, round, base_sha, deadline)
-    questions = node.data.round_window(round, node.cfg.data.train_per_round)
+    dp = None
+    if node.privacy is not None:
+        # DP-SGD samples from every training row (the accounting's sampling rate assumes it)
+        questions = list(node.data.train)
+        dp = node.privacy.plan.dp_config()
+        node.privacy.record(round)  # counted before it runs: a crash mid-training still counts
+    else:
+        questions = node.data.round_window(round, node.cfg.data.train_per_round)
     log.info(
-        "round %d: training on %d private questions from base %s (%d steps)",
+        "round %d: training on %d private questions from base %s (%d steps%s)",
         round,
         len(questions),
         base_sha[:12],
-        node.cfg.model.max_steps,
+        dp.steps if dp else node.cfg.model.max_steps,
+        f", DP-SGD: epsilon spent with this round {node.privacy.spent():.3f} of "
+        f"{node.privacy.plan.target_epsilon:g}"
+        if dp and node.privacy
+        else "",
     )
     node.set_status(activity=f"training round {round}")
     t0, cpu0 = time.monotonic(), time.process_time()
     binding = update_metadata(node.me, round, node.federation_id)
     sha, n, folder = await trio.to_thread.run_sync(
-        node.learner.train, base, questions, round, history, binding
+        node.learner.train, base, questions, round, history, binding, dp
     )
     seconds = time.monotonic() - t0
     await trio.to_thread.run_sync(node.artifacts.adopt_dir, sha, folder, "update", round)

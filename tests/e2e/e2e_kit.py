@@ -148,6 +148,7 @@ def run(
     may_exit: Collection[int] = (),
     netns: bool = False,
     firewalled: int = 0,
+    privacy: Mapping[int, str] | None = None,
 ) -> tuple[F.Federation, dict[int, str]]:
     """Launch, open round 1 when every node is ready, follow until ``rounds`` are final; stop the nodes.
 
@@ -159,7 +160,8 @@ def run(
     once ``restart_when(fed, history, node)`` holds (see `follow`). ``members``: admit only that
     many wallets at deployment (the others wait for the members' vote, issue 21); ``may_exit``:
     nodes whose exit is expected (e.g. a member voted out stops). ``netns``/``firewalled``: sites in
-    network namespaces, the last ``firewalled`` behind a firewall (issue 19).
+    network namespaces, the last ``firewalled`` behind a firewall (issue 19); ``privacy``: node -> a
+    [privacy] section for its medfed.toml (issue 20).
     The chain stays up (read its history, then `F.down(dir)`); on failure everything is stopped.
     """
     sizing = sizing or E2E_SIZING
@@ -190,6 +192,7 @@ def run(
         members=members,
         netns=netns,
         firewalled=firewalled,
+        privacy=privacy,
     )
     try:
         F.wait_ready(fed, 180)

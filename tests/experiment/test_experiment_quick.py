@@ -107,3 +107,26 @@ def test_ray_backend_without_ray_names_the_extra(
     err = capsys.readouterr().err
     assert "pip install 'medfed[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_dp_run_trains_every_site_with_dp_sgd_and_compares_with_the_non_dp_run(
+    quick_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dp-epsilon (issue 20): same seeds, a different global adapter; dp_compare tabulates both."""
+    from training.experiment.dp_compare import main as compare
+
+    out = tmp_path / "dp"
+    args = ["--quick", "--out", str(out), "--no-progress", "--threads", "1", "--methods", "fedavg"]
+    assert main([*args, "--metrics", "accuracy,nll", "--dp-epsilon", "3"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["config"]["dp_epsilon"] == 3.0
+    assert any("DP-SGD at every site" in d for d in doc["deviations"])
+    plain = json.loads((quick_run / "results.json").read_text())
+    ours = [r["global_sha256"] for r in doc["rounds"]["fedavg"]]
+    theirs = [r["global_sha256"] for r in plain["rounds"]["fedavg"]]
+    assert len(ours) == len(theirs) and not set(ours) & set(theirs)
+    capsys.readouterr()
+    assert compare([str(quick_run), str(out), "--plot", str(tmp_path / "dp.png")]) == 0
+    table = capsys.readouterr().out
+    assert "| no DP |" in table and "| epsilon 3 |" in table and (tmp_path / "dp.png").stat().st_size > 0
+    assert main(["--quick", "--out", str(tmp_path / "x"), "--dp-epsilon", "0"]) == 2

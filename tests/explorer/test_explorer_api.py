@@ -250,7 +250,16 @@ def test_an_empty_index_answers_every_endpoint() -> None:
     o = a.overview()
     assert o["members"] == [] and o["rounds"] == [] and o["global_adapter"] is None
     assert o["status"]["last_block"] is None
-    assert a.metrics() == {"members": [], "rounds": [], "loss_members": [], "loss_rounds": [], "names": {}}
+    assert a.metrics() == {
+        "members": [],
+        "rounds": [],
+        "loss_members": [],
+        "loss_rounds": [],
+        "privacy_members": [],
+        "privacy_budgets": {},
+        "privacy_rounds": [],
+        "names": {},
+    }
     assert a.verify("00" * 32)["matches"] == []
     assert route(a, "/api/events", {})[1] == {"events": []}
     assert route(a, "/api/proposals", {})[1] == {"successor": None, "deployer": None, "proposals": []}

@@ -275,10 +275,15 @@ def test_start_refuses_non_member_wrong_password_wrong_lora_and_bad_data(
     assert "[lora]" in _start_fails(capsys, member, cfg, pwfile)
     # the aggregation strategy and the update bounds are part of the federation's config too:
     # a member with other settings fails at start, in one line, not at the first vote
-    for edit in ({'strategy = "fedavg"': 'strategy = "exact"'}, {"max_abs = 100.0": "max_abs = 1000.0"}):
+    # so is a privacy policy (issue 20): a member cannot start under a policy the federation lacks
+    for edit in (
+        {'strategy = "fedavg"': 'strategy = "exact"'},
+        {"max_abs = 100.0": "max_abs = 1000.0"},
+        {"require_noise_multiplier = 0.0": "require_noise_multiplier = 0.8"},
+    ):
         cfg = _config(tmp_path, devnet.rpc_url, devnet.coordinator, **edit)
         line = _start_fails(capsys, member, cfg, pwfile)
-        assert "[aggregation]" in line and "the federation records" in line
+        assert "[aggregation]" in line and "[privacy]" in line and "the federation records" in line
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "options": {"A": "a", "B": "b"}, "answer_idx": "A"}\n{broken\n')

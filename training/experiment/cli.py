@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray-cpus-per-worker", type=float, help="CPUs each Ray actor requests (default --threads or 1)"
     )
+    p.add_argument(
+        "--dp-epsilon",
+        type=float,
+        help="train every site with DP-SGD within this epsilon over all its rounds (docs/privacy.md)",
+    )
+    p.add_argument("--dp-delta", type=float, help="DP delta (default: below 1/(a site's training rows))")
+    p.add_argument("--dp-max-grad-norm", type=float, help="DP-SGD per-example clipping norm (default 1.0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return p
@@ -133,7 +140,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for key in (
         "model", "device", "seed", "train_sizes", "eval_size", "rounds", "local_epochs", "lr",
         "batch_size", "grad_accum", "rank", "alpha", "dropout", "max_length", "bootstrap", "data_dir",
-        "sites", "target",
+        "sites", "target", "dp_epsilon", "dp_delta", "dp_max_grad_norm",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:

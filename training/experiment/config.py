@@ -78,6 +78,10 @@ class ExperimentConfig:
     sites: int = 3  # simulated institutions; more than 3 split each dataset into hash shards
     target: str = "letter"
     metrics: tuple[str, ...] = METRICS
+    # DP-SGD at every site (training/privacy.py): each site's budget over all its rounds; None = off
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: below 1/(a site's training rows), training/privacy.default_delta
+    dp_max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.train_sizes) != len(SITES) or any(n < 1 for n in self.train_sizes):
@@ -102,6 +106,8 @@ class ExperimentConfig:
             raise ExperimentError(f"--target {self.target!r}: choose from {', '.join(TARGETS)}")
         if not self.metrics or any(m not in METRICS for m in self.metrics):
             raise ExperimentError(f"--metrics {','.join(self.metrics)}: choose from {', '.join(METRICS)}")
+        if self.dp_epsilon is not None and (self.dp_epsilon <= 0 or self.dp_max_grad_norm <= 0):
+            raise ExperimentError("--dp-epsilon and --dp-max-grad-norm must be > 0")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ExperimentError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -213,6 +219,13 @@ def deviations(cfg: ExperimentConfig, eval_counts: dict[str, int]) -> list[str]:
             f"{cfg.sites} simulated institutions instead of 3: each dataset is split between several "
             "institutions (hash shards of its training split, as medfed-localnet does for more nodes); "
             "the three test sets are the same as with 3 sites."
+        )
+    if cfg.dp_epsilon is not None:
+        delta = f"{cfg.dp_delta:g}" if cfg.dp_delta is not None else "below 1/(its training rows)"
+        out.append(
+            f"DP-SGD at every site (not in the study): epsilon {cfg.dp_epsilon:g} per site over all "
+            f"{cfg.rounds} rounds of a method, delta {delta}, per-example clipping "
+            f"{cfg.dp_max_grad_norm:g}, Poisson batches of {cfg.batch_size * cfg.grad_accum} expected."
         )
     out.append("Hardware: CPU float32 (CUDA bf16 when present) instead of A100/Metax GPUs.")
     return out

@@ -51,6 +51,7 @@ from training.experiment.tasks import (
 )
 from training.lora import LoraSettings
 from training.models import base_model_id
+from training.privacy import DpConfig, default_delta, noise_for_budget, sample_rate, steps_per_round
 from training.train import TrainConfig
 
 log = logging.getLogger("medfed.experiment")
@@ -207,6 +208,20 @@ class Runner:
             target=self.cfg.target,
         )
 
+    def _dp_config(self, inst: Institution, site_index: int, round_no: int) -> DpConfig | None:
+        """DP-SGD settings of a site-round: the noise that keeps all ``rounds`` rounds of the site
+        within ``dp_epsilon`` (the site's whole budget); the same seed as its non-DP training."""
+        c = self.cfg
+        if c.dp_epsilon is None:
+            return None
+        rows = len(inst.train)
+        batch = c.batch_size * c.grad_accum
+        steps = steps_per_round(rows, batch, c.local_epochs)
+        delta = c.dp_delta if c.dp_delta is not None else default_delta(rows)
+        sigma = noise_for_budget(c.dp_epsilon, delta, sample_rate(batch, rows), steps * c.rounds)
+        seed = train_seed(c.seed, round_no, site_index, len(self._ordered_institutions()))
+        return DpConfig(sigma, c.dp_max_grad_norm, batch, steps, seed=seed)
+
     def _train(
         self, start: Path | dict[str, Path], method: str, round_no: int, merges: Sequence[Merge] = ()
     ) -> list[LocalUpdate]:
@@ -232,6 +247,7 @@ class Runner:
                     questions=inst.train,
                     settings=self.settings,
                     config=self._train_config(i, round_no),
+                    dp=self._dp_config(inst, i, round_no),
                     base_model=self.model_name,
                     merges=chain,
                 )

@@ -26,6 +26,7 @@ from training.data import Question
 from training.experiment import scoring
 from training.lora import LoraSettings, initial_adapter_state
 from training.models import load_base_model
+from training.privacy import DpConfig
 from training.train import TrainConfig, train_local
 
 log = logging.getLogger("medfed.experiment")
@@ -68,6 +69,7 @@ class TrainJob:
     config: TrainConfig
     base_model: str
     merges: tuple[Merge, ...] = ()
+    dp: DpConfig | None = None  # DP-SGD settings (None: no DP)
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ def run_train(holder: ModelHolder, job: TrainJob, progress: bool = False, worker
             dest,
             progress=progress,
             base_model=job.base_model,
+            dp=job.dp,
         )
         files = read_adapter_files(dest)
         assert sha256_file(dest / WEIGHTS_NAME) == res.sha256

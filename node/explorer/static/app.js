@@ -84,6 +84,12 @@
   // A reported figure in words: which metric it is (node/metric_report.py), its value, its companion.
   function figure(m) {
     const k = m.metric || { kind: "accuracy" };
+    const shown = figureOnly(k);
+    if (!k.privacy) return shown;
+    // a DP-SGD site's privacy spend rides on its metrics report (docs/privacy.md)
+    return el("span", {}, shown, el("span", { class: "muted", "data-testid": "privacy" }, " · ε spent " + num(k.privacy.epsilon, 3) + " of " + num(k.privacy.budget, 3)));
+  }
+  function figureOnly(k) {
     if (k.kind === "sft") return el("span", { "data-testid": "figure", "data-kind": "sft" }, "held-out loss ", el("strong", {}, num(k.value, 4)), el("span", { class: "muted" }, " · perplexity " + num(k.aux, 2)));
     if (k.kind === "mc") return el("span", { "data-testid": "figure", "data-kind": "mc" }, "accuracy ", el("strong", {}, pct(k.value)), el("span", { class: "muted" }, " · NLL of correct option " + num(k.aux, 4)));
     return el("span", { "data-testid": "figure", "data-kind": "accuracy" }, "accuracy ", el("strong", {}, pct(k.value)));
@@ -421,6 +427,8 @@
       el("p", { class: "muted" }, "From MetricsReported events: each institution's figure on its own held-out set after a round finalized. A multiple-choice site reports its accuracy (accuracyPpm / 10⁶) and the mean NLL of the correct option; a chat (SFT) site reports its held-out loss (tagged in evalSetHash, see docs/explorer.md). Macro-Acc is the mean of the accuracies, Min-Acc the worst, H-mean the harmonic mean."),
       el("div", { class: "grid2" }, panel("Macro-Acc, Min-Acc and H-mean", fairnessChart(metrics)), panel("Per institution", memberChart(metrics))),
       el("div", { class: "spaced" }, panel("Accuracy (multiple choice)", table(["Round", "Macro-Acc#", "Min-Acc#", "H-mean#", ...metrics.members.map((m) => label(m) + "#")], rows, "no accuracy reported yet"))),
+      metrics.privacy_rounds.length ? el("div", { class: "spaced", "data-testid": "privacy-table" }, panel("Privacy budget (DP-SGD sites: (ε, δ)-DP epsilon spent by each institution's updates up to each round, of its budget)",
+        table(["Round", ...metrics.privacy_members.map((m) => label(m) + " (budget " + num(metrics.privacy_budgets[m], 3) + ")#")], metrics.privacy_rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), ...metrics.privacy_members.map((m) => (m in r.epsilon ? num(r.epsilon[m], 3) : "—"))]), "no privacy spend reported yet"))) : null,
       metrics.loss_rounds.length ? el("div", { class: "spaced" }, panel("Held-out loss (chat / SFT sites, nats per reply token; lower is better)",
         table(["Round", ...metrics.loss_members.map((m) => label(m) + "#")], metrics.loss_rounds.map((r) => [el("a", { href: "#/round/" + r.round }, "#" + r.round), ...metrics.loss_members.map((m) => (m in r.loss ? num(r.loss[m], 4) : "—"))]), "no loss reported yet"))) : null,
     ];
