@@ -38,6 +38,69 @@ from p2p.identity import address_from_peer_id
 
 log = logging.getLogger(__name__)
 
+RELAY_READ = 256 * 1024  # bytes the relay's data pump asks a circuit stream for at once
+
+
+class CircuitRelayProtocol(CircuitV2Protocol):
+    """py-libp2p's circuit v2 protocol with a data pump that tears down only its own circuit.
+
+    py-libp2p 0.8.1's ``_relay_data`` ends a direction by closing the streams it finds under
+    ``_active_relays[peer]``, a registry keyed by the *destination* peer id: with two circuits to
+    one destination (a second fetcher, a re-dial), the end of the older circuit closes the newer
+    one's streams and resets its transfer mid-way. This pump closes the streams it was given.
+    """
+
+    async def _relay_data(
+        self,
+        src_stream: INetStream,
+        dst_stream: INetStream,
+        peer_id: ID,
+        deadline: float | None = None,
+        circuit_data_limit: list[int] | None = None,
+    ) -> None:
+        """Copy src to dst until src ends (then half-close dst) or fails (then reset both)."""
+        failed = False
+        try:
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    log.info("relay: circuit for %s reached its duration limit", peer_id)
+                    failed = True
+                    return
+                try:
+                    data = await src_stream.read(RELAY_READ)
+                except Exception as exc:  # reset, or the connection under it went away
+                    log.debug("relay: circuit read for %s ended: %r", peer_id, exc)
+                    failed = True
+                    return
+                if not data:
+                    return  # EOF: the source closed its write side
+                if circuit_data_limit is not None:
+                    if len(data) > circuit_data_limit[0]:
+                        log.info("relay: circuit for %s reached its data limit", peer_id)
+                        failed = True
+                        return
+                    circuit_data_limit[0] -= len(data)
+                try:
+                    with trio.fail_after(self.write_timeout):
+                        await dst_stream.write(data)
+                except Exception as exc:
+                    log.debug("relay: circuit write for %s ended: %r", peer_id, exc)
+                    failed = True
+                    return
+        finally:
+            with trio.CancelScope(shield=True):
+                if failed:
+                    for stream in (src_stream, dst_stream):
+                        with contextlib.suppress(Exception):
+                            await stream.reset()
+                else:
+                    with contextlib.suppress(Exception), trio.move_on_after(self.close_timeout):
+                        await dst_stream.close()
+                for key, pair in list(self._active_relays.items()):
+                    if src_stream in pair or dst_stream in pair:
+                        del self._active_relays[key]
+
+
 CIRCUIT = "/p2p-circuit"
 RESERVE_EVERY_S = 60.0  # renew reservations (and try new relays) this often
 REFUSED_RETRY_S = 600.0  # a peer that refused HOP (no relay) is asked again after this
@@ -89,7 +152,7 @@ class RelayService:
             max_reservations=settings.max_reservations,
         )
         roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if settings.serve else RelayRole(0))
-        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=settings.serve)
+        self.protocol = CircuitRelayProtocol(host, limits=limits, allow_hop=settings.serve)
         # enable_client would make every dial first ask for a reservation: we reserve ourselves
         config = RelayConfig(roles=roles & ~RelayRole.CLIENT, limits=limits)
         self.transport = CircuitV2Transport(host, self.protocol, config)

@@ -84,3 +84,42 @@ async def _private_member_is_reached(tmp_path: Path) -> None:
             await x.connect([circuit], keep=False)
         assert r.relay is not None and r.relay.refused_hop >= 2
         assert p.peer_id not in x.connected_peers()
+
+
+def test_one_circuit_ending_leaves_another_to_the_same_member_intact(tmp_path: Path) -> None:
+    trio.run(_circuit_end_is_isolated, tmp_path)
+
+
+async def _circuit_end_is_isolated(tmp_path: Path) -> None:
+    """Two dialers reach one private member through one relay; the member hangs up on the first
+    while the second downloads. py-libp2p's own relay pump then closed the circuit registered last
+    for that destination (the second's) and reset its transfer mid-way."""
+    keys = [new_key() for _ in range(4)]  # relay R, private P, dialers D1, D2
+    members = {address_of(k).lower() for k in keys}
+    async with AsyncExitStack() as stack:
+        r = await _open(stack, keys[0], tmp_path, "r", members, RelaySettings(serve=True))
+        p = await _open(stack, keys[1], tmp_path, "p", members, RelaySettings(private=True, hole_punch=False))
+        d1, d2 = [
+            await _open(stack, k, tmp_path, n, members, RelaySettings(hole_punch=False))
+            for k, n in ((keys[2], "d1"), (keys[3], "d2"))
+        ]
+        await p.connect(r.listen_multiaddrs())
+        await _wait(lambda: p.advertised_multiaddrs())
+        [circuit] = p.advertised_multiaddrs()
+        assert await d1.connect([circuit], keep=False) == [p.peer_id]
+        assert await d2.connect([circuit], keep=False) == [p.peer_id]
+        [conn2] = d2.host.get_network().get_connections(p.host.get_id())
+        sha = write_random(tmp_path / "big.bin", 40_000_000)
+        p.serve(sha, tmp_path / "big.bin")
+        got: list[Path] = []
+
+        async def download() -> None:
+            got.append(await d2.fetch(sha, [p.peer_id], tmp_path / "got", max_bytes=50_000_000, timeout=60))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(download)
+            await trio.sleep(0.3)  # the download is under way
+            await p.host.get_network().close_peer(d1.host.get_id())
+        assert got and got[0].read_bytes() == (tmp_path / "big.bin").read_bytes()
+        assert d2.host.get_network().get_connections(p.host.get_id()) == [conn2]  # not re-dialled
+        assert not conn2.is_closed
