@@ -63,9 +63,10 @@ def early_holds(node: Node, sub: Submission) -> list[tuple[float, str, str]]:
     update counts only if a committer other than the aggregator fetched it (the caller checks
     that it is valid and fetchable)."""
     judged = set(sub.included) | set(sub.invalid) | {sub.aggregator}
-    committers = {c.member for c in node.store.commits(sub.round)}
+    commits = node.store.commits(sub.round)
+    committers = {c.member for c in commits}
     out = []
-    for c in node.store.commits(sub.round):
+    for c in commits:
         if c.member in judged:
             continue
         if c.member != node.me:
