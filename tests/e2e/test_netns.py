@@ -298,7 +298,7 @@ def test_chain_up_netns_reaches_the_rpc_from_every_namespace_and_down_removes_it
                 f"ip netns exec {net.ns(i)} medfed-node start --config {path} "
                 f"--key {devnet.wallets[i]} --password-file {devnet.password_file}"
             )
-            assert command in up.stdout.splitlines()[-5 + i]
+            assert f"  {command}" in up.stdout.splitlines()
             # the RPC from inside the namespace, and the node's own CLI on the site's config there
             got = subprocess.run(
                 [*net.exec_prefix(i), sys.executable, "-c", _CHAIN_ID, devnet.site_rpc_url],
@@ -315,7 +315,7 @@ def test_chain_up_netns_reaches_the_rpc_from_every_namespace_and_down_removes_it
             )
             assert status.returncode == 0, status.stdout + status.stderr
             assert devnet.coordinator.lower() in status.stdout.lower()
-        assert _namespaces(tag) == [net.ns(i) for i in range(3)] and _links(tag)
+        assert sorted(_namespaces(tag)) == [net.ns(i) for i in range(3)] and _links(tag)
         # a crash leaves no netns record: `down` finds everything by the folder's tag
         (d / netns.NETNS_FILE).unlink()
     finally:
