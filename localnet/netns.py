@@ -15,6 +15,7 @@ namespaces at ``http://10.A.B.1:PORT`` by a DNAT rule in the root namespace and
     iptables -t nat -A PREROUTING -i <tag>br -d 10.A.B.1 -p tcp --dport PORT \
         -m comment --comment medfed:<tag> -j DNAT --to-destination 127.0.0.1:PORT
 
+(and the same in OUTPUT, without ``-i``, for this host's own connections to that address).
 The tag derives from the federation's folder, so `down` finds and removes the namespaces, the
 bridge, (with the namespaces) the veths and rules, and every root-namespace rule commented
 ``medfed:<tag>`` even when nothing was recorded (a crash); removing what is not there is not an
@@ -179,13 +180,16 @@ def create(root: Path, p: NetPlan) -> None:
 
 def forward_rpc(p: NetPlan, port: int) -> None:
     """Make a chain RPC that listens on 127.0.0.1:``port`` reachable from the namespaces at
-    ``p.host_ip:port``: a DNAT rule on the bridge (commented with the plan's tag, so `teardown`
-    removes it) and route_localnet on the bridge (gone with the bridge)."""
+    ``p.host_ip:port`` (and from this host): DNAT rules (commented with the plan's tag, so
+    `teardown` removes them) and route_localnet on the bridge (gone with the bridge)."""
     _run(["sysctl", "-q", "-w", f"net.ipv4.conf.{p.bridge}.route_localnet=1"])
-    rule = ["PREROUTING", "-i", p.bridge, "-d", p.host_ip, "-p", "tcp", "--dport", str(port)]
-    rule += ["-m", "comment", "--comment", p.comment, "-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"]
-    if subprocess.run(["iptables", "-t", "nat", "-C", *rule], capture_output=True).returncode != 0:
-        _run(["iptables", "-t", "nat", "-A", *rule])
+    to = ["-d", p.host_ip, "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment", p.comment]
+    to += ["-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"]
+    # from the namespaces (through the bridge), and from this host itself (a site's medfed.toml
+    # then works from here too, e.g. `medfed-node status`)
+    for rule in (["PREROUTING", "-i", p.bridge, *to], ["OUTPUT", *to]):
+        if subprocess.run(["iptables", "-t", "nat", "-C", *rule], capture_output=True).returncode != 0:
+            _run(["iptables", "-t", "nat", "-A", *rule])
     log.info("chain RPC 127.0.0.1:%d reachable from the namespaces at %s:%d", port, p.host_ip, port)
 
 
