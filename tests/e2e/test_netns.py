@@ -196,13 +196,15 @@ def test_hole_punching_joins_a_direct_connection_between_two_firewalled_sites(tm
     assert _namespaces(p.tag) == []
 
 
-def test_netns_without_root_says_so_in_one_line(tmp_path: Path) -> None:
-    """Without root, `up --netns` refuses at once with one line and exit code 2 (nothing started)."""
+@pytest.mark.parametrize("command", [["up"], ["chain", "up"]])
+def test_netns_without_root_says_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """Without root, `up --netns` and `chain up --netns` refuse at once with one line and exit
+    code 2 (nothing started)."""
     cmd = [
         sys.executable,
         "-m",
         "localnet.cli",
-        "up",
+        *command,
         "--netns",
         "--nodes",
         "3",
