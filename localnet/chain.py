@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eth_account import Account
 
@@ -33,6 +33,9 @@ from chain.types import ChainEvent, DeployParams, Phase
 from chain.wallet import DEVNET_SCRYPT_N, Wallet, create_wallet, load_wallet
 from localnet import cypherium as cy
 from localnet.anvil import AnvilError, is_anvil, rpc, set_balance, start_anvil, stop_anvil
+
+if TYPE_CHECKING:  # localnet.netns imports this module (through localnet.errors)
+    from localnet.netns import NetPlan
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,17 @@ class Devnet:
     genesis: str | None = None  # Cypherium: "istanbul" | "official-rules"
     members: tuple[str, ...] = ()  # admitted by the constructor (issue 21)
     time_unit_ms: bool = False  # block.timestamp in milliseconds (Cypherium)
+    # the RPC URL as sites in network namespaces reach it (issue 19); "" = rpc_url
+    sites_rpc_url: str = ""
 
     @property
     def deployment_file(self) -> Path:
         return self.dir / DEPLOYMENT_FILE
+
+    @property
+    def site_rpc_url(self) -> str:
+        """The RPC URL a site's medfed.toml names (the bridge's address with --netns)."""
+        return self.sites_rpc_url or self.rpc_url
 
     @property
     def profile(self) -> ChainProfile:
@@ -129,9 +139,12 @@ def _start_chain(
     port: int,
     block_time_s: float | None,
     password: str,
-    rpc_host: str = "127.0.0.1",
+    net: NetPlan | None = None,
 ) -> tuple[_ChainProcess, Path, Wallet]:
-    """Start the chain; return it with the admin keystore path and the funded admin wallet."""
+    """Start the chain; return it with the admin keystore path and the funded admin wallet.
+
+    With ``net`` (sites in network namespaces) anvil listens on the bridge's address; the Cypherium
+    node, which listens on 127.0.0.1 only, is forwarded to it (netns.forward_rpc)."""
     admin_path = root / "wallets" / "admin.json"
     if kind == "cypherium":
         datadir = root / CYPHERIUM_DATADIR
@@ -143,12 +156,17 @@ def _start_chain(
         node = cy.start_cypherium(datadir, genesis, http_port=port)
         log.info("cypherium node %d (%s genesis) listening on %s", node.pid, genesis, node.rpc_url)
         try:
+            if net is not None:
+                from localnet.netns import forward_rpc
+
+                forward_rpc(net, node.port)
             admin = _import_wallet(admin_path, cy.FUNDED_KEY, password)  # the chain's funded account
         except BaseException:
             cy.stop_cypherium(datadir)
             raise
         return _ChainProcess(node.pid, node.rpc_url, node.log_path), admin_path, admin
-    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s, host=rpc_host)
+    host = net.host_ip if net is not None else "127.0.0.1"
+    anvil = start_anvil(root / "anvil.log", port, block_time_s=block_time_s, host=host)
     log.info("anvil %d listening on %s", anvil.pid, anvil.rpc_url)
     try:
         admin = create_wallet(admin_path, password, scrypt_n=DEVNET_SCRYPT_N)
@@ -195,7 +213,7 @@ def start_devnet(
     chain: str = "anvil",
     genesis: str = "istanbul",
     members: int | None = None,
-    rpc_host: str = "127.0.0.1",
+    net: NetPlan | None = None,
 ) -> Devnet:
     """Start the chain, deploy, create/fund `nodes` wallets, admit them (the first `members` of
     them when given: the rest wait for the members' vote) and write `dir/deployment.json`.
@@ -204,8 +222,10 @@ def start_devnet(
     `genesis` rule set, deployed from its funded account). `block_time_s` (anvil only) mines an
     empty block that often besides mining every transaction at once, so views follow the wall
     clock; None mines only on transactions (tests that move time with evm_increaseTime).
-    `fresh` stops a devnet already recorded in `dir` and replaces it. `rpc_host` (anvil only): the
-    address its RPC listens on (a bridge address the sites' network namespaces reach, issue 19).
+    `fresh` stops a devnet already recorded in `dir` and replaces it. `net`: the network plan of
+    sites in namespaces (issue 19, already created): the chain's RPC is made reachable from them
+    at the bridge's address (anvil listens there; the Cypherium node is forwarded to it), recorded
+    as ``sites_rpc_url`` in deployment.json.
     """
     root = Path(dir).resolve()
     if not 1 <= nodes <= 96:
@@ -214,8 +234,6 @@ def start_devnet(
         raise DevnetError(f"members {members}: choose 1..{nodes}")
     if chain not in CHAINS:
         raise DevnetError(f"--chain {chain!r}: choose one of {', '.join(CHAINS)}")
-    if rpc_host != "127.0.0.1" and chain != "anvil":
-        raise DevnetError("network namespaces (--netns) run with --chain anvil only")
     if chain == "cypherium":
         cy.cypherium_dir()  # fail early, with the fix, when the node is not there
         if genesis not in cy.GENESES:
@@ -239,7 +257,7 @@ def start_devnet(
     password = secrets.token_urlsafe(18)
     _write_private(password_file, password + "\n")
 
-    proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password, rpc_host)
+    proc, admin_path, admin = _start_chain(root, chain, genesis, port, block_time_s, password, net)
     profile = CYPHERIUM if chain == "cypherium" else DEVNET
     try:
         paths: list[Path] = []
@@ -297,6 +315,7 @@ def start_devnet(
             genesis=genesis if chain == "cypherium" else None,
             time_unit_ms=deployment.time_unit_ms,
             members=deployment.members,
+            sites_rpc_url=net.rpc_url(proc.rpc_url) if net is not None else "",
         )
         _write_deployment(devnet, proc.log_path)
         return devnet
@@ -346,6 +365,7 @@ def load_devnet(dir: str | Path) -> Devnet:
         genesis=data.get("genesis"),
         time_unit_ms=bool(data.get("time_unit_ms", False)),
         members=tuple(data.get("members", data["addresses"])),
+        sites_rpc_url=str(data.get("sites_rpc_url") or ""),
     )
 
 
@@ -487,6 +507,7 @@ def _write_deployment(devnet: Devnet, anvil_log: Path) -> None:
         "admin": devnet.admin,  # the deploying (funded) account: no power over the federation
         "members": list(devnet.members),
         "governance": "members decide by vote (2/3 of the members, at least two); the deployer has no power",
+        "sites_rpc_url": devnet.site_rpc_url,
         "chain": devnet.kind,
         "genesis": devnet.genesis,
         "anvil_pid": devnet.anvil_pid,  # the chain's pid (anvil or cypher), under its historical name

@@ -1,8 +1,9 @@
 """`medfed-localnet`: the local devnet launcher.
 
 Subcommands are registered per group so other modules can add theirs:
-`medfed-localnet chain up --dir D [--chain anvil|cypherium] [--genesis ...] [--nodes N] [--port P]`,
-`medfed-localnet chain round --dir D`, `medfed-localnet chain down --dir D`.
+`medfed-localnet chain up --dir D [--chain anvil|cypherium] [--genesis ...] [--nodes N] [--port P]
+[--netns [--firewalled K]] [--model M]`, `medfed-localnet chain round --dir D`,
+`medfed-localnet chain down --dir D`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from localnet.chain import (
     DevnetError,
     load_devnet,
     scripted_round,
-    start_devnet,
-    stop_devnet,
 )
+from localnet.chainsites import chain_down, chain_up
 from localnet.commands import add_federation_commands
 from localnet.cypherium import CypheriumError
 from localnet.options import add_chain_choice, chain_genesis
@@ -67,6 +67,27 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--block-time", type=float, default=1.0, help="anvil: seconds between empty blocks (0: none)"
     )
     up.add_argument("--fresh", action="store_true", help="replace a devnet already in --dir")
+    up.add_argument(
+        "--netns",
+        action="store_true",
+        help="each site in a network namespace of its own on a bridge, the chain RPC reachable from "
+        "each; writes D/sites/node<i>/medfed.toml and prints each site's start command (root)",
+    )
+    up.add_argument(
+        "--firewalled",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
+    )
+    up.add_argument(
+        "--model",
+        default=None,
+        help='write D/sites/node<i>/medfed.toml for this model: "tiny" (default with --netns) or "default"',
+    )
+    up.add_argument(
+        "--rounds", type=int, default=2, help="the sites' [rounds] last_round (default 2; 0: never stop)"
+    )
     up.set_defaults(func=_chain_up)
 
     rnd = chain_sub.add_parser("round", help="run one scripted round on the contract (stand-in hashes)")
@@ -79,7 +100,9 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     rnd.set_defaults(func=_chain_round)
 
     down = chain_sub.add_parser(
-        "down", help="stop the devnet's chain (anvil by its recorded pid; Cypherium by stop.sh)"
+        "down",
+        help="stop the devnet's chain (anvil by its recorded pid; Cypherium by stop.sh) and remove "
+        "its namespaces, links and iptables rules (--netns)",
     )
     down.add_argument("--dir", required=True)
     down.set_defaults(func=_chain_down)
@@ -100,7 +123,7 @@ def _chain_up(args: argparse.Namespace) -> int:
             f"starting a Cypherium node (genesis {genesis}) and deploying; this takes a minute ...",
             flush=True,
         )
-    devnet = start_devnet(
+    up = chain_up(
         args.dir,
         args.nodes,
         params,
@@ -110,7 +133,12 @@ def _chain_up(args: argparse.Namespace) -> int:
         chain=args.chain,
         genesis=genesis,
         members=args.members,
+        use_netns=args.netns,
+        firewalled=args.firewalled,
+        model=args.model,
+        rounds=args.rounds,
     )
+    devnet, net = up.devnet, up.net
     what = (
         f"anvil pid {devnet.anvil_pid}"
         if devnet.kind == "anvil"
@@ -121,6 +149,18 @@ def _chain_up(args: argparse.Namespace) -> int:
     for path, addr in zip(devnet.wallets, devnet.addresses, strict=True):
         print(f"member {addr}  {path}")
     print(f"wrote {devnet.deployment_file} (wallet password in {devnet.password_file})")
+    if net is not None:
+        print(
+            f"network namespaces {net.ns(0)}..{net.ns(net.sites - 1)} on bridge {net.bridge} "
+            f"({net.subnet}.0/24), chain RPC for the sites {devnet.site_rpc_url}; "
+            f"behind a firewall: {list(net.firewalled) or 'none'}"
+        )
+    if up.configs:
+        print("start each site (its own terminal or a service manager):")
+        for i in range(len(up.configs)):
+            print(f"  {up.start_command(i)}")
+        what = " and remove the namespaces" if net else ""
+        print(f"stop the devnet{what}: medfed-localnet chain down --dir {args.dir}")
     return 0
 
 
@@ -139,8 +179,20 @@ def _chain_round(args: argparse.Namespace) -> int:
 
 
 def _chain_down(args: argparse.Namespace) -> int:
-    was_running = stop_devnet(args.dir)
-    print("devnet stopped" if was_running else "devnet was not running (records moved aside)")
+    chain, removed = chain_down(args.dir)
+    if chain == "none" and not removed:
+        raise DevnetError(
+            f"{args.dir}: no devnet here: start one with `medfed-localnet chain up --dir {args.dir}`"
+        )
+    print(
+        {
+            "stopped": "devnet stopped",
+            "not running": "devnet was not running (records moved aside)",
+            "already stopped": "devnet was already stopped",
+            "none": "no devnet recorded",
+        }[chain]
+        + (f"; removed {', '.join(removed)}" if removed else "")
+    )
     return 0
 
 

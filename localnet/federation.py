@@ -149,9 +149,7 @@ def launch(
     if firewalled and not netns:
         raise FederationError("--firewalled needs --netns (sites in network namespaces of their own)")
     if netns:
-        if chain != "anvil":
-            raise FederationError("--netns runs with --chain anvil only (Cypherium's RPC is on loopback)")
-        netns_mod.check_available(firewalled)
+        netns_mod.check_available(firewalled, forward=chain != "anvil")
         net = netns_mod.plan(root, nodes, firewalled)
     if chain == "cypherium":
         from localnet.cypherium import cypherium_dir
@@ -221,7 +219,7 @@ def launch(
             chain=chain,
             genesis=genesis,
             members=members,
-            rpc_host=net.host_ip if net is not None else "127.0.0.1",
+            net=net,
         )
     except BaseException:
         if net is not None:  # nothing else was started: leave no namespaces behind
@@ -255,7 +253,7 @@ def launch(
                 rules,
                 ports.get(i, 0),
                 keepalive_s,
-                **(_netns_p2p(net, i) if net is not None else {}),
+                **(net.p2p(i) if net is not None else {}),
             )
             + (privacy or {}).get(i, "")  # issue 20: a [privacy] section for this node
         )
@@ -278,12 +276,6 @@ def launch(
         down(root)
         raise
     return fed
-
-
-def _netns_p2p(net: netns_mod.NetPlan, i: int) -> dict[str, Any]:
-    """[p2p] of site i in its namespace: its own address; firewalled sites are private, the others relay."""
-    private = i in net.firewalled
-    return {"listen": net.listen(i), "reachability": "private" if private else "public", "relay": not private}
 
 
 def _start_explorer(fed: Federation) -> None:

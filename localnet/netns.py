@@ -8,9 +8,18 @@ every NEW inbound connection (outbound and its replies pass):
     iptables -A INPUT -i lo -j ACCEPT
     iptables -A INPUT -m conntrack --ctstate NEW -j DROP
 
+A chain whose RPC listens on 127.0.0.1 only (the Cypherium node) is made reachable from the
+namespaces at ``http://10.A.B.1:PORT`` by a DNAT rule in the root namespace and
+``net.ipv4.conf.<tag>br.route_localnet=1`` (:func:`forward_rpc`):
+
+    iptables -t nat -A PREROUTING -i <tag>br -d 10.A.B.1 -p tcp --dport PORT \
+        -m comment --comment medfed:<tag> -j DNAT --to-destination 127.0.0.1:PORT
+
+(and the same in OUTPUT, without ``-i``, for this host's own connections to that address).
 The tag derives from the federation's folder, so `down` finds and removes the namespaces, the
-bridge and (with the namespaces) the veths and rules even when nothing was recorded (a crash);
-removing what is not there is not an error. Needs root, `ip` (iproute2) and `iptables`.
+bridge, (with the namespaces) the veths and rules, and every root-namespace rule commented
+``medfed:<tag>`` even when nothing was recorded (a crash); removing what is not there is not an
+error. Needs root, `ip` (iproute2) and `iptables`.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from localnet.errors import FederationError
 
@@ -66,6 +77,22 @@ class NetPlan:
         """Site i's libp2p listen multiaddr."""
         return f"/ip4/{self.site_ip(i)}/tcp/{P2P_PORT}"
 
+    def p2p(self, i: int) -> dict[str, Any]:
+        """Site i's [p2p] settings (``node_config_text`` keywords): its own address in its namespace;
+        a firewalled site is private (reached through relays), the others relay for it."""
+        private = i in self.firewalled
+        reach = "private" if private else "public"
+        return {"listen": self.listen(i), "reachability": reach, "relay": not private}
+
+    def rpc_url(self, rpc_url: str) -> str:
+        """The chain RPC URL as the sites see it: the same port on the bridge's address."""
+        return f"http://{self.host_ip}:{rpc_url.rsplit(':', 1)[1]}"
+
+    @property
+    def comment(self) -> str:
+        """The comment on this plan's root-namespace iptables rules (what `teardown` looks for)."""
+        return f"medfed:{self.tag}"
+
     def exec_prefix(self, i: int) -> list[str]:
         """Command prefix that runs a program inside site i's namespace."""
         return ["ip", "netns", "exec", self.ns(i)]
@@ -99,8 +126,9 @@ def plan(dir: str | Path, sites: int, firewalled: int) -> NetPlan:
     return NetPlan(tag, subnet, sites, tuple(range(sites - firewalled, sites)))
 
 
-def check_available(firewalled: int) -> None:
-    """NetnsError (one line, naming the fix) unless namespaces (and iptables) can be used."""
+def check_available(firewalled: int, forward: bool = False) -> None:
+    """NetnsError (one line, naming the fix) unless namespaces (and iptables: for ``firewalled``
+    sites, or to ``forward`` a loopback-only RPC to the bridge) can be used."""
     if os.geteuid() != 0:
         raise NetnsError("--netns needs root (namespaces, veth, a bridge): run it as root or drop --netns")
     if shutil.which("ip") is None:
@@ -108,9 +136,10 @@ def check_available(firewalled: int) -> None:
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     if probe.returncode != 0:
         raise NetnsError(f"`ip netns` does not work here ({_first_line(probe.stderr)}); drop --netns")
-    if firewalled and shutil.which("iptables") is None:
+    if (firewalled or forward) and shutil.which("iptables") is None:
+        what = "--firewalled" if firewalled else "--netns with --chain cypherium"
         raise NetnsError(
-            "--firewalled needs iptables: run `bash scripts/bootstrap.sh system` as root (installs it)"
+            f"{what} needs iptables: run `bash scripts/bootstrap.sh system` as root (installs it)"
         )
 
 
@@ -149,6 +178,37 @@ def create(root: Path, p: NetPlan) -> None:
     )
 
 
+def forward_rpc(p: NetPlan, port: int) -> None:
+    """Make a chain RPC that listens on 127.0.0.1:``port`` reachable from the namespaces at
+    ``p.host_ip:port`` (and from this host): DNAT rules (commented with the plan's tag, so
+    `teardown` removes them) and route_localnet on the bridge (gone with the bridge)."""
+    _run(["sysctl", "-q", "-w", f"net.ipv4.conf.{p.bridge}.route_localnet=1"])
+    to = ["-d", p.host_ip, "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment", p.comment]
+    to += ["-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"]
+    # from the namespaces (through the bridge), and from this host itself (a site's medfed.toml
+    # then works from here too, e.g. `medfed-node status`)
+    for rule in (["PREROUTING", "-i", p.bridge, *to], ["OUTPUT", *to]):
+        if subprocess.run(["iptables", "-t", "nat", "-C", *rule], capture_output=True).returncode != 0:
+            _run(["iptables", "-t", "nat", "-A", *rule])
+    log.info("chain RPC 127.0.0.1:%d reachable from the namespaces at %s:%d", port, p.host_ip, port)
+
+
+def tagged_rules(tag: str) -> list[tuple[str, str]]:
+    """(table, `iptables -S` line) of every root-namespace rule commented ``medfed:<tag>``."""
+    if shutil.which("iptables") is None:
+        return []
+    found = []
+    for table in ("nat", "filter"):
+        out = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+        found += [(table, line) for line in out.splitlines() if _has_comment(line, f"medfed:{tag}")]
+    return found
+
+
+def _has_comment(rule: str, comment: str) -> bool:
+    words = rule.split()
+    return any(w == "--comment" and words[k + 1].strip('"') == comment for k, w in enumerate(words[:-1]))
+
+
 def load(root: Path) -> NetPlan | None:
     """The plan recorded in D/netns.json, or None."""
     try:
@@ -181,6 +241,15 @@ def teardown(root: Path, tag: str | None = None) -> list[str]:
         parts = line.split(": ")
         if len(parts) > 1 and parts[1].split("@")[0].startswith(f"{tag}v"):
             subprocess.run(["ip", "link", "del", parts[1].split("@")[0]], capture_output=True)
+    for table, line in tagged_rules(tag):  # the RPC forward (a chain on loopback): root namespace
+        if (
+            line.startswith("-A ")
+            and subprocess.run(
+                ["iptables", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True
+            ).returncode
+            == 0
+        ):
+            removed.append(f"iptables {table} rule {line.split()[1]} ({tag})")
     (root / NETNS_FILE).unlink(missing_ok=True)
     return removed
 

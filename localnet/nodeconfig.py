@@ -52,18 +52,20 @@ def node_config_text(
     listen: str = "/ip4/127.0.0.1/tcp/0",
     reachability: str = "public",
     relay: bool = False,
+    open_first_round: bool = False,
 ) -> str:
     """medfed.toml for one local institution (``rules``: a ``FederationRules`` written out in
     full into [aggregation]; None = the defaults; monitoring on 127.0.0.1:``monitoring_port`` if given;
     ``keepalive_s``: [chain] keepalive_s, None = "auto"; ``listen``, ``reachability``, ``relay``: [p2p],
-    for sites in network namespaces, issue 19)."""
+    for sites in network namespaces, issue 19; ``open_first_round``: the node opens round 1 itself
+    (sites started by hand; `up` opens it once every node is ready))."""
     extra = ""
     if rules is not None:
         strategy = rules.strategy
         extra = "".join(f"{k} = {v!r}\n" for k, v in sorted(rules.bounds.canonical().items()))
         extra += f"fallback_after = {rules.fallback_after}\n"
     return f"""\
-# medfed.toml written by `medfed-localnet up` for institution {site.name}
+# medfed.toml written by `medfed-localnet` for institution {site.name}
 state_dir = "state"
 
 [node]
@@ -74,7 +76,7 @@ enabled = {_toml_value(bool(monitoring_port))}
 listen = "127.0.0.1:{monitoring_port or 9464}"
 
 [chain]
-rpc_url = "{devnet.rpc_url}"
+rpc_url = "{devnet.site_rpc_url}"
 coordinator = "{devnet.coordinator}"
 profile = "{devnet.profile.name}"
 start_block = {devnet.deploy_block}
@@ -112,7 +114,7 @@ strategy = "{strategy}"
 {extra}
 [rounds]
 auto_open = true
-open_first_round = false
+open_first_round = {_toml_value(open_first_round)}
 last_round = {last_round}
 poll_interval_s = {sizing.poll_interval_s}
 fetch_patience_s = {sizing.fetch_patience_s}

@@ -42,7 +42,12 @@ def test_chain_up_and_down_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     finally:
         assert main(["chain", "down", "--dir", str(d)]) == 0
     assert not is_anvil(pid)
-    assert main(["chain", "down", "--dir", str(d)]) == 2
+    capsys.readouterr()
+    # `down` is idempotent: a second one says so and succeeds; a folder with no devnet is an error
+    assert main(["chain", "down", "--dir", str(d)]) == 0
+    assert capsys.readouterr().out.strip() == "devnet was already stopped"
+    assert main(["chain", "down", "--dir", str(tmp_path / "nothing")]) == 2
+    assert "no devnet here" in capsys.readouterr().err
 
 
 def test_down_refuses_a_pid_that_is_not_anvil(tmp_path: Path) -> None:

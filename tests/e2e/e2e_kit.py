@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import shutil
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
@@ -24,6 +27,17 @@ E2E_SIZING = dataclasses.replace(
     F.TINY_SIZING, commit_s=20, aggregate_s=20, verify_s=16, fetch_patience_s=6.0
 )
 REWARDS = (10 * 10**18, 5 * 10**18, 1 * 10**18)  # contributor, aggregator, verifier
+
+
+def netns_why_not() -> str | None:
+    """Why sites cannot run in network namespaces here (issue 19), or None when they can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode:
+        return "`ip netns` is not available"
+    if shutil.which("iptables") is None:
+        return "iptables is not installed (bash scripts/bootstrap.sh system)"
+    return None
 
 
 @dataclass

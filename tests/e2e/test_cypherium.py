@@ -15,6 +15,11 @@ whose honest aggregate is the same hash, which proves it wrong (it forfeits the 
 first author is paid as aggregator). Whichever member the seed elects, the copy is excluded
 (named invalid: it names another author) and its committer earns nothing that round, even as
 aggregator; the honest member loses nothing, and round 2 builds on round 1's global adapter.
+
+Where network namespaces are available (root, `ip netns`, iptables: issue 19) every site runs in
+a namespace of its own, the last behind the hospital firewall, and reaches the node (which listens
+on 127.0.0.1 only) at the bridge's address through the launcher's tagged DNAT rule; `down` removes
+namespaces and rule. Elsewhere the same federation runs on loopback (the reason is printed).
 """
 
 from __future__ import annotations
@@ -23,11 +28,21 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from e2e_kit import REWARDS, expected_rewards, expected_round_rewards, history, log_text, paid, run
+from e2e_kit import (
+    REWARDS,
+    expected_rewards,
+    expected_round_rewards,
+    history,
+    log_text,
+    netns_why_not,
+    paid,
+    run,
+)
 from web3 import Web3
 
 from chain import types as ev
 from localnet import federation as F
+from localnet import netns
 from node.chainkind import resolve_profile
 from node.cli import main as node_main
 from node.explorer.api import Api
@@ -50,9 +65,38 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
         1: "front-run,always-reject",  # hostile: copies node 0's hash, vetoes whatever it verifies
         2: "crash-after-train@1",  # node 2 never commits: the deadline closes each commit phase
     }
-    fed, done = run(d, 3, 2, faults, False, 600, sizing=SIZING, chain="cypherium", genesis="official-rules")
+    why_not = netns_why_not()
+    if why_not is not None:
+        print(f"sites on loopback, not in network namespaces: {why_not}")
+    namespaced = why_not is None
+    fed, done = run(
+        d,
+        3,
+        2,
+        faults,
+        False,
+        600,
+        sizing=SIZING,
+        chain="cypherium",
+        genesis="official-rules",
+        netns=namespaced,
+        firewalled=1 if namespaced else 0,
+    )
+    tag = netns.tag_for(d)
     try:
         assert fed.devnet.kind == "cypherium" and fed.devnet.time_unit_ms
+        if namespaced:
+            # the node listens on loopback only; the sites, each in its namespace, were given the
+            # bridge's address, which our tagged DNAT rule forwards (their commits below prove it)
+            net = fed.netns
+            assert net is not None and net.firewalled == (2,)
+            port = fed.devnet.rpc_url.rsplit(":", 1)[1]
+            assert fed.devnet.rpc_url == f"http://127.0.0.1:{port}"
+            assert fed.devnet.site_rpc_url == f"http://{net.host_ip}:{port}"
+            for i, path in enumerate(fed.config_paths):
+                text = path.read_text()
+                assert f'rpc_url = "{fed.devnet.site_rpc_url}"' in text and net.listen(i) in text
+            assert any(f"127.0.0.1:{port}" in line for _table, line in netns.tagged_rules(tag))
         assert done == {1: "finalized", 2: "finalized"}
         assert fed.exited == {2: 17}
         h = history(fed)
@@ -153,3 +197,4 @@ def test_two_rounds_on_a_quiet_cypherium_chain_under_official_rules(
         assert any(isinstance(e, ev.RoundFinalized) and e.round == 2 for e in h.events)
     finally:
         F.down(d)
+    assert netns.tagged_rules(tag) == []  # the forward goes with the namespaces

@@ -63,13 +63,18 @@ def test_up_writes_summary_and_down_stops_everything(tmp_path: Path) -> None:
 
 def test_chain_up_round_down_on_the_real_cypherium_node(tmp_path: Path) -> None:
     """`chain up/round/down --chain cypherium` (Istanbul rules; the e2e federation covers the official
-    ones): `round --no-warp` waits by the wall clock on a quiet chain and finishes the round."""
+    ones): `round --no-warp` waits by the wall clock on a quiet chain and finishes the round.
+    Where namespaces are available, with `--netns`: the sites' namespaces reach the node through
+    the forwarded bridge address, also after the idle restart, and `down` removes it all."""
+    from e2e_kit import netns_why_not
     from web3 import Web3
 
     from localnet import cypherium as cy
+    from localnet import netns
     from localnet.chain import load_devnet
 
     d = tmp_path / "chain"
+    namespaced = netns_why_not() is None
     up = _cli(
         "chain",
         "up",
@@ -83,6 +88,7 @@ def test_chain_up_round_down_on_the_real_cypherium_node(tmp_path: Path) -> None:
         "6",
         "--dir",
         str(d),
+        *(["--netns"] if namespaced else []),
     )
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
@@ -102,10 +108,28 @@ def test_chain_up_round_down_on_the_real_cypherium_node(tmp_path: Path) -> None:
         assert again.pid != node.pid and again.rpc_url == node.rpc_url and not cy.is_cypher(node.pid)
         assert w3.eth.block_number == head
         pid = again.pid
+        if namespaced:  # the restarted node (same port) is still reached from each namespace
+            net = netns.load(d)
+            assert net is not None and devnet.site_rpc_url == net.rpc_url(devnet.rpc_url)
+            body = '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
+            post = ["curl", "-s", "-m", "10", "-H", "content-type: application/json", "--data", body]
+            for i in range(2):
+                got = subprocess.run(
+                    [*net.exec_prefix(i), *post, devnet.site_rpc_url],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                assert int(json.loads(got.stdout)["result"], 16) >= head, got.stdout + got.stderr
     finally:
         down = _cli("chain", "down", "--dir", str(d), timeout=120)
     assert down.returncode == 0 and "devnet stopped" in down.stdout, down.stdout + down.stderr
     assert not _alive(pid)
+    if namespaced:
+        tag = netns.tag_for(d)
+        assert netns.tagged_rules(tag) == []
+        assert tag not in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        assert tag not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
 def test_cypherium_missing_is_one_line_naming_the_fix(tmp_path: Path) -> None:

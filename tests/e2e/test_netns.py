@@ -21,23 +21,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_kit import REWARDS, History, expected_rewards, history, log_text, paid, run, sha256_file
+from e2e_kit import (
+    REWARDS,
+    History,
+    expected_rewards,
+    history,
+    log_text,
+    netns_why_not,
+    paid,
+    run,
+    sha256_file,
+)
 
 from chain import types as ev
 from localnet import federation as F
 from localnet import netns
 
 pytestmark = pytest.mark.slow
-
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode:
-        return "`ip netns` is not available"
-    if shutil.which("iptables") is None:
-        return "iptables is not installed (bash scripts/bootstrap.sh system)"
-    return None
 
 
 def _dials(ip: str, port: int, timeout: float = 2.0) -> bool:
@@ -69,7 +69,7 @@ def _goal(fed: F.Federation, h: History) -> bool:
     return len(final) >= 2 and bool(aggregators & _firewalled(fed))
 
 
-@pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+@pytest.mark.skipif(netns_why_not() is not None, reason=netns_why_not() or "")
 def test_two_firewalled_sites_take_full_part_through_a_member_relay(tmp_path: Path) -> None:
     d = tmp_path / "fed"
     tag = netns.tag_for(d)
@@ -160,7 +160,7 @@ time.sleep(60)
 """
 
 
-@pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+@pytest.mark.skipif(netns_why_not() is not None, reason=netns_why_not() or "")
 def test_hole_punching_joins_a_direct_connection_between_two_firewalled_sites(tmp_path: Path) -> None:
     """DCUtR between two sites behind stateful firewalls (no NAT): they first reach each other
     through the relay, then both dial at once from their listen ports (a TCP simultaneous open,
@@ -196,13 +196,15 @@ def test_hole_punching_joins_a_direct_connection_between_two_firewalled_sites(tm
     assert _namespaces(p.tag) == []
 
 
-def test_netns_without_root_says_so_in_one_line(tmp_path: Path) -> None:
-    """Without root, `up --netns` refuses at once with one line and exit code 2 (nothing started)."""
+@pytest.mark.parametrize("command", [["up"], ["chain", "up"]])
+def test_netns_without_root_says_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """Without root, `up --netns` and `chain up --netns` refuse at once with one line and exit
+    code 2 (nothing started)."""
     cmd = [
         sys.executable,
         "-m",
         "localnet.cli",
-        "up",
+        *command,
         "--netns",
         "--nodes",
         "3",
@@ -220,3 +222,108 @@ def test_netns_without_root_says_so_in_one_line(tmp_path: Path) -> None:
         "error: --netns needs root (namespaces, veth, a bridge): run it as root or drop --netns"
     ]
     assert not (tmp_path / "x").exists()
+
+
+_CHAIN_ID = """
+import json, sys, urllib.request
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+req = urllib.request.Request(sys.argv[1], body, {"content-type": "application/json"})
+print(int(json.load(urllib.request.urlopen(req, timeout=10))["result"], 16))
+"""
+
+
+def _rules(tag: str) -> str:
+    """Every root-namespace iptables rule (filter and nat) that mentions ``tag``."""
+    out = [
+        subprocess.run(["iptables", "-t", t, "-S"], capture_output=True, text=True).stdout
+        for t in ("filter", "nat")
+    ]
+    return "\n".join(line for text in out for line in text.splitlines() if tag in line)
+
+
+def _localnet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "localnet.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=root)
+
+
+@pytest.mark.skipif(netns_why_not() is not None, reason=netns_why_not() or "")
+@pytest.mark.parametrize("chain", ["anvil", "cypherium"])
+def test_chain_up_netns_reaches_the_rpc_from_every_namespace_and_down_removes_it_all(
+    tmp_path: Path, chain: str
+) -> None:
+    """`chain up --netns --firewalled 1` (the CLI, as an operator runs it): each namespace reaches
+    the chain RPC at the bridge's address (Cypherium listens on 127.0.0.1 only: forwarded by a
+    tagged DNAT rule), each site's medfed.toml names that RPC and its own [p2p] settings, and the
+    printed command runs `medfed-node` in the site's namespace against it (`status` reads the
+    chain from there, the firewalled site too). `chain down` removes namespaces, links and rules,
+    also with the records gone (a crash), and a second `down` says it was already stopped."""
+    from localnet.chain import load_devnet
+    from node.config import load_config
+
+    d = tmp_path / "dev"
+    tag = netns.tag_for(d)
+    up = _localnet(
+        "chain",
+        "up",
+        "--netns",
+        "--firewalled",
+        "1",
+        "--nodes",
+        "3",
+        "--model",
+        "tiny",
+        "--chain",
+        chain,
+        "--dir",
+        str(d),
+    )
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        devnet = load_devnet(d)
+        net = netns.load(d)
+        assert net is not None and net.sites == 3 and net.firewalled == (2,)
+        port = devnet.rpc_url.rsplit(":", 1)[1]
+        assert devnet.site_rpc_url == f"http://{net.host_ip}:{port}"
+        if chain == "cypherium":  # the node itself listens on loopback only: a DNAT rule of ours
+            assert devnet.rpc_url == f"http://127.0.0.1:{port}"
+            assert f"--to-destination 127.0.0.1:{port}" in _rules(tag)
+        for i in range(3):
+            path = d / "sites" / f"node{i}" / "medfed.toml"
+            cfg = load_config(path)
+            assert cfg.chain.rpc_url == devnet.site_rpc_url
+            assert cfg.p2p.listen == (net.listen(i),)
+            assert (cfg.p2p.reachability, cfg.p2p.relay) == (
+                ("private", False) if i == 2 else ("public", True)
+            )
+            command = (
+                f"ip netns exec {net.ns(i)} medfed-node start --config {path} "
+                f"--key {devnet.wallets[i]} --password-file {devnet.password_file}"
+            )
+            assert f"  {command}" in up.stdout.splitlines()
+            # the RPC from inside the namespace, and the node's own CLI on the site's config there
+            got = subprocess.run(
+                [*net.exec_prefix(i), sys.executable, "-c", _CHAIN_ID, devnet.site_rpc_url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert got.returncode == 0 and int(got.stdout) == devnet.chain_id, got.stderr
+            status = subprocess.run(
+                [*net.exec_prefix(i), sys.executable, "-m", "node.cli", "status", "--config", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert status.returncode == 0, status.stdout + status.stderr
+            assert devnet.coordinator.lower() in status.stdout.lower()
+        assert sorted(_namespaces(tag)) == [net.ns(i) for i in range(3)] and _links(tag)
+        # a crash leaves no netns record: `down` finds everything by the folder's tag
+        (d / netns.NETNS_FILE).unlink()
+    finally:
+        down = _localnet("chain", "down", "--dir", str(d), timeout=120)
+    assert down.returncode == 0 and "devnet stopped" in down.stdout, down.stdout + down.stderr
+    assert _namespaces(tag) == [] and _links(tag) == "" and _rules(tag) == ""
+    again = _localnet("chain", "down", "--dir", str(d), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "devnet was already stopped"
