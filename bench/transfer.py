@@ -191,9 +191,9 @@ def run_netns(sizes: list[int], repeats: int) -> None:
         def args(size: int, i: int) -> list[str]:
             return [shas[size], str(size), str(tmp / f"dl-{i}")]
 
-        def fetch(maddr: str, size: int, i: int) -> tuple[float, float]:
-            """(seconds, CPU seconds of every process involved)."""
-            before = sum(_cpu_s(p.pid) for p in procs)
+        def fetch(maddr: str, size: int, i: int, sender: int) -> tuple[float, dict[str, float]]:
+            """(seconds, CPU seconds of the sender, the relay and the receiver (the fetcher))."""
+            before = [_cpu_s(p.pid) for p in procs]
             r = subprocess.run(
                 [
                     *net.exec_prefix(3),
@@ -210,7 +210,8 @@ def run_netns(sizes: list[int], repeats: int) -> None:
             if r.returncode != 0:
                 raise SystemExit(f"the fetch from {maddr} failed (its error above)")
             elapsed, fetcher_cpu = (float(x) for x in r.stdout.split()[-2:])
-            return elapsed, fetcher_cpu + sum(_cpu_s(p.pid) for p in procs) - before
+            used = [_cpu_s(p.pid) - b for p, b in zip(procs, before, strict=True)]
+            return elapsed, {"sender": used[sender], "relay": used[0], "receiver": fetcher_cpu}
 
         try:
             shas = {size: make_file(tmp / f"src-{size}", size) for size in sizes}
@@ -222,19 +223,25 @@ def run_netns(sizes: list[int], repeats: int) -> None:
             for size in sizes:
                 d_runs, r_runs = [], []
                 for i in range(repeats):
-                    d_runs.append(fetch(direct, size, i))
-                    r_runs.append(fetch(circuit, size, i))
+                    d_runs.append(fetch(direct, size, i, sender=1))
+                    r_runs.append(fetch(circuit, size, i, sender=2))
                 d_rate = size / MB / statistics.median(t for t, _ in d_runs)
                 r_rate = size / MB / statistics.median(t for t, _ in r_runs)
-                d_cpu = statistics.median(c for _, c in d_runs) / (size / MB)
-                r_cpu = statistics.median(c for _, c in r_runs) / (size / MB)
                 results[size] = (d_rate, r_rate)
                 print(
                     f"{size // MB:>4} MB  direct {d_rate:7.1f} MB/s   relayed {r_rate:7.1f} MB/s   "
-                    f"ratio {r_rate / d_rate:.3f}   CPU ms/MB (all processes) direct {d_cpu * 1000:.1f} "
-                    f"relayed {r_cpu * 1000:.1f}   (median of {repeats}, namespaces on a bridge)",
+                    f"ratio {r_rate / d_rate:.3f}   (median of {repeats}, namespaces on a bridge)",
                     flush=True,
                 )
+                for name, runs in (("direct", d_runs), ("relayed", r_runs)):
+                    mb = size / MB
+                    cpu = {k: statistics.median(c[k] for _, c in runs) * 1000 / mb for k in runs[0][1]}
+                    print(
+                        f"       CPU ms/MB {name:<7}  sender {cpu['sender']:5.1f}  "
+                        f"relay {cpu['relay']:5.1f}  receiver {cpu['receiver']:5.1f}  "
+                        f"total {sum(cpu.values()):5.1f}",
+                        flush=True,
+                    )
         finally:
             for p in procs:
                 if p.stdin:

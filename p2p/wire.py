@@ -1,0 +1,300 @@
+"""Faster, stricter TCP + Noise + Yamux for py-libp2p 0.8.1 (installed by `open_host`).
+
+py-libp2p 0.8.1 moves a bulk transfer in small pieces, each costing Python work and a syscall:
+
+* Yamux (``YamuxStream.write``) cuts every write into DATA frames of at most 64 KiB, and when
+  the peer's window is used up it polls it every 10 ms (``trio.sleep(0.01)``);
+* Noise (``BaseNoiseMsgReadWriter.write_msg``) cuts a write into messages of at most 65519
+  plaintext bytes (the Noise limit) and hands each to the socket in a write of its own; its
+  reader takes each message with two socket reads (the 2-byte length, then the body);
+* Yamux's receive window is counted but not enforced: a peer that sends past it is only logged,
+  and its bytes are buffered all the same.
+
+`install()` replaces those few functions, in place, for every host in the process:
+
+* Yamux DATA frames of up to ``MAX_FRAME`` (256 KiB, the initial window), never more than the
+  peer's window, so any Yamux peer accepts them; a writer waiting for window sleeps on an event
+  that a window update (or the stream closing) sets, not on a 10 ms poll;
+* Noise encrypts all the messages of one write and hands them to the socket in ONE write; its
+  transport reader (after the handshake) reads up to ``RECV_CHUNK`` bytes at a time and cuts
+  messages out of its buffer;
+* a DATA frame that takes a stream past the receive window we granted resets that stream (RST
+  to the peer, its buffered bytes dropped; ``window_violations`` counts them).
+
+Nothing changes on the wire format: the frames and messages are those of the specs, only larger
+and fewer. The replaced functions are copies of 0.8.1's with those changes, so `install()`
+refuses (`WireError`) any other py-libp2p version, and checks that every attribute it replaces
+exists. ``MEDFED_WIRE=off`` in the environment leaves py-libp2p as it is (benchmark baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from importlib.metadata import version
+from typing import Any
+
+import trio
+from libp2p.io.exceptions import IncompleteReadError
+from libp2p.security.noise import io as noise_io
+from libp2p.stream_muxer.exceptions import MuxedStreamError
+from libp2p.stream_muxer.yamux import yamux
+
+log = logging.getLogger(__name__)
+
+TARGET_LIBP2P = "0.8.1"
+MAX_FRAME = 256 * 1024  # largest Yamux DATA frame we send (the initial window)
+RECV_CHUNK = 256 * 1024  # socket read size of the Noise transport reader
+WINDOW_WAIT_S = 5.0  # as py-libp2p: a write fails after this long without window
+
+window_violations = 0  # streams reset because the peer sent past our receive window
+
+_installed = False
+
+# (owner, attribute) pairs install() replaces or relies on: all must exist in the target version
+_SEAMS: tuple[tuple[object, str], ...] = (
+    (yamux.YamuxStream, "write"),
+    (yamux.YamuxStream, "__init__"),
+    (yamux.Yamux, "_write_frame"),
+    (yamux, "YAMUX_HEADER_FORMAT"),
+    (yamux, "TYPE_DATA"),
+    (yamux, "TYPE_WINDOW_UPDATE"),
+    (yamux, "FLAG_RST"),
+    (yamux, "HEADER_SIZE"),
+    (noise_io.NoiseTransportReadWriter, "__init__"),
+    (noise_io.BaseNoiseMsgReadWriter, "write_msg"),
+    (noise_io, "MAX_PLAINTEXT_LENGTH"),
+    (noise_io, "NoisePacketReadWriter"),
+)
+
+
+class WireError(RuntimeError):
+    """py-libp2p is not the version p2p/wire.py was written against."""
+
+
+def enabled() -> bool:
+    """Whether the environment allows the patch (``MEDFED_WIRE=off`` turns it off)."""
+    return os.environ.get("MEDFED_WIRE", "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def installed() -> bool:
+    """Whether `install()` has patched py-libp2p in this process."""
+    return _installed
+
+
+def install() -> bool:
+    """Patch py-libp2p's Yamux and Noise (see the module docstring); idempotent.
+
+    Returns False (nothing changed) under ``MEDFED_WIRE=off``. Raises `WireError` on a py-libp2p
+    other than 0.8.1 or when an attribute to replace is missing."""
+    global _installed
+    if _installed:
+        return True
+    if not enabled():
+        log.info("MEDFED_WIRE=off: py-libp2p's own Yamux and Noise I/O are used")
+        return False
+    found = version("libp2p")
+    missing = [f"{getattr(o, '__name__', o)}.{a}" for o, a in _SEAMS if not hasattr(o, a)]
+    if found != TARGET_LIBP2P or missing:
+        raise WireError(
+            f"p2p/wire.py targets py-libp2p {TARGET_LIBP2P}, found {found}"
+            + (f" without {', '.join(missing)}" if missing else "")
+            + ": install libp2p==0.8.1, or port p2p/wire.py to the new version "
+            "(or run with MEDFED_WIRE=off)"
+        )
+    _patch_yamux()
+    _patch_noise()
+    _installed = True
+    return True
+
+
+# ---------------------------------------------------------------------------------- Yamux
+def _window_event(stream: Any) -> trio.Event:
+    ev: trio.Event | None = stream.__dict__.get("_wire_window_event")
+    if ev is None:
+        ev = stream.__dict__["_wire_window_event"] = trio.Event()
+    return ev
+
+
+def _wake(stream: Any) -> None:
+    ev = stream.__dict__.pop("_wire_window_event", None)
+    if ev is not None:
+        ev.set()
+
+
+def _get_send_window(stream: Any) -> int:
+    return int(stream.__dict__["_wire_send_window"])
+
+
+def _set_send_window(stream: Any, value: int) -> None:
+    old = stream.__dict__.get("_wire_send_window", 0)
+    stream.__dict__["_wire_send_window"] = value
+    if value > old:  # a window update arrived: wake a writer waiting for it
+        _wake(stream)
+
+
+def _get_closed(stream: Any) -> bool:
+    return bool(stream.__dict__.get("_wire_closed", False))
+
+
+def _set_closed(stream: Any, value: bool) -> None:
+    stream.__dict__["_wire_closed"] = value
+    if value:
+        _wake(stream)
+
+
+def _get_recv_window(stream: Any) -> int:
+    return int(stream.__dict__["_wire_recv_window"])
+
+
+def _set_recv_window(stream: Any, value: int) -> None:
+    """py-libp2p subtracts each DATA frame's length here (holding the connection's streams
+    lock) and, when the result is negative, only logs and clamps it to 0. Below 0 the peer sent
+    past the window we granted: drop what it buffered and reset the stream."""
+    if value < 0 and "_wire_recv_window" in stream.__dict__ and not stream.reset_received:
+        _reset_for_window(stream, -value)
+    stream.__dict__["_wire_recv_window"] = value
+
+
+def _reset_for_window(stream: Any, excess: int) -> None:
+    global window_violations
+    window_violations += 1
+    conn = stream.conn
+    log.warning(
+        "yamux: peer %s sent %d bytes past the receive window on stream %d: stream reset",
+        conn.peer_id,
+        excess,
+        stream.stream_id,
+    )
+    buf = conn.stream_buffers.get(stream.stream_id)
+    if buf is not None:
+        buf.clear()  # the reader gets the reset, not the flood
+    stream.recv_closed = True
+    stream.send_closed = True
+    stream.reset_received = True
+    stream.closed = True
+    rst = struct.pack(
+        yamux.YAMUX_HEADER_FORMAT, 0, yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_RST, stream.stream_id, 0
+    )
+    nursery = getattr(conn, "_nursery", None)
+    if nursery is not None:  # we hold the streams lock here: send the RST from its own task
+        nursery.start_soon(_send_quietly, conn, rst)
+
+
+async def _send_quietly(conn: Any, frame: bytes) -> None:
+    try:
+        await conn._write_frame(frame)
+    except Exception as exc:  # the connection went away: nothing to tell
+        log.debug("yamux: RST not sent: %r", exc)
+
+
+async def _yamux_write(self: Any, data: bytes) -> None:
+    """YamuxStream.write of py-libp2p 0.8.1 with frames up to MAX_FRAME and an event wait."""
+    if self.send_closed:
+        raise MuxedStreamError("Stream is closed for sending")
+    total = len(data)
+    sent = 0
+    while sent < total:
+        frame: bytes | None = None
+        wake: trio.Event | None = None
+        async with self.rw_lock.write_lock():
+            if self.send_closed:
+                raise MuxedStreamError("Stream is closed for sending")
+            async with self.window_lock:
+                if self.closed:
+                    raise MuxedStreamError("Stream is closed")
+                if self.send_window > 0:
+                    n = min(self.send_window, MAX_FRAME, total - sent)
+                    self.send_window -= n
+                    header = struct.pack(yamux.YAMUX_HEADER_FORMAT, 0, yamux.TYPE_DATA, 0, self.stream_id, n)
+                    frame = header + data[sent : sent + n]
+                else:
+                    wake = _window_event(self)  # taken under the lock: no update is missed
+        if frame is None:
+            assert wake is not None
+            self._zero_window_waits += 1
+            with trio.move_on_after(WINDOW_WAIT_S) as scope:
+                await wake.wait()
+            if scope.cancelled_caught:
+                raise MuxedStreamError("Timed out waiting for window update after 5 seconds.")
+            continue
+        await self.conn._write_frame(frame)
+        sent += len(frame) - yamux.HEADER_SIZE
+
+
+async def _yamux_write_frame(self: Any, data: bytes) -> None:
+    """Yamux._write_frame without its per-frame debug formatting (done even when not logged)."""
+    async with self._write_lock:
+        await self.secured_conn.write(data)
+    await trio.lowlevel.checkpoint()
+
+
+def _patch_yamux() -> None:
+    cls = yamux.YamuxStream
+    cls.send_window = property(_get_send_window, _set_send_window)  # type: ignore[assignment]
+    cls.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]
+    cls.closed = property(_get_closed, _set_closed)  # type: ignore[assignment]
+    cls.write = _yamux_write  # type: ignore[method-assign]
+    yamux.Yamux._write_frame = _yamux_write_frame  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------- Noise
+class _BufferedPacketReader(noise_io.NoisePacketReadWriter):
+    """Noise transport messages (2-byte length + body) cut out of reads of RECV_CHUNK bytes."""
+
+    def __init__(self, read_write_closer: Any) -> None:
+        super().__init__(read_write_closer)
+        self._buf = bytearray()
+
+    async def _need(self, n: int) -> None:
+        while len(self._buf) < n:
+            chunk = await self.read_write_closer.read(max(RECV_CHUNK, n - len(self._buf)))
+            if not chunk:
+                raise IncompleteReadError(
+                    f"Connection closed during read operation: expected {n} bytes but "
+                    f"received {len(self._buf)} bytes",
+                    expected_bytes=n,
+                    received_bytes=len(self._buf),
+                )
+            self._buf += chunk
+
+    async def read_msg(self) -> bytes:
+        await self._need(2)
+        n = int.from_bytes(self._buf[:2], "big")
+        await self._need(2 + n)
+        msg = bytes(self._buf[2 : 2 + n])
+        del self._buf[: 2 + n]
+        return msg
+
+
+_original_transport_init = noise_io.NoiseTransportReadWriter.__init__
+
+
+def _transport_init(self: Any, conn: Any, noise_state: Any) -> None:
+    """After the handshake (whose reader must not read ahead): the buffered packet reader."""
+    _original_transport_init(self, conn, noise_state)
+    self.read_writer = _BufferedPacketReader(conn)
+
+
+async def _noise_write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
+    """BaseNoiseMsgReadWriter.write_msg with every message of one write in one socket write."""
+    limit = noise_io.MAX_PLAINTEXT_LENGTH
+    if len(msg) <= limit:
+        enc = self.encrypt(msg)
+        if prefix_encoded:
+            enc = self.prefix + enc
+        await self.read_writer.write_msg(enc)
+        return
+    parts = []
+    for start in range(0, len(msg), limit):
+        enc = self.encrypt(msg[start : start + limit])
+        if prefix_encoded and start == 0:
+            enc = self.prefix + enc
+        parts.append(self.read_writer.encode_msg(enc))
+    await self.read_writer.read_write_closer.write(b"".join(parts))
+
+
+def _patch_noise() -> None:
+    noise_io.NoiseTransportReadWriter.__init__ = _transport_init  # type: ignore[method-assign]
+    noise_io.BaseNoiseMsgReadWriter.write_msg = _noise_write_msg  # type: ignore[method-assign]
