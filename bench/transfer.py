@@ -132,8 +132,9 @@ async def private_provider(listen: str, relay: str, paths: list[str]) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
-async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Path) -> float:
-    """One download of `sha` from `maddr` (direct or /p2p-circuit) by a fresh host; seconds."""
+async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Path) -> tuple[float, float]:
+    """One download of `sha` from `maddr` (direct or /p2p-circuit) by a fresh host:
+    (seconds, CPU seconds this process spent in the download)."""
     key = bytes(Account.create().key)
     dest_dir.mkdir(parents=True, exist_ok=True)
     async with open_host(
@@ -146,11 +147,11 @@ async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Pat
         relay=RelaySettings(hole_punch=False),  # measure the relay, not a punched connection
     ) as host:
         await host.connect([maddr], keep=False)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         out = await host.fetch(sha, [maddr], dest_dir, max_bytes=size, timeout=120)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         out.unlink()
-    return elapsed
+    return elapsed, cpu
 
 
 def _cpu_s(pid: int) -> float:
@@ -192,7 +193,8 @@ def run_netns(sizes: list[int], repeats: int) -> None:
             return [shas[size], str(size), str(tmp / f"dl-{i}")]
 
         def fetch(maddr: str, size: int, i: int, sender: int) -> tuple[float, dict[str, float]]:
-            """(seconds, CPU seconds of the sender, the relay and the receiver (the fetcher))."""
+            """(seconds, CPU seconds of the sender, the relay and the receiver (the fetcher, during
+            its download; the others from its start to its end))."""
             before = [_cpu_s(p.pid) for p in procs]
             r = subprocess.run(
                 [
@@ -317,12 +319,9 @@ def main() -> None:
         trio.run(private_provider, args.private_serve[0], args.private_serve[1], args.private_serve[2:])
         return
     if args.fetch:
-        import resource
-
         listen, maddr, sha, size, dest = args.fetch
-        elapsed = trio.run(fetch_once, listen, maddr, sha, int(size), Path(dest))
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        print(elapsed, usage.ru_utime + usage.ru_stime)
+        elapsed, cpu = trio.run(fetch_once, listen, maddr, sha, int(size), Path(dest))
+        print(elapsed, cpu)
         return
     sizes = [8 * MB, 35 * MB] if args.quick else [35 * MB, 140 * MB]
     repeats = 1 if args.quick else args.repeats

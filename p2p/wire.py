@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections import deque
 from importlib.metadata import version
 from typing import Any
 
@@ -57,6 +58,7 @@ _SEAMS: tuple[tuple[object, str], ...] = (
     (yamux.YamuxStream, "write"),
     (yamux.YamuxStream, "__init__"),
     (yamux.Yamux, "_write_frame"),
+    (yamux.Yamux, "__init__"),
     (yamux, "YAMUX_HEADER_FORMAT"),
     (yamux, "TYPE_DATA"),
     (yamux, "TYPE_WINDOW_UPDATE"),
@@ -230,6 +232,86 @@ async def _yamux_write_frame(self: Any, data: bytes) -> None:
     await trio.lowlevel.checkpoint()
 
 
+class _ChunkBuffer:
+    """A Yamux stream's receive buffer as a queue of the frames' bytes (stands in for the
+    bytearray py-libp2p uses, with the operations it applies: extend, len, bool, bytes(), [:n],
+    del [:n], clear). A bytearray appended at the end and cut at the front is copied whole
+    whenever it grows past its allocation or shrinks below half of it: with a window of
+    megabytes that was the largest CPU cost of receiving."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def extend(self, data: bytes | bytearray) -> None:
+        if data:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._size = 0
+
+    def __bytes__(self) -> bytes:
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+    def _prefix_len(self, key: slice) -> int:
+        start, stop, step = key.indices(self._size)
+        if start != 0 or step != 1:
+            raise TypeError("a Yamux stream buffer supports [:n] only")
+        return max(stop, 0)
+
+    def __getitem__(self, key: slice) -> bytes:
+        need = self._prefix_len(key)
+        parts = []
+        for chunk in self._chunks:
+            if need <= 0:
+                break
+            part = chunk if len(chunk) <= need else chunk[:need]
+            parts.append(part)
+            need -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def __delitem__(self, key: slice) -> None:
+        n = self._prefix_len(key)
+        self._size -= n
+        while n:
+            chunk = self._chunks[0]
+            if len(chunk) <= n:
+                self._chunks.popleft()
+                n -= len(chunk)
+            else:
+                self._chunks[0] = chunk[n:]
+                n = 0
+
+
+class _StreamBuffers(dict[int, Any]):
+    """Yamux.stream_buffers: every bytearray py-libp2p stores becomes a `_ChunkBuffer`."""
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        if isinstance(value, bytearray):
+            buf = _ChunkBuffer()
+            buf.extend(value)
+            value = buf
+        super().__setitem__(key, value)
+
+
+_original_yamux_init = yamux.Yamux.__init__
+
+
+def _yamux_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _original_yamux_init(self, *args, **kwargs)
+    self.stream_buffers = _StreamBuffers()
+
+
 def _patch_yamux() -> None:
     cls = yamux.YamuxStream
     cls.send_window = property(_get_send_window, _set_send_window)  # type: ignore[assignment]
@@ -237,6 +319,7 @@ def _patch_yamux() -> None:
     cls.closed = property(_get_closed, _set_closed)  # type: ignore[assignment]
     cls.write = _yamux_write  # type: ignore[method-assign]
     yamux.Yamux._write_frame = _yamux_write_frame  # type: ignore[method-assign]
+    yamux.Yamux.__init__ = _yamux_init  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------------- Noise
@@ -245,27 +328,30 @@ class _BufferedPacketReader(noise_io.NoisePacketReadWriter):
 
     def __init__(self, read_write_closer: Any) -> None:
         super().__init__(read_write_closer)
-        self._buf = bytearray()
+        self._buf = b""
+        self._pos = 0  # start of the unread bytes in _buf
 
     async def _need(self, n: int) -> None:
-        while len(self._buf) < n:
-            chunk = await self.read_write_closer.read(max(RECV_CHUNK, n - len(self._buf)))
+        while len(self._buf) - self._pos < n:
+            have = len(self._buf) - self._pos
+            chunk = await self.read_write_closer.read(max(RECV_CHUNK, n - have))
             if not chunk:
                 raise IncompleteReadError(
-                    f"Connection closed during read operation: expected {n} bytes but "
-                    f"received {len(self._buf)} bytes",
+                    f"Connection closed during read operation: expected {n} bytes but received {have} bytes",
                     expected_bytes=n,
-                    received_bytes=len(self._buf),
+                    received_bytes=have,
                 )
-            self._buf += chunk
+            self._buf = self._buf[self._pos :] + chunk if have else chunk
+            self._pos = 0
 
     async def read_msg(self) -> bytes:
         await self._need(2)
-        n = int.from_bytes(self._buf[:2], "big")
+        start = self._pos + 2
+        n = int.from_bytes(self._buf[self._pos : start], "big")
         await self._need(2 + n)
-        msg = bytes(self._buf[2 : 2 + n])
-        del self._buf[: 2 + n]
-        return msg
+        start = self._pos + 2
+        self._pos = start + n
+        return self._buf[start : self._pos]
 
 
 _original_transport_init = noise_io.NoiseTransportReadWriter.__init__
