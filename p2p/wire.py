@@ -50,6 +50,7 @@ RECV_CHUNK = 256 * 1024  # socket read size of the Noise transport reader
 WINDOW_WAIT_S = 5.0  # as py-libp2p: a write fails after this long without window
 
 window_violations = 0  # streams reset because the peer sent past our receive window
+window_waits = 0  # writes that found the peer's window used up and waited for an update
 
 _installed = False
 
@@ -215,6 +216,8 @@ async def _yamux_write(self: Any, data: bytes) -> None:
                     wake = _window_event(self)  # taken under the lock: no update is missed
         if frame is None:
             assert wake is not None
+            global window_waits
+            window_waits += 1
             self._zero_window_waits += 1
             with trio.move_on_after(WINDOW_WAIT_S) as scope:
                 await wake.wait()
