@@ -105,7 +105,7 @@ class CircuitRelayProtocol(CircuitV2Protocol):
 
 
 CIRCUIT = "/p2p-circuit"
-PUMP_READ = wire.MAX_FRAME  # relay pump read size with p2p/wire.py installed
+PUMP_READ = wire.MAX_FRAME + wire.FRAME_SLACK  # relay pump read size with p2p/wire.py: a frame
 RESERVE_EVERY_S = 60.0  # renew reservations (and try new relays) this often
 REFUSED_RETRY_S = 600.0  # a peer that refused HOP (no relay) is asked again after this
 

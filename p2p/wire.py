@@ -45,7 +45,11 @@ from libp2p.stream_muxer.yamux import yamux
 log = logging.getLogger(__name__)
 
 TARGET_LIBP2P = "0.8.1"
-MAX_FRAME = 256 * 1024  # largest Yamux DATA frame we send (the initial window)
+MAX_FRAME = 256 * 1024  # Yamux DATA frame size we cut writes into (the initial window)
+# the last piece of a write, when this small, rides in the frame before it: on a relayed
+# connection a 256 KiB inner frame becomes 256 KiB + 84 bytes of Noise messages, which would
+# otherwise cost an outer frame (and socket write) of its own for 84 bytes
+FRAME_SLACK = 4096
 RECV_CHUNK = 256 * 1024  # socket read size of the Noise transport reader
 WINDOW_WAIT_S = 5.0  # as py-libp2p: a write fails after this long without window
 
@@ -208,7 +212,9 @@ async def _yamux_write(self: Any, data: bytes) -> None:
                 if self.closed:
                     raise MuxedStreamError("Stream is closed")
                 if self.send_window > 0:
-                    n = min(self.send_window, MAX_FRAME, total - sent)
+                    n = min(self.send_window, total - sent)
+                    if n > MAX_FRAME + FRAME_SLACK:
+                        n = MAX_FRAME
                     self.send_window -= n
                     header = struct.pack(yamux.YAMUX_HEADER_FORMAT, 0, yamux.TYPE_DATA, 0, self.stream_id, n)
                     frame = header + data[sent : sent + n]
