@@ -259,7 +259,7 @@ def test_a_transfer_goes_out_in_few_large_socket_writes(tmp_path: Path) -> None:
         async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
             a.serve(sha, src)
             await b.connect(a.listen_multiaddrs())
-            trio.SocketStream.send_all = counting_send_all  # type: ignore[method-assign]
+            trio.SocketStream.send_all = counting_send_all  # type: ignore[method-assign,assignment]
             try:
                 out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", size, timeout=20)
             finally:
