@@ -42,6 +42,8 @@ from libp2p.security.noise import io as noise_io
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux import yamux
 
+from p2p.errors import WireError
+
 log = logging.getLogger(__name__)
 
 TARGET_LIBP2P = "0.8.1"
@@ -74,10 +76,6 @@ _SEAMS: tuple[tuple[object, str], ...] = (
     (noise_io, "MAX_PLAINTEXT_LENGTH"),
     (noise_io, "NoisePacketReadWriter"),
 )
-
-
-class WireError(RuntimeError):
-    """py-libp2p is not the version p2p/wire.py was written against."""
 
 
 def enabled() -> bool:
