@@ -7,14 +7,19 @@ py-libp2p 0.8.1 moves a bulk transfer in small pieces, each costing Python work 
 * Noise (``BaseNoiseMsgReadWriter.write_msg``) cuts a write into messages of at most 65519
   plaintext bytes (the Noise limit) and hands each to the socket in a write of its own; its
   reader takes each message with two socket reads (the 2-byte length, then the body);
+* Yamux keeps each stream's received bytes in a bytearray appended at the end and cut at the
+  front: CPython copies it whole whenever it outgrows its allocation or shrinks below half of
+  it, and with windows of megabytes (py-libp2p grows them up to 16 MiB) that was the largest
+  CPU cost of receiving;
 * Yamux's receive window is counted but not enforced: a peer that sends past it is only logged,
   and its bytes are buffered all the same.
 
 `install()` replaces those few functions, in place, for every host in the process:
 
-* Yamux DATA frames of up to ``MAX_FRAME`` (256 KiB, the initial window), never more than the
-  peer's window, so any Yamux peer accepts them; a writer waiting for window sleeps on an event
-  that a window update (or the stream closing) sets, not on a 10 ms poll;
+* Yamux DATA frames of up to ``MAX_FRAME`` (256 KiB, the initial window; + ``FRAME_SLACK``
+  rather than leave a runt), never more than the peer's window, so any Yamux peer accepts them;
+  a writer waiting for window sleeps on an event that a window update (or the stream closing)
+  sets, not on a 10 ms poll; a stream's received bytes are a queue of frames (`_ChunkBuffer`);
 * Noise encrypts all the messages of one write and hands them to the socket in ONE write; its
   transport reader (after the handshake) reads up to ``RECV_CHUNK`` bytes at a time and cuts
   messages out of its buffer;
