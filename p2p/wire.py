@@ -42,7 +42,9 @@ from importlib.metadata import version
 from typing import Any
 
 import trio
-from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io import utils as io_utils
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.security import secure_session
 from libp2p.security.noise import io as noise_io
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux import yamux
@@ -79,7 +81,10 @@ _SEAMS: tuple[tuple[object, str], ...] = (
     (noise_io.NoiseTransportReadWriter, "__init__"),
     (noise_io.BaseNoiseMsgReadWriter, "write_msg"),
     (noise_io, "MAX_PLAINTEXT_LENGTH"),
+    (noise_io, "MAX_NOISE_MESSAGE_LEN"),
     (noise_io, "NoisePacketReadWriter"),
+    (yamux, "read_exactly"),
+    (secure_session.SecureSession, "read"),
 )
 
 
@@ -114,6 +119,7 @@ def install() -> bool:
             "(or run with MEDFED_WIRE=off)"
         )
     _patch_yamux()
+    _patch_reads()
     _patch_noise()
     _installed = True
     return True
@@ -334,6 +340,80 @@ def _patch_yamux() -> None:
     yamux.Yamux.__init__ = _yamux_init  # type: ignore[method-assign]
 
 
+# ---------------------------------------------------------------------------------- reads
+# A Yamux frame body is read with read_exactly(secure session, n): py-libp2p's session joins the
+# Noise messages into a bytearray and copies it to bytes, and read_exactly copies the result into
+# a bytearray and to bytes again (four passes over every received byte besides decryption). Ours
+# join once, and hand a complete read on as it is.
+
+
+async def _read_exactly(reader: Any, n: int, retry_count: int = io_utils.DEFAULT_RETRY_READ_COUNT) -> bytes:
+    """libp2p.io.utils.read_exactly, returning a complete first read without copying it."""
+    data = await reader.read(n)
+    if len(data) == n and isinstance(data, bytes):
+        return data
+    buffer = bytearray(data)
+    for _ in range(retry_count):
+        if len(buffer) >= n:
+            return bytes(buffer)
+        buffer.extend(await reader.read(n - len(buffer)))
+    if len(buffer) >= n:
+        return bytes(buffer)
+    raise IncompleteReadError(
+        f"Connection closed during read operation: expected {n} bytes but received {len(buffer)} bytes",
+        expected_bytes=n,
+        received_bytes=len(buffer),
+    )
+
+
+async def _session_read(self: Any, n: int | None = None) -> bytes:
+    """SecureSession.read: up to n bytes (None: what is buffered, else one message), the rest of
+    a message kept for the next read; ConnectionClosedError when the connection ends first."""
+    if n == 0:
+        return b""
+    st = self.__dict__
+    buf: bytes = st.get("_wire_rbuf", b"")
+    pos: int = st.get("_wire_rpos", 0)
+    parts: list[bytes] = []
+    have = len(buf) - pos
+    if have > 0:
+        if n is not None and n < have:
+            st["_wire_rpos"] = pos + n
+            return buf[pos : pos + n]
+        st["_wire_rbuf"], st["_wire_rpos"] = b"", 0
+        rest = buf[pos:]
+        if n is None or n == have:
+            return rest
+        parts.append(rest)
+        need = n - have
+    elif n is None:
+        msg = await self.conn.read_msg()
+        if msg == b"":
+            raise ConnectionClosedError("Connection closed")
+        return bytes(msg)
+    else:
+        need = n
+    while need > 0:
+        msg = await self.conn.read_msg()
+        if msg == b"":
+            if parts:
+                break
+            raise ConnectionClosedError("Connection closed")
+        if len(msg) <= need:
+            parts.append(msg)
+            need -= len(msg)
+        else:
+            parts.append(msg[:need])
+            st["_wire_rbuf"], st["_wire_rpos"] = bytes(msg), need
+            need = 0
+    return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+
+def _patch_reads() -> None:
+    yamux.read_exactly = _read_exactly
+    secure_session.SecureSession.read = _session_read  # type: ignore[method-assign]
+
+
 # ---------------------------------------------------------------------------------- Noise
 class _BufferedPacketReader(noise_io.NoisePacketReadWriter):
     """Noise transport messages (2-byte length + body) cut out of reads of RECV_CHUNK bytes."""
@@ -389,7 +469,10 @@ async def _noise_write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) 
         enc = self.encrypt(msg[start : start + limit])
         if prefix_encoded and start == 0:
             enc = self.prefix + enc
-        parts.append(self.read_writer.encode_msg(enc))
+        if len(enc) > noise_io.MAX_NOISE_MESSAGE_LEN:
+            raise ValueError(f"Noise message of {len(enc)} bytes")  # as encode_msg would
+        parts.append(len(enc).to_bytes(2, "big"))
+        parts.append(enc)
     await self.read_writer.read_write_closer.write(b"".join(parts))
 
 
