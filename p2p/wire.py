@@ -11,6 +11,8 @@ py-libp2p 0.8.1 moves a bulk transfer in small pieces, each costing Python work 
   front: CPython copies it whole whenever it outgrows its allocation or shrinks below half of
   it, and with windows of megabytes (py-libp2p grows them up to 16 MiB) that was the largest
   CPU cost of receiving;
+* a Yamux frame body is read through the secure session and ``read_exactly``, which between
+  them copy every received byte four times (bytearray, bytes, bytearray, bytes);
 * Yamux's receive window is counted but not enforced: a peer that sends past it is only logged,
   and its bytes are buffered all the same.
 
@@ -20,6 +22,7 @@ py-libp2p 0.8.1 moves a bulk transfer in small pieces, each costing Python work 
   rather than leave a runt), never more than the peer's window, so any Yamux peer accepts them;
   a writer waiting for window sleeps on an event that a window update (or the stream closing)
   sets, not on a 10 ms poll; a stream's received bytes are a queue of frames (`_ChunkBuffer`);
+  a frame body is joined once from the Noise messages and handed on as it is;
 * Noise encrypts all the messages of one write and hands them to the socket in ONE write; its
   transport reader (after the handshake) reads up to ``RECV_CHUNK`` bytes at a time and cuts
   messages out of its buffer;
