@@ -229,7 +229,7 @@ async def _yamux_write(self: Any, data: bytes) -> None:
                         n = MAX_FRAME
                     self.send_window -= n
                     header = struct.pack(yamux.YAMUX_HEADER_FORMAT, 0, yamux.TYPE_DATA, 0, self.stream_id, n)
-                    frame = header + data[sent : sent + n]
+                    frame = b"".join((header, memoryview(data)[sent : sent + n]))  # one copy
                 else:
                     wake = _window_event(self)  # taken under the lock: no update is missed
         if frame is None:
