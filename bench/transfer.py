@@ -12,7 +12,11 @@ Ends with `RESULT transfer_140mb <MB/s> MB/s baseline=<tcp MB/s> ratio=<libp2p/t
 (a member with `[p2p] relay = true`), the provider and the fetcher, each its own process. The
 fetcher downloads the file from the provider directly, then, once the provider is behind the
 firewall (every inbound connection dropped), through the relay (circuit relay v2; Noise end to
-end). Ends with `RESULT relayed_transfer_140mb <MB/s> MB/s baseline=<direct MB/s> ratio=<relayed/direct>`.
+end), and prints the CPU ms per MB of the sender, the relay and the receiver for each. Ends with
+`RESULT relayed_transfer_140mb <MB/s> MB/s baseline=<direct MB/s> ratio=<relayed/direct>`.
+
+`MEDFED_WIRE=off` in the environment (either mode) measures py-libp2p's own Yamux and Noise I/O,
+without p2p/wire.py (docs/p2p.md, section 2b).
 """
 
 from __future__ import annotations
