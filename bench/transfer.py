@@ -12,7 +12,11 @@ Ends with `RESULT transfer_140mb <MB/s> MB/s baseline=<tcp MB/s> ratio=<libp2p/t
 (a member with `[p2p] relay = true`), the provider and the fetcher, each its own process. The
 fetcher downloads the file from the provider directly, then, once the provider is behind the
 firewall (every inbound connection dropped), through the relay (circuit relay v2; Noise end to
-end). Ends with `RESULT relayed_transfer_140mb <MB/s> MB/s baseline=<direct MB/s> ratio=<relayed/direct>`.
+end), and prints the CPU ms per MB of the sender, the relay and the receiver for each. Ends with
+`RESULT relayed_transfer_140mb <MB/s> MB/s baseline=<direct MB/s> ratio=<relayed/direct>`.
+
+`MEDFED_WIRE=off` in the environment (either mode) measures py-libp2p's own Yamux and Noise I/O,
+without p2p/wire.py (docs/p2p.md, section 2b).
 """
 
 from __future__ import annotations
@@ -132,8 +136,9 @@ async def private_provider(listen: str, relay: str, paths: list[str]) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
-async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Path) -> float:
-    """One download of `sha` from `maddr` (direct or /p2p-circuit) by a fresh host; seconds."""
+async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Path) -> tuple[float, float]:
+    """One download of `sha` from `maddr` (direct or /p2p-circuit) by a fresh host:
+    (seconds, CPU seconds this process spent in the download)."""
     key = bytes(Account.create().key)
     dest_dir.mkdir(parents=True, exist_ok=True)
     async with open_host(
@@ -146,11 +151,11 @@ async def fetch_once(listen: str, maddr: str, sha: str, size: int, dest_dir: Pat
         relay=RelaySettings(hole_punch=False),  # measure the relay, not a punched connection
     ) as host:
         await host.connect([maddr], keep=False)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         out = await host.fetch(sha, [maddr], dest_dir, max_bytes=size, timeout=120)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         out.unlink()
-    return elapsed
+    return elapsed, cpu
 
 
 def _cpu_s(pid: int) -> float:
@@ -191,9 +196,10 @@ def run_netns(sizes: list[int], repeats: int) -> None:
         def args(size: int, i: int) -> list[str]:
             return [shas[size], str(size), str(tmp / f"dl-{i}")]
 
-        def fetch(maddr: str, size: int, i: int) -> tuple[float, float]:
-            """(seconds, CPU seconds of every process involved)."""
-            before = sum(_cpu_s(p.pid) for p in procs)
+        def fetch(maddr: str, size: int, i: int, sender: int) -> tuple[float, dict[str, float]]:
+            """(seconds, CPU seconds of the sender, the relay and the receiver (the fetcher, during
+            its download; the others from its start to its end))."""
+            before = [_cpu_s(p.pid) for p in procs]
             r = subprocess.run(
                 [
                     *net.exec_prefix(3),
@@ -210,7 +216,8 @@ def run_netns(sizes: list[int], repeats: int) -> None:
             if r.returncode != 0:
                 raise SystemExit(f"the fetch from {maddr} failed (its error above)")
             elapsed, fetcher_cpu = (float(x) for x in r.stdout.split()[-2:])
-            return elapsed, fetcher_cpu + sum(_cpu_s(p.pid) for p in procs) - before
+            used = [_cpu_s(p.pid) - b for p, b in zip(procs, before, strict=True)]
+            return elapsed, {"sender": used[sender], "relay": used[0], "receiver": fetcher_cpu}
 
         try:
             shas = {size: make_file(tmp / f"src-{size}", size) for size in sizes}
@@ -222,19 +229,25 @@ def run_netns(sizes: list[int], repeats: int) -> None:
             for size in sizes:
                 d_runs, r_runs = [], []
                 for i in range(repeats):
-                    d_runs.append(fetch(direct, size, i))
-                    r_runs.append(fetch(circuit, size, i))
+                    d_runs.append(fetch(direct, size, i, sender=1))
+                    r_runs.append(fetch(circuit, size, i, sender=2))
                 d_rate = size / MB / statistics.median(t for t, _ in d_runs)
                 r_rate = size / MB / statistics.median(t for t, _ in r_runs)
-                d_cpu = statistics.median(c for _, c in d_runs) / (size / MB)
-                r_cpu = statistics.median(c for _, c in r_runs) / (size / MB)
                 results[size] = (d_rate, r_rate)
                 print(
                     f"{size // MB:>4} MB  direct {d_rate:7.1f} MB/s   relayed {r_rate:7.1f} MB/s   "
-                    f"ratio {r_rate / d_rate:.3f}   CPU ms/MB (all processes) direct {d_cpu * 1000:.1f} "
-                    f"relayed {r_cpu * 1000:.1f}   (median of {repeats}, namespaces on a bridge)",
+                    f"ratio {r_rate / d_rate:.3f}   (median of {repeats}, namespaces on a bridge)",
                     flush=True,
                 )
+                for name, runs in (("direct", d_runs), ("relayed", r_runs)):
+                    mb = size / MB
+                    cpu = {k: statistics.median(c[k] for _, c in runs) * 1000 / mb for k in runs[0][1]}
+                    print(
+                        f"       CPU ms/MB {name:<7}  sender {cpu['sender']:5.1f}  "
+                        f"relay {cpu['relay']:5.1f}  receiver {cpu['receiver']:5.1f}  "
+                        f"total {sum(cpu.values()):5.1f}",
+                        flush=True,
+                    )
         finally:
             for p in procs:
                 if p.stdin:
@@ -310,12 +323,9 @@ def main() -> None:
         trio.run(private_provider, args.private_serve[0], args.private_serve[1], args.private_serve[2:])
         return
     if args.fetch:
-        import resource
-
         listen, maddr, sha, size, dest = args.fetch
-        elapsed = trio.run(fetch_once, listen, maddr, sha, int(size), Path(dest))
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        print(elapsed, usage.ru_utime + usage.ru_stime)
+        elapsed, cpu = trio.run(fetch_once, listen, maddr, sha, int(size), Path(dest))
+        print(elapsed, cpu)
         return
     sizes = [8 * MB, 35 * MB] if args.quick else [35 * MB, 140 * MB]
     repeats = 1 if args.quick else args.repeats

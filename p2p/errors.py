@@ -42,3 +42,7 @@ class IpfsError(P2PError):
 class FileTooLarge(TransferError):
     """Every provider asked said the file is larger than the limit (answered ``too_large`` or
     announced an oversize body): final for this sha256, not worth retrying."""
+
+
+class WireError(P2PError):
+    """The installed py-libp2p is not the version p2p/wire.py was written against."""

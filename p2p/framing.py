@@ -43,13 +43,17 @@ class FramedReader:
         self.stream = stream
         self.buf = bytearray()
 
-    async def _fill(self) -> bool:
+    async def _read(self) -> bytes:
+        """Up to 1 MiB from the stream; b'' at EOF."""
         from libp2p.network.stream.exceptions import StreamEOF
 
         try:
-            chunk = await self.stream.read(1 << 20)
+            return await self.stream.read(1 << 20)
         except StreamEOF:
-            return False
+            return b""
+
+    async def _fill(self) -> bool:
+        chunk = await self._read()
         if not chunk:
             return False
         self.buf += chunk
@@ -91,8 +95,11 @@ class FramedReader:
 
     async def read_some(self, limit: int) -> bytes:
         """Up to `limit` bytes (buffered first); b'' at EOF."""
-        if not self.buf and not await self._fill():
-            return b""
+        if not self.buf:
+            chunk = await self._read()
+            if len(chunk) <= limit:
+                return chunk  # the common case of a body: no copy through the buffer
+            self.buf += chunk
         out = bytes(self.buf[:limit])
         del self.buf[:limit]
         return out

@@ -35,6 +35,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2p import wire
 from p2p.errors import (
     ConnectError,
     FileTooLarge,
@@ -624,6 +625,7 @@ async def open_host(
     reached through relays; None = dial relayed addresses only.
     """
     settings = gossip or GossipSettings()
+    wire.install()  # larger Yamux frames, batched Noise writes, enforced receive window
     _raise_pubsub_queue_limits(settings.queue_size)
     key_pair = key_pair_from_private_key(private_key)
     maddrs = [_to_multiaddr(a) for a in listen_addrs]

@@ -35,6 +35,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.constants import MAX_READ_LEN
 
+from p2p import wire
 from p2p.identity import address_from_peer_id
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class CircuitRelayProtocol(CircuitV2Protocol):
     ) -> None:
         """Copy src to dst until src ends (then half-close dst) or fails (then reset both)."""
         failed = False
+        # with p2p/wire.py's 256 KiB Yamux frames a read takes a whole frame (py-libp2p's own
+        # 64 KiB frames: its MAX_READ_LEN, larger reads measured no faster there)
+        read_len = PUMP_READ if wire.installed() else MAX_READ_LEN
         try:
             while True:
                 if deadline is not None and time.monotonic() > deadline:
@@ -66,7 +70,7 @@ class CircuitRelayProtocol(CircuitV2Protocol):
                     failed = True
                     return
                 try:
-                    data = await src_stream.read(MAX_READ_LEN)  # larger reads measured no faster
+                    data = await src_stream.read(read_len)
                 except Exception as exc:  # reset, or the connection under it went away
                     log.debug("relay: circuit read for %s ended: %r", peer_id, exc)
                     failed = True
@@ -101,6 +105,7 @@ class CircuitRelayProtocol(CircuitV2Protocol):
 
 
 CIRCUIT = "/p2p-circuit"
+PUMP_READ = wire.MAX_FRAME + wire.FRAME_SLACK  # relay pump read size with p2p/wire.py: a frame
 RESERVE_EVERY_S = 60.0  # renew reservations (and try new relays) this often
 REFUSED_RETRY_S = 600.0  # a peer that refused HOP (no relay) is asked again after this
 

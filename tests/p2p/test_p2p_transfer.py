@@ -239,3 +239,34 @@ def test_an_error_inside_the_host_is_not_swallowed(tmp_path: Path) -> None:
 
     with pytest.raises(LookupError, match="inside the host"):
         trio.run(main)
+
+
+def test_a_transfer_goes_out_in_few_large_socket_writes(tmp_path: Path) -> None:
+    """p2p/wire.py: Yamux frames of up to 256 KiB and one socket write per Noise write. py-libp2p
+    0.8.1 alone sends 64 KiB frames, each Noise message in a write of its own: ~130 writes
+    carrying data for 8 MiB; now ~32 (window updates, a few bytes each, are not counted)."""
+    src = tmp_path / "u"
+    size = 8 << 20
+    sha = write_random(src, size)
+    writes: list[int] = []
+    send_all = trio.SocketStream.send_all
+
+    async def counting_send_all(self: trio.SocketStream, data: bytes) -> None:
+        writes.append(len(data))
+        await send_all(self, data)
+
+    async def main() -> None:
+        async with running_hosts([new_key(), new_key()], tmp_path) as (a, b):
+            a.serve(sha, src)
+            await b.connect(a.listen_multiaddrs())
+            trio.SocketStream.send_all = counting_send_all  # type: ignore[method-assign,assignment]
+            try:
+                out = await b.fetch(sha, [a.peer_id], tmp_path / "dl", size, timeout=20)
+            finally:
+                trio.SocketStream.send_all = send_all  # type: ignore[method-assign]
+            assert out.read_bytes() == src.read_bytes()
+
+    trio.run(main)
+    data_writes = [n for n in writes if n > 1024]
+    assert sum(data_writes) >= size
+    assert len(data_writes) <= 64, f"{len(data_writes)} socket writes carried the 8 MiB"
