@@ -50,6 +50,7 @@ EXPECTED_EVENTS: dict[str, tuple[str, ...]] = {
     "propose": ("ProposalCreated",),
     "voteProposal": ("ProposalVoted",),
     "commitUpdate": ("UpdateCommitted",),
+    "serveRound": ("ServingOnly",),
     "submitAggregate": ("AggregateSubmitted",),
     "vote": ("VoteCast",),
     "finalize": ("RoundFinalized", "AttemptFailed"),
@@ -313,6 +314,11 @@ class CoordinatorClient:
 
     def commit_update(self, round_: int, sha256: bytes | str, cid: str, num_samples: int) -> TxResult:
         return self._transact("commitUpdate", int(round_), _bytes32(sha256, "sha256"), cid, int(num_samples))
+
+    def serve_round(self, round_: int) -> TxResult:
+        """Take part in ``round_`` without an update (issue 20: a spent privacy budget): this
+        member may be elected aggregator, votes, and is paid as verifier/aggregator only."""
+        return self._transact("serveRound", int(round_))
 
     def submit_aggregate(
         self,
