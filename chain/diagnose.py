@@ -108,7 +108,7 @@ def last_commit_block(contract: Any, n: int, block: int | str = "latest") -> int
 
 def serving_committers(contract: Any, n: int, block: int | str = "latest") -> list[str]:
     """The live round's serving-only committers (issue 20) among its first ``n``, from storage."""
-    out = []
+    out: list[str] = []
     for i in range(n):
         slot = _committer_slot(contract, i, block)
         if slot & SERVING:

@@ -42,7 +42,8 @@ def settle(fed: Fed, r: int, agg: int, updates: list[int]) -> list[RewardPaid]:
         if i != agg:
             fed.m[i].vote(r, True)
     fin = fed.admin.finalize(r)
-    assert [e for e in fin.events if isinstance(e, UpdateExcluded)] == []  # a server has no update to leave out
+    # a server has no update to leave out
+    assert [e for e in fin.events if isinstance(e, UpdateExcluded)] == []
     return [e for e in fin.events if isinstance(e, RewardPaid)]
 
 
