@@ -78,7 +78,7 @@ contract Coordinator {
     }
 
     /// Phase and votes of the live round (one slot). nCommitters counts every committer slot
-    /// taken: updates and (issue 20) serving-only members (nServers of them).
+    /// taken: updates and (issue 20) serving-only members.
     struct RoundState {
         uint8 phase;
         uint8 attempt;
@@ -88,7 +88,6 @@ contract Coordinator {
         uint8 globalSel;
         uint96 votedMask;
         uint96 approveMask;
-        uint8 nServers;
     }
 
     /// Included set of the live attempt, the round that produced the global adapter, the
@@ -101,6 +100,7 @@ contract Coordinator {
         uint8 nonzero;
         uint8 firstAggregator;
         uint96 invalidMask; // issue 12: their authors forfeit the round if the attempt is accepted
+        uint8 nServers; // issue 20: serving-only committers of the open commit phase (zeroed at its close)
     }
 
     /// issue 21: the deployer only bootstraps (the initial members); it has no power after the
@@ -250,7 +250,7 @@ contract Coordinator {
         _sha[1] = initialSha256;
         _cid[0] = initialCid;
         _cid[1] = initialCid;
-        _extra = RoundExtra(0, 0, 1, 0, 0);
+        _extra = RoundExtra(0, 0, 1, 0, 0, 0);
         // issue 12: pre-warm the attempt log (a logged failure then rewrites non-zero slots)
         for (uint256 k = 0; k + 1 < p.maxAttempts; k++) {
             _attemptSha[k] = bytes32(uint256(1));
@@ -308,7 +308,7 @@ contract Coordinator {
         uint64 deadline = uint64(block.timestamp) + _p.commitDuration;
         _times = RoundTimes(uint64(round), deadline, 0, 0);
         uint8 sel = _state.globalSel;
-        _state = RoundState(COMMIT, 0, 0, 0, 0, sel, 0, 0, 0);
+        _state = RoundState(COMMIT, 0, 0, 0, 0, sel, 0, 0);
         emit RoundOpened(round, _sha[sel], _cid[sel], deadline);
     }
 
@@ -326,7 +326,7 @@ contract Coordinator {
     /// minCommitters (which counts updates).
     function serveRound(uint256 round) external {
         _enter(round, SERVING);
-        _state.nServers += 1;
+        _extra.nServers += 1;
         _members[msg.sender].serveRound = uint32(round);
         emit ServingOnly(round, msg.sender);
     }
@@ -503,8 +503,10 @@ contract Coordinator {
             if (!_commitsClosed(t, s, nowTs)) return false;
             // the seed is the hash of the last commit's block: not readable inside that block
             if (s.nCommitters > 0 && block.number <= _commitBlock(s.nCommitters - 1)) return false;
-            if (s.nCommitters - s.nServers < _p.minCommitters) { // issue 20: updates only
+            uint256 servers = _extra.nServers;
+            if (s.nCommitters - servers < _p.minCommitters) { // issue 20: updates only
                 _state.phase = FAILED;
+                if (servers != 0) _extra.nServers = 0;
                 emit RoundFailed(round, 0, "too few commits");
                 return true;
             }
@@ -516,6 +518,7 @@ contract Coordinator {
             (bytes32 seed, uint256 seedBlock) = _electionSeed(round, s.nCommitters);
             uint8 first = uint8(uint256(seed) % s.nCommitters);
             _extra.firstAggregator = first;
+            if (servers != 0) _extra.nServers = 0;
             emit ElectionSeed(round, seed, seedBlock, first);
             emit AggregatorElected(round, 0, _committer(first), ad);
             return true;
@@ -583,11 +586,11 @@ contract Coordinator {
                 (round << 208);
         }
         if (next >= maxAttempts) {
-            _state = RoundState(FAILED, next, s.nCommitters, 0, 0, s.globalSel, 0, 0, s.nServers);
+            _state = RoundState(FAILED, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
             emit RoundFailed(round, next, reason);
             return;
         }
-        _state = RoundState(AGGREGATE, next, s.nCommitters, 0, 0, s.globalSel, 0, 0, s.nServers);
+        _state = RoundState(AGGREGATE, next, s.nCommitters, 0, 0, s.globalSel, 0, 0);
         uint64 ad = uint64(block.timestamp) + _p.aggregateDuration;
         _times.aggregateDeadline = ad;
         emit AggregatorElected(round, next, _committer(_aggregatorIdx(round, next, s.nCommitters)), ad);
@@ -595,9 +598,7 @@ contract Coordinator {
 
     function _approve(uint256 round, RoundState memory s) internal {
         uint8 sel = 1 - s.globalSel;
-        _state = RoundState(
-            FINALIZED, s.attempt, s.nCommitters, s.approvals, s.rejections, sel, s.votedMask, s.approveMask, s.nServers
-        );
+        _state = RoundState(FINALIZED, s.attempt, s.nCommitters, s.approvals, s.rejections, sel, s.votedMask, s.approveMask);
         _extra.globalRound = uint32(round);
         _finalizedBits[round >> 8] |= uint256(1) << (round & 0xff);
         emit RoundFinalized(round, s.attempt, _sha[sel], _cid[sel]);
@@ -977,7 +978,7 @@ contract Coordinator {
         RoundState memory s = _state;
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
         if (s.phase == COMMIT) {
-            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters - s.nServers < _p.minCommitters)
+            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters - _extra.nServers < _p.minCommitters)
                 return address(0);
             if (block.number <= _commitBlock(s.nCommitters - 1)) return address(0); // not drawable yet
             (bytes32 seed, ) = _electionSeed(round, s.nCommitters);
