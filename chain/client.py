@@ -486,6 +486,11 @@ class CoordinatorClient:
         """The live round's committers in commit order."""
         return [to_checksum_address(a) for a in self._call("committers")]
 
+    def servers(self) -> list[str]:
+        """The live round's serving-only committers (issue 20), from the contract's storage (no
+        view: `ServingOnly` events are the record)."""
+        return diagnose.serving_committers(self.contract, len(self._call("committers")))
+
     def included_members(self) -> list[str]:
         """The members the live attempt's aggregate includes (ascending)."""
         members = (to_checksum_address(a) for a in self._call("includedMembers"))

@@ -51,6 +51,7 @@ def test_servers_vote_and_are_paid_as_verifiers_never_as_contributors(fed: Fed) 
     r = open_round(fed, [0, 1], [2, 3])
     assert fed.info().n_committers == 4  # the last server closed the commit phase early
     assert fed.view.committers() == [fed.addr(i) for i in (0, 1, 2, 3)]
+    assert fed.view.servers() == [fed.addr(2), fed.addr(3)]  # from storage: bit 255 of the slot
     agg = elected(fed, r)
     paid = settle(fed, r, agg, [0, 1])
     roles = {(fed.m.index(fed.by_address(e.to)), e.role) for e in paid}
