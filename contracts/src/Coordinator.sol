@@ -401,13 +401,19 @@ contract Coordinator {
                 a > prev,
                 inv ? "invalid must be ascending committer addresses" : "included must be ascending committer addresses"
             );
+            // the member's slot read once (solc reads it again for every field): active (bits
+            // 0-7), commitIdx (8-15), commitRound (16-47), metricsRound, listIdx, serveRound (112-143)
             Member storage m = _members[a];
+            uint256 w;
+            assembly {
+                w := sload(m.slot)
+            }
             require(
-                m.commitRound == round,
+                uint32(w >> 16) == round,
                 inv ? "invalid address did not commit this round" : "included address did not commit this round"
             );
-            require(m.serveRound != round, "a serving-only committer has no update");
-            mask |= uint256(1) << m.commitIdx;
+            require(uint32(w >> 112) != round, "a serving-only committer has no update"); // issue 20
+            mask |= uint256(1) << uint8(w >> 8);
             prev = a;
         }
     }
