@@ -176,6 +176,20 @@ def measure(ch: Chain, n: int, rounds: int) -> tuple[dict[str, list[tuple[int, i
         total += g
         totals.append(total)
         gas["reportMetrics"].append((n, clients[0].report_metrics(r, sha("eval"), 500_000, 100).gas_used))
+    # issue 20: a round where every member but the first serves only (no update): serveRound,
+    # the last one closing the phase, and the settlement paying servers as verifiers/aggregator
+    if n > 1:
+        boss.open_round()
+        r = boss.current_round()
+        clients[0].commit_update(r, sha(f"serve{r}"), CID, 100)
+        for res in parallel([lambda c=c: c.serve_round(r) for c in clients[1:-1]]):
+            gas["serveRound"].append((n, res.gas_used))  # type: ignore[attr-defined]
+        gas["serveRound: the last, closes the phase"].append((n, clients[-1].serve_round(r).gas_used))
+        agg = aggregator(r, 0)
+        g = agg.submit_aggregate(r, sha(f"agg{r}"), CID, [clients[0].sender_address]).gas_used
+        gas["submitAggregate: + the election, one update, the others serving"].append((n, g))
+        parallel([lambda c=c, r=r: c.vote(r, True) for c in clients if c is not agg])
+        gas["finalize: approve + rewards, the others serving"].append((n, boss.finalize(r).gas_used))
     # the failure paths: an absent member (the deadline closes the phase), a timed-out aggregator,
     # a rejected aggregate (logged, with invalid claims), and a verify-deadline approval (no claims:
     # the invalid mask is cleared) that settles the rejection

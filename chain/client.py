@@ -50,6 +50,7 @@ EXPECTED_EVENTS: dict[str, tuple[str, ...]] = {
     "propose": ("ProposalCreated",),
     "voteProposal": ("ProposalVoted",),
     "commitUpdate": ("UpdateCommitted",),
+    "serveRound": ("ServingOnly",),
     "submitAggregate": ("AggregateSubmitted",),
     "vote": ("VoteCast",),
     "finalize": ("RoundFinalized", "AttemptFailed"),
@@ -314,6 +315,11 @@ class CoordinatorClient:
     def commit_update(self, round_: int, sha256: bytes | str, cid: str, num_samples: int) -> TxResult:
         return self._transact("commitUpdate", int(round_), _bytes32(sha256, "sha256"), cid, int(num_samples))
 
+    def serve_round(self, round_: int) -> TxResult:
+        """Take part in ``round_`` without an update (issue 20: a spent privacy budget): this
+        member may be elected aggregator, votes, and is paid as verifier/aggregator only."""
+        return self._transact("serveRound", int(round_))
+
     def submit_aggregate(
         self,
         round_: int,
@@ -479,6 +485,11 @@ class CoordinatorClient:
     def committers(self) -> list[str]:
         """The live round's committers in commit order."""
         return [to_checksum_address(a) for a in self._call("committers")]
+
+    def servers(self) -> list[str]:
+        """The live round's serving-only committers (issue 20), from the contract's storage (no
+        view: `ServingOnly` events are the record)."""
+        return diagnose.serving_committers(self.contract, len(self._call("committers")))
 
     def included_members(self) -> list[str]:
         """The members the live attempt's aggregate includes (ascending)."""

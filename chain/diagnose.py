@@ -49,6 +49,13 @@ class _Views:
     def params(self) -> Any:
         return self("params")
 
+    def servers(self) -> list[str]:
+        """The live round's serving-only committers (issue 20)."""
+        key = ("servers",)
+        if key not in self._cache:
+            self._cache[key] = serving_committers(self._c, self.round()[3], self._block)
+        return list(self._cache[key])
+
 
 def _decision(n_committers: int, approvals: int, rejections: int, past_deadline: bool) -> int:
     """0 undecided, APPROVED, REJECTED or DISPUTED (Coordinator._decision, issue 12 B3)."""
@@ -80,16 +87,33 @@ def _commits_closed(v: _Views, now: int) -> bool:
 # Storage slot of Coordinator._committerSlot (state variables in declaration order: baseModel,
 # _p (5 slots: durations and attempts, three rewards, openMembership and votingPeriod), _members,
 # _memberList, _peers, _times, _state, _extra, _committerSlot; immutables and constants take
-# none). Its entry i is committer address | commit block << 160. No view gives the last commit's
-# block, which the election needs; tests/chain/test_chain_diagnose.py checks it.
+# none). Its entry i is committer address | commit block << 160 | SERVING (bit 255, issue 20: a
+# serving-only member). No view gives the last commit's block, which the election needs, nor which
+# committers serve only; tests/chain/test_chain_diagnose.py checks the slot.
 COMMITTER_SLOT = 12
+SERVING = 1 << 255
+BLOCK_BITS = (1 << 64) - 1
+
+
+def _committer_slot(contract: Any, i: int, block: int | str = "latest") -> int:
+    key = Web3.solidity_keccak(["uint256", "uint256"], [i, COMMITTER_SLOT])
+    raw = contract.w3.eth.get_storage_at(contract.address, int.from_bytes(key, "big"), block_identifier=block)
+    return int.from_bytes(bytes(raw), "big")
 
 
 def last_commit_block(contract: Any, n: int, block: int | str = "latest") -> int:
     """The block of the live round's n-th (last) commit, read from the contract's storage."""
-    key = Web3.solidity_keccak(["uint256", "uint256"], [n - 1, COMMITTER_SLOT])
-    raw = contract.w3.eth.get_storage_at(contract.address, int.from_bytes(key, "big"), block_identifier=block)
-    return int.from_bytes(bytes(raw), "big") >> 160
+    return (_committer_slot(contract, n - 1, block) >> 160) & BLOCK_BITS
+
+
+def serving_committers(contract: Any, n: int, block: int | str = "latest") -> list[str]:
+    """The live round's serving-only committers (issue 20) among its first ``n``, from storage."""
+    out: list[str] = []
+    for i in range(n):
+        slot = _committer_slot(contract, i, block)
+        if slot & SERVING:
+            out.append(to_checksum_address((slot & ((1 << 160) - 1)).to_bytes(20, "big")))
+    return out
 
 
 def next_block_draw(contract: Any, round_: int, n: int) -> int:
@@ -161,7 +185,7 @@ def check(
         if not v("openMembership"):
             return "membership is not open: ask the members to vote you in"
         return _check_add(v, sender)
-    if fn in ("publishPeer", "commitUpdate", "reportMetrics") and not v("isMember", sender):
+    if fn in ("publishPeer", "commitUpdate", "serveRound", "reportMetrics") and not v("isMember", sender):
         return "not a member"
     if fn == "publishPeer":
         return None
@@ -175,19 +199,21 @@ def check(
         return None
     rid, phase, _, n, cdl, _, vdl, approvals, rejections = v.round()
     round_ = int(args[0])
-    if fn == "commitUpdate":
+    if fn in ("commitUpdate", "serveRound"):  # Coordinator._enter, then commitUpdate's own checks
         if round_ != rid or phase != COMMIT:
             return "round is not open for commits"
         if now >= cdl:
             return "commit deadline passed"
         if sender in v.committers():
             return "already committed this round"
+        if n >= MAX_COMMITTERS:
+            return "too many committers"
+        if fn == "serveRound":
+            return None
         if bytes(args[1]) == bytes(32):
             return "empty hash"
         if int(args[3]) <= 0:
             return "numSamples must be > 0"
-        if n >= MAX_COMMITTERS:
-            return "too many committers"
         return None
     if round_ == 0 or round_ != rid:
         return "not the live round"
@@ -297,7 +323,7 @@ def _check_submit(
         # committed) and the block is a later one than the last commit's
         if not _commits_closed(v, now) or not _drawable(v, block):
             return None if preflight else "round is not in the aggregation phase"
-        if n < int(v.params()[4]):
+        if n - len(v.servers()) < int(v.params()[4]):  # minCommitters counts updates (issue 20)
             return "round is not in the aggregation phase"
         phase, adl = AGGREGATE, min(now, cdl) + int(v.params()[1])
     if phase != AGGREGATE:
@@ -313,6 +339,7 @@ def _check_submit(
     if not included:
         return "included is empty"
     invalid = [to_checksum_address(a) for a in args[4]] if len(args) > 4 else []
+    servers = v.servers()
     for what, addrs in (("included", included), ("invalid", invalid)):
         prev = 0
         for a in addrs:
@@ -320,6 +347,8 @@ def _check_submit(
                 return f"{what} must be ascending committer addresses"
             if a not in committers:
                 return f"{what} address did not commit this round"
+            if a in servers:
+                return "a serving-only committer has no update"
             prev = int(a, 16)
     if set(included) & set(invalid):
         return "an address is both included and invalid"

@@ -44,6 +44,7 @@ GAS_RULES: dict[str, GasRule] = {
     "publishPeer": GasRule(40_000, per_byte=800),
     "openRound": GasRule(80_000, per_item=120_000),
     "commitUpdate": GasRule(65_000, per_byte=100),  # flat: no loop over committers (issue 12)
+    "serveRound": GasRule(65_000),  # issue 20: commitUpdate's slot, no strings
     "submitAggregate": GasRule(110_000, per_committer=4_000, per_byte=100),
     "vote": GasRule(40_000),
     "finalize": GasRule(200_000, per_committer=45_000),

@@ -228,6 +228,14 @@ class UpdateCommitted(ChainEvent):
 
 
 @dataclass(frozen=True)
+class ServingOnly(ChainEvent):
+    """issue 20: a member takes part in the round without an update (verifier/aggregator only)."""
+
+    round: int
+    member: str
+
+
+@dataclass(frozen=True)
 class AggregatorElected(ChainEvent):
     round: int
     attempt: int
@@ -385,6 +393,7 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         PeerPublished,
         RoundOpened,
         UpdateCommitted,
+        ServingOnly,
         AggregatorElected,
         ElectionSeed,
         AggregateSubmitted,

@@ -64,7 +64,8 @@ def early_holds(node: Node, sub: Submission) -> list[tuple[float, str, str]]:
     that it is valid and fetchable)."""
     judged = set(sub.included) | set(sub.invalid) | {sub.aggregator}
     commits = node.store.commits(sub.round)
-    committers = {c.member for c in commits}
+    # a serving-only committer (issue 20) verifies too: its fetch of our update is evidence
+    committers = {c.member for c in commits} | set(node.store.servers(sub.round))
     out = []
     for c in commits:
         if c.member in judged:

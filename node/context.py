@@ -41,6 +41,7 @@ class RoundMemo:
     refused_own: set[tuple[int, str]] = field(default_factory=set)  # (round, sha256) of our invalid update
     pinned: set[str] = field(default_factory=set)  # sha256 of our update pinned on IPFS
     prefetched: set[int] = field(default_factory=set)  # rounds whose updates we fetched ahead
+    serve_refused: set[int] = field(default_factory=set)  # said once: serveRound refused (issue 20)
     # (federation, round, member, sha256, reference sha256) -> "" (valid) or why the update is invalid
     checked: dict[tuple[str, int, str, str, str], str] = field(default_factory=dict)
     # issue 24 (node/censorship.py): (round, member, sha256) -> when we first held it, valid;

@@ -289,8 +289,8 @@ def prepare(
     admitted = check_membership(cfg, client, wallet, wait_for_admission)
     check_federation(cfg, client)
     data = load_site_data(cfg)
+    plan = plan_privacy(cfg, len(data.train))  # a refusal before any log line: one line in all
     log.info("data %s: %d training and %d held-out questions", data.name, len(data.train), len(data.eval))
-    plan = plan_privacy(cfg, len(data.train))
     where = state_at or cfg.state_dir
     store = StateStore(where, client.address, wallet.address)
     ledger = PrivacyLedger(store, plan) if plan is not None else None

@@ -129,8 +129,7 @@ class PrivacyLedger:
             self.refusal_said = True
             log.warning(
                 "round %d: privacy budget spent (epsilon %.3f of %g at delta %.0e; one more round "
-                "would reach %.3f): not training any more; still following the rounds (finalizing, "
-                "serving adapters, evaluating and reporting; only a round's committers verify and aggregate)",
+                "would reach %.3f): serving as verifier/aggregator only",
                 round,
                 self.spent(),
                 self.plan.target_epsilon,

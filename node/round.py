@@ -29,7 +29,7 @@ from node.errors import ArtifactError, Retired
 from node.metric_report import Figures, report_values
 from node.recovery import effective_base
 from node.roles.aggregator import aggregate_and_submit
-from node.roles.participant import commit, global_history, train_update
+from node.roles.participant import commit, global_history, serve_only, train_update
 from node.roles.verifier import prefetch_updates, verify_and_vote
 from node.state import Commit, Outcome, Submission
 from node.transfer import fetch_adapter, pin, publish
@@ -99,6 +99,11 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             log.info("round %d: the chain shows our commit (tx %s); recorded it", e.round, e.tx_hash)
         if e.member.lower() != node.me:
             await node.behaviour.saw_update(node, e.round, e.member.lower(), _hex(e.sha256), "chain")
+    elif isinstance(e, ev.ServingOnly):
+        s.add_server(e.round, e.member)
+        if e.member.lower() == node.me:
+            s.mark_serving(e.round, e.tx_hash)
+        log.info("chain: round %d: %s serves as verifier/aggregator only (no update)", e.round, e.member)
     elif isinstance(e, ev.AggregatorElected):
         node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)
         node.elected[e.round] = e.aggregator.lower()
@@ -261,7 +266,8 @@ async def open_next(node: Node, info: RoundInfo) -> None:
         return
     if info.phase == Phase.FINALIZED:
         first = node.memo.first_due.setdefault(("reports", r), node.now())
-        busy = {c.member for c in node.store.commits(r)} - node.reported.get(r, set()) - {node.me}
+        took_part = {c.member for c in node.store.commits(r)} | set(node.store.servers(r))
+        busy = took_part - node.reported.get(r, set()) - {node.me}
         if busy and node.now() < first + rc.fetch_patience_s:
             node.set_status(activity=f"waiting for {len(busy)} sites to report on round {r}")
             return
@@ -296,7 +302,9 @@ async def train_and_commit(node: Node, info: RoundInfo) -> None:
     # (a stored update is reused, not trained again: no new spend)
     fresh = rec is None or not node.artifacts.has(rec.sha256)
     if node.privacy is not None and fresh and not node.privacy.may_train(r):
+        # issue 20: no update, but a committer slot: drawn as aggregator, votes, paid as such
         node.set_status(activity="privacy budget spent: verifying and aggregating only")
+        await serve_only(node, r)
         return
     on_chain = _hex((await node.chain(node.client.global_adapter)).sha256)
     base = effective_base(node, r)  # exact: the last global merged (its updates start from the initial)
@@ -470,9 +478,10 @@ async def report(node: Node, r: int) -> None:
 
 
 async def catch_up_report(node: Node, live: int) -> None:
-    """After committing to round ``live``, report on the last finalized round if we have not yet."""
+    """After committing to (or serving, issue 20) round ``live``, report on the last finalized
+    round if we have not yet."""
     rec = node.store.update(live)
-    if rec is None or not rec.committed:
+    if (rec is None or not rec.committed) and not node.store.serving(live):
         return
     g = await node.chain(node.client.global_adapter)
     if g.round and not _reported(node, g.round):

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE TABLE IF NOT EXISTS commits (
     round INTEGER NOT NULL, member TEXT NOT NULL, sha256 TEXT NOT NULL, cid TEXT NOT NULL,
     num_samples INTEGER NOT NULL, PRIMARY KEY (round, member));
+CREATE TABLE IF NOT EXISTS servers (
+    round INTEGER NOT NULL, member TEXT NOT NULL, PRIMARY KEY (round, member));
+CREATE TABLE IF NOT EXISTS serving (round INTEGER PRIMARY KEY, tx TEXT);
 CREATE TABLE IF NOT EXISTS submissions (
     round INTEGER NOT NULL, attempt INTEGER NOT NULL, aggregator TEXT NOT NULL, sha256 TEXT NOT NULL,
     cid TEXT NOT NULL, included TEXT NOT NULL, invalid TEXT NOT NULL DEFAULT '',
@@ -366,6 +369,23 @@ class StateStore:
             (round,),
         )
         return [Commit(int(r), str(m), str(s), str(c), int(n)) for r, m, s, c, n in rows]  # type: ignore[call-overload]
+
+    def add_server(self, round: int, member: str) -> None:
+        """Remember a ServingOnly event (issue 20: a committer without an update)."""
+        self._exec("INSERT OR IGNORE INTO servers (round, member) VALUES (?,?)", (round, member.lower()))
+
+    def servers(self, round: int) -> list[str]:
+        """The round's serving-only committers, in ascending address order."""
+        rows = self._exec("SELECT member FROM servers WHERE round = ? ORDER BY member", (round,))
+        return [str(m) for (m,) in rows]
+
+    def mark_serving(self, round: int, tx: str | None) -> None:
+        """We took part in ``round`` serving only (serveRound is on-chain)."""
+        self._exec("INSERT OR REPLACE INTO serving (round, tx) VALUES (?,?)", (round, tx))
+
+    def serving(self, round: int) -> bool:
+        """Whether our serveRound of ``round`` is on-chain (as far as we recorded)."""
+        return bool(self._exec("SELECT 1 FROM serving WHERE round = ?", (round,)))
 
     def add_submission(self, s: Submission) -> None:
         """Remember an AggregateSubmitted event."""

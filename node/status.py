@@ -62,6 +62,8 @@ def node_status(cfg: NodeConfig, address: str | None) -> list[str]:
             role = "idle (waiting for the next round)"
         elif address.lower() == aggregator:
             role = "aggregator"
+        elif address.lower() in {a.lower() for a in client.servers()}:  # issue 20
+            role = "serving only (verifier/aggregator, no update)"
         elif address.lower() in committers:
             role = "participant (committed)" if info.phase == Phase.COMMIT else "verifier"
         else:

@@ -26,6 +26,7 @@ contract Coordinator {
     uint8 internal constant REJECTED = 2; // two or more rejections: the aggregator is to blame
     uint8 internal constant DISPUTED = 3; // a single rejection, or no vote: nobody is blamed
     uint256 internal constant MASK96 = (uint256(1) << 96) - 1;
+    uint256 internal constant SERVING = uint256(1) << 255; // issue 20: in a committer slot
     // issue 21: proposal kinds, statuses (EXPIRED is computed by the views) and ballots
     uint8 internal constant ADD_MEMBER = 1;
     uint8 internal constant REMOVE_MEMBER = 2;
@@ -60,6 +61,7 @@ contract Coordinator {
         uint32 commitRound;
         uint32 metricsRound;
         uint32 listIdx;
+        uint32 serveRound; // issue 20: the round it took part in serving only (no update)
     }
 
     struct Peer {
@@ -75,7 +77,8 @@ contract Coordinator {
         uint64 verifyDeadline;
     }
 
-    /// Phase and votes of the live round (one slot).
+    /// Phase and votes of the live round (one slot). nCommitters counts every committer slot
+    /// taken: updates and (issue 20) serving-only members.
     struct RoundState {
         uint8 phase;
         uint8 attempt;
@@ -97,6 +100,7 @@ contract Coordinator {
         uint8 nonzero;
         uint8 firstAggregator;
         uint96 invalidMask; // issue 12: their authors forfeit the round if the attempt is accepted
+        uint8 nServers; // issue 20: serving-only committers of the open commit phase (zeroed at its close)
     }
 
     /// issue 21: the deployer only bootstraps (the initial members); it has no power after the
@@ -115,8 +119,9 @@ contract Coordinator {
     RoundTimes internal _times;
     RoundState internal _state;
     RoundExtra internal _extra;
-    /// committer i of the live round: address | block number of its commit << 160
-    /// (issue 12: the block of the last commit seeds the election, see _electionSeed)
+    /// committer i of the live round: address | block number of its commit << 160 | SERVING
+    /// (issue 12: the block of the last commit seeds the election, see _electionSeed; issue 20:
+    /// bit 255 marks a member that serves the round as verifier/aggregator without an update)
     mapping(uint256 => uint256) internal _committerSlot;
     /// issue 12 (B3/B7): attempts of the live round that failed by vote, settled at finalize:
     /// the aggregate's sha256, and approvers | rejecters << 96 | aggregator index << 192 |
@@ -161,6 +166,10 @@ contract Coordinator {
     event UpdateCommitted(
         uint256 indexed round, address indexed member, bytes32 sha256, string cid, uint256 numSamples
     );
+    /// issue 20: a member takes part in the round without an update (its privacy budget is spent,
+    /// or it does not train): it may be elected aggregator, votes, and is paid as verifier and
+    /// aggregator like any committer, never as contributor.
+    event ServingOnly(uint256 indexed round, address indexed member);
     event AggregatorElected(
         uint256 indexed round, uint256 attempt, address indexed aggregator, uint256 aggregateDeadline
     );
@@ -241,7 +250,7 @@ contract Coordinator {
         _sha[1] = initialSha256;
         _cid[0] = initialCid;
         _cid[1] = initialCid;
-        _extra = RoundExtra(0, 0, 1, 0, 0);
+        _extra = RoundExtra(0, 0, 1, 0, 0, 0);
         // issue 12: pre-warm the attempt log (a logged failure then rewrites non-zero slots)
         for (uint256 k = 0; k + 1 < p.maxAttempts; k++) {
             _attemptSha[k] = bytes32(uint256(1));
@@ -304,6 +313,26 @@ contract Coordinator {
     }
 
     function commitUpdate(uint256 round, bytes32 sha256_, string calldata cid, uint256 numSamples) external {
+        _enter(round, 0);
+        require(sha256_ != bytes32(0), "empty hash");
+        require(numSamples > 0, "numSamples must be > 0");
+        emit UpdateCommitted(round, msg.sender, sha256_, cid, numSamples);
+    }
+
+    /// issue 20: take part in `round` without an update (a site whose privacy budget is spent, or
+    /// that does not train): a committer slot like commitUpdate's, marked serving-only. The member
+    /// may be elected aggregator, votes, and is paid as verifier and aggregator; it is never
+    /// included nor named invalid, earns no contributor reward, and does not count towards
+    /// minCommitters (which counts updates).
+    function serveRound(uint256 round) external {
+        _enter(round, SERVING);
+        _extra.nServers += 1;
+        _members[msg.sender].serveRound = uint32(round);
+        emit ServingOnly(round, msg.sender);
+    }
+
+    /// The committer slot of commitUpdate and serveRound (`serving`: 0 or SERVING).
+    function _enter(uint256 round, uint256 serving) internal {
         Member storage m = _members[msg.sender];
         require(m.active, "not a member");
         RoundTimes memory t = _times;
@@ -311,17 +340,14 @@ contract Coordinator {
         require(round == t.id && s.phase == COMMIT, "round is not open for commits");
         require(block.timestamp < t.commitDeadline, "commit deadline passed");
         require(m.commitRound != round, "already committed this round");
-        require(sha256_ != bytes32(0), "empty hash");
-        require(numSamples > 0, "numSamples must be > 0");
         uint256 n = s.nCommitters;
         require(n < MAX_COMMITTERS, "too many committers");
         // issue 12 (B6): no duplicate-hash rule and no loop over earlier committers; the block
         // number rides in the committer slot that is written anyway (it seeds the election)
-        _committerSlot[n] = uint256(uint160(msg.sender)) | (block.number << 160);
+        _committerSlot[n] = uint256(uint160(msg.sender)) | (block.number << 160) | serving;
         m.commitRound = uint32(round);
         m.commitIdx = uint8(n);
         s.nCommitters = uint8(n + 1);
-        emit UpdateCommitted(round, msg.sender, sha256_, cid, numSamples);
         // early close (issue 11): the last active member to commit ends the commit phase now by
         // moving the deadline here. The election waits for a later block (anyone's advance, or the
         // aggregator's lazy submit): its seed is this block's hash, unknown until mined (issue 12).
@@ -375,12 +401,19 @@ contract Coordinator {
                 a > prev,
                 inv ? "invalid must be ascending committer addresses" : "included must be ascending committer addresses"
             );
+            // the member's slot read once (solc reads it again for every field): active (bits
+            // 0-7), commitIdx (8-15), commitRound (16-47), metricsRound, listIdx, serveRound (112-143)
             Member storage m = _members[a];
+            uint256 w;
+            assembly {
+                w := sload(m.slot)
+            }
             require(
-                m.commitRound == round,
+                uint32(w >> 16) == round,
                 inv ? "invalid address did not commit this round" : "included address did not commit this round"
             );
-            mask |= uint256(1) << m.commitIdx;
+            require(uint32(w >> 112) != round, "a serving-only committer has no update"); // issue 20
+            mask |= uint256(1) << uint8(w >> 8);
             prev = a;
         }
     }
@@ -443,6 +476,11 @@ contract Coordinator {
         return address(uint160(_committerSlot[i]));
     }
 
+    /// The block of committer i's commit (the SERVING bit left out).
+    function _commitBlock(uint256 i) internal view returns (uint256) {
+        return uint64(_committerSlot[i] >> 160);
+    }
+
     /// issue 12 (election): THE aggregator choice. Attempt 0 goes to the committer drawn by the
     /// election seed, each later attempt to the next committer in commit order (so a rejected or
     /// silent aggregator is never asked twice in a row). `round` is unused (kept for the callers).
@@ -457,7 +495,7 @@ contract Coordinator {
     /// blockhash reaches back 256 blocks only: later, the block taken is last + 256 * k, the
     /// latest of that series, so a closer that waits gets a new draw only every 256 blocks.
     function _electionSeed(uint256 round, uint256 n) internal view returns (bytes32 seed, uint256 seedBlock) {
-        uint256 last = _committerSlot[n - 1] >> 160;
+        uint256 last = _commitBlock(n - 1);
         seedBlock = block.number > last + 1 ? last + ((block.number - 1 - last) / 256) * 256 : last;
         seed = keccak256(abi.encodePacked(blockhash(seedBlock), round, n));
     }
@@ -470,9 +508,11 @@ contract Coordinator {
         if (s.phase == COMMIT) {
             if (!_commitsClosed(t, s, nowTs)) return false;
             // the seed is the hash of the last commit's block: not readable inside that block
-            if (s.nCommitters > 0 && block.number <= _committerSlot[s.nCommitters - 1] >> 160) return false;
-            if (s.nCommitters < _p.minCommitters) {
+            if (s.nCommitters > 0 && block.number <= _commitBlock(s.nCommitters - 1)) return false;
+            uint256 servers = _extra.nServers;
+            if (s.nCommitters - servers < _p.minCommitters) { // issue 20: updates only
                 _state.phase = FAILED;
+                if (servers != 0) _extra.nServers = 0;
                 emit RoundFailed(round, 0, "too few commits");
                 return true;
             }
@@ -484,6 +524,7 @@ contract Coordinator {
             (bytes32 seed, uint256 seedBlock) = _electionSeed(round, s.nCommitters);
             uint8 first = uint8(uint256(seed) % s.nCommitters);
             _extra.firstAggregator = first;
+            if (servers != 0) _extra.nServers = 0;
             emit ElectionSeed(round, seed, seedBlock, first);
             emit AggregatorElected(round, 0, _committer(first), ad);
             return true;
@@ -637,7 +678,8 @@ contract Coordinator {
         uint256 k;
         for (uint256 i = 0; i < n; i++) {
             address who = _committer(i);
-            if ((incl >> i) & 1 == 0)
+            // issue 20: a serving-only committer has no update to leave out
+            if ((incl >> i) & 1 == 0 && _committerSlot[i] & SERVING == 0)
                 // (the invalid mask is read here, for the rare excluded committer: a stack slot less)
                 emit UpdateExcluded(
                     round, who, aggregator, (uint256(_extra.invalidMask) >> i) & 1 == 1 ? "invalid" : "unavailable"
@@ -942,8 +984,9 @@ contract Coordinator {
         RoundState memory s = _state;
         if (round == 0 || round != t.id || s.nCommitters == 0 || s.phase == FAILED) return address(0);
         if (s.phase == COMMIT) {
-            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters < _p.minCommitters) return address(0);
-            if (block.number <= _committerSlot[s.nCommitters - 1] >> 160) return address(0); // not drawable yet
+            if (!_commitsClosed(t, s, block.timestamp) || s.nCommitters - _extra.nServers < _p.minCommitters)
+                return address(0);
+            if (block.number <= _commitBlock(s.nCommitters - 1)) return address(0); // not drawable yet
             (bytes32 seed, ) = _electionSeed(round, s.nCommitters);
             return _committer(uint256(seed) % s.nCommitters);
         }

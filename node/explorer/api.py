@@ -269,6 +269,14 @@ class Api:
                 (n,),
             )
         ]
+        # issue 20: members that took part without an update (verifier/aggregator only)
+        serving = [
+            {"member": _cs(json.loads(e["args"])["member"]), **self._where(e["block"], e["tx"])}
+            for e in self.db.query(
+                "SELECT * FROM events WHERE name = 'ServingOnly' AND round = ? ORDER BY block, log_index",
+                (n,),
+            )
+        ]
         aggregate = None
         if r["final_attempt"] is not None:
             acc = next((a for a in attempts if a["attempt"] == r["final_attempt"]), None)
@@ -291,6 +299,7 @@ class Api:
             "opened": self._where(r["opened_block"], r["opened_tx"]),
             "closed": self._where(r["closed_block"], r["closed_tx"]) if r["closed_block"] else None,
             "commits": commits,
+            "serving": serving,
             "election": election,
             "attempts": attempts,
             "aggregate": aggregate,

@@ -168,3 +168,32 @@ async def commit(node: Node, round: int, rec: UpdateRecord) -> None:
     )
     # announce only now: before the commit is mined, a copier could commit our hash first
     await publish(node, rec.sha256, "update", round)
+
+
+async def serve_only(node: Node, round: int) -> None:
+    """issue 20: take part in ``round`` without an update (our privacy budget is spent):
+    `serveRound` once, so that we are drawn as aggregator and verify like any committer, and are
+    paid as verifier/aggregator only. Like `commit`, only the chain's committer list decides
+    whether it is done; a refusal is said once per round and tried again at the next tick."""
+    if node.store.serving(round):
+        return
+    committers = {a.lower() for a in await node.chain(node.client.committers)}
+    if node.me in committers:  # sent before a crash that lost the local record
+        node.store.mark_serving(round, None)
+        return
+    t0 = time.monotonic()
+    try:
+        tx = await node.chain(node.client.serve_round, round)
+    except ContractRevert as exc:
+        committers = {a.lower() for a in await node.chain(node.client.committers)}
+        if node.me in committers:
+            node.store.mark_serving(round, None)
+            return
+        if round not in node.memo.serve_refused:
+            node.memo.serve_refused.add(round)
+            log.warning("round %d: serveRound refused: %s", round, exc.reason)
+        return
+    node.store.add_timing(round, "chain", time.monotonic() - t0)
+    node.store.mark_serving(round, tx.tx_hash)
+    node.set_status(activity=f"serving round {round} as verifier/aggregator (no update)")
+    log.info("round %d: serving as verifier/aggregator only (no update), tx %s", round, tx.tx_hash)

@@ -27,6 +27,7 @@ from chain.types import (
     ProposalCreated,
     ProposalStatus,
     RoundOpened,
+    ServingOnly,
     TxResult,
     UpdateExcluded,
 )
@@ -208,6 +209,50 @@ def late_vote_and_quiet_advance(cypherium: CypheriumNode) -> None:
     assert info.phase == Phase.AGGREGATE and info.attempt == 1
     # nobody was paid (the round is not finalized)
     assert all(boss.token_balance(m.sender_address) == 0 for m in members)
+
+
+def test_serving_only_members_vote_and_are_paid_on_a_real_chain(
+    cypherium_nodes: dict[str, CypheriumNode],
+) -> None:
+    """issue 20 on both rule sets: members without an update serve the round (serveRound), close
+    the commit phase with the committer, vote and are paid as verifiers/aggregator only; a
+    refused serveRound or a submission naming a server is detected, with the contract's reason."""
+    on_both(cypherium_nodes, serving_on_a_real_chain)
+
+
+def serving_on_a_real_chain(cypherium: CypheriumNode) -> None:
+    _, boss, members = federation(cypherium.rpc_url, PARAMS, 3)
+    trainer, servers = members[0], members[1:]
+    opened = boss.open_round()
+    r = opened.events[0].round  # type: ignore[attr-defined]
+    trainer.commit_update(r, sha(f"{r}-0"), CID, 100)
+    first = servers[0].serve_round(r)
+    assert [(type(e), e.member) for e in first.events] == [(ServingOnly, servers[0].sender_address)]  # type: ignore[attr-defined]
+    servers[0].preflight = False
+    with pytest.raises(ContractRevert, match="already committed this round") as exc:
+        servers[0].serve_round(r)  # mined (status 1) without a ServingOnly: detected, with the reason
+    servers[0].preflight = True
+    assert exc.value.tx_hash is not None
+    servers[1].serve_round(r)
+    info = boss.round_info()  # every member took part: the phase closed early
+    assert info.n_committers == 3 and info.commit_deadline < opened_deadline(opened)
+    boss.advance(r)
+    aggregator = by_address(members, boss.aggregator_of(r))
+    server = next(m for m in servers if m is not aggregator)
+    aggregator.preflight = False
+    with pytest.raises(ContractRevert, match="a serving-only committer has no update") as exc:
+        aggregator.submit_aggregate(r, sha("agg"), CID, [trainer.sender_address, server.sender_address])
+    aggregator.preflight = True
+    assert exc.value.tx_hash is not None
+    aggregator.submit_aggregate(r, sha("agg"), CID, [trainer.sender_address])
+    voters = [m for m in members if m is not aggregator]
+    in_parallel([lambda m=m: m.vote(r, True) for m in voters])
+    fin = boss.finalize(r)
+    assert [e for e in fin.events if isinstance(e, UpdateExcluded)] == []
+    c, a, v = PARAMS.contributor_reward, PARAMS.aggregator_reward, PARAMS.verifier_reward
+    for m in members:
+        role = a if m is aggregator else v
+        assert boss.token_balance(m.sender_address) == role + (c if m is trainer else 0)
 
 
 def test_governance_rules_on_a_real_chain(cypherium_nodes: dict[str, CypheriumNode]) -> None:

@@ -4,10 +4,12 @@ the federation's policy allows. Three rounds; the DP sites' budgets last two:
 
 - rounds 1 and 2: every site trains and commits; the DP sites report the epsilon they spent with
   their metrics, growing and within the budget; the non-DP site reports no privacy figure;
-- round 3: the DP sites say once that their budget is spent and do not train, but still follow the
-  round (the contract lets only committers vote and aggregate) and evaluate and report; the round
-  finalizes on the non-DP site's update; their reported spend stays put;
-- the explorer (indexing the same chain) shows each DP institution's budget and spend per round;
+- round 3: the DP sites say once that their budget is spent and do not train; they serve the round
+  (`serveRound`, issue 20): they vote, one of the three is drawn as aggregator, and they are paid as
+  verifier/aggregator only, never as contributor; the round finalizes on the non-DP site's update
+  alone; they evaluate and report, and their reported spend stays put;
+- the explorer (indexing the same chain) shows each DP institution's budget and spend per round,
+  and the DP sites as "serving only" in round 3;
 - the spend is in each DP site's state store (what a restart reads back).
 """
 
@@ -17,7 +19,7 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_kit import history, log_text, run
+from e2e_kit import REWARDS, expected_round_rewards, history, log_text, run
 
 from chain import types as ev
 from localnet import federation as F
@@ -59,6 +61,30 @@ def test_two_dp_sites_and_one_without_report_their_spend_and_stop_at_their_budge
         committed = {r: {c.member.lower() for c in h.of(ev.UpdateCommitted, r)} for r in (1, 2, 3)}
         assert committed[1] == committed[2] == set(members)
         assert committed[3] == {plain}  # the DP sites' budgets are spent after two rounds
+        # issue 20: they serve round 3 instead: they vote, and are paid as verifier/aggregator only
+        assert {e.member.lower() for e in h.of(ev.ServingOnly)} == dp
+        assert {e.round for e in h.of(ev.ServingOnly)} == {3}
+        final = h.final(3)
+        sub = h.submission(3, final.attempt)
+        assert [a.lower() for a in sub.included] == [plain] and list(sub.invalid) == []
+        assert h.of(ev.UpdateExcluded, 3) == []  # a server has no update to leave out
+        voters = {v.voter.lower() for v in h.of(ev.VoteCast, 3) if v.attempt == final.attempt}
+        assert voters == set(members) - {sub.aggregator.lower()}
+        paid: dict[str, dict[str, int]] = {m: {} for m in members}
+        for e in h.of(ev.RewardPaid, 3):
+            paid[e.to.lower()][e.role] = e.amount
+        contributor, aggregator, verifier = REWARDS
+        assert paid[plain]["contributor"] == contributor
+        for m in members:
+            role = "aggregator" if m == sub.aggregator.lower() else "verifier"
+            assert paid[m][role] == (aggregator if role == "aggregator" else verifier), (m, paid)
+            if m in dp:
+                assert set(paid[m]) == {role}, paid  # never as contributor
+        client = fed.client()
+        owed = expected_round_rewards(h)
+        for m, a in zip(members, fed.devnet.addresses, strict=True):
+            assert owed.get((3, m), 0) == sum(paid[m].values())  # the rules' settlement, as paid
+            assert client.token_balance(a) == sum(v for (_, x), v in owed.items() if x == m)
 
         spend: dict[str, dict[int, float]] = {m: {} for m in members}
         for e in h.of(ev.MetricsReported):
@@ -77,7 +103,8 @@ def test_two_dp_sites_and_one_without_report_their_spend_and_stop_at_their_budge
         for i in (0, 1):
             text = log_text(fed, i)
             assert text.count("privacy budget spent") == 1, text[-2000:]
-            assert "still following the rounds" in text and "DP-SGD: budget epsilon 4" in text
+            assert "spent" in text and "serving as verifier/aggregator only" in text
+            assert "DP-SGD: budget epsilon 4" in text
             store = StateStore(fed.state_dirs[i], fed.devnet.coordinator, fed.devnet.addresses[i])
             try:
                 assert [r for r, *_ in json.loads(store.get_meta(LEDGER_KEY) or "[]")] == [1, 2]
@@ -97,6 +124,9 @@ def test_two_dp_sites_and_one_without_report_their_spend_and_stop_at_their_budge
             for member in dp:
                 for r, eps in spend[member].items():
                     assert by_round[r][member] == eps
+            serving = api.round_detail(3)["serving"]
+            assert {x["member"].lower() for x in serving} == dp
+            assert api.round_detail(2)["serving"] == []
             page = api.member_detail(fed.devnet.addresses[0].lower())
             assert all(x["metric"]["privacy"] for x in page["metrics"])
         finally:

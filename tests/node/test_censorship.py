@@ -64,3 +64,23 @@ def test_the_hold_cutoff_comes_from_chain_times_in_either_unit() -> None:
         node = SimpleNamespace(memo=memo, to_unix=lambda v, u=unit: v / u)
         info = RoundInfo(1, Phase.AGGREGATE, 0, 4, 0, 1_020 * unit, 0, None, 0, 0)
         assert trio.run(phase_times, node, info) == (1_006.0, 1_010.0)
+
+
+def test_a_serving_only_committers_fetch_of_our_update_is_evidence_and_servers_are_never_left_out(
+    tmp_path: Path,
+) -> None:
+    """issue 20: a member serving the round without an update (`ServingOnly`) verifies like any
+    committer: its early fetch of our update counts; having no update, it is never "left out"."""
+    store = StateStore(tmp_path, "0x" + "99" * 20, ME)
+    node = SimpleNamespace(store=store, memo=RoundMemo(1), me=ME, now=lambda: 100.0)
+    for m in (ME, AGG):
+        store.add_commit(Commit(1, m, m[2:4] * 32, "", 16))
+    store.add_server(1, OTHER)
+    sub = Submission(1, 0, AGG, "ff" * 32, "", (AGG,), ())
+    handed(node, 1, OTHER, ME[2:4] * 32)  # type: ignore[arg-type]
+    holds = early_holds(node, sub)  # type: ignore[arg-type]
+    assert len(holds) == 1 and "our update" in holds[0][1] and OTHER in holds[0][2]
+    full = Submission(1, 0, AGG, "ff" * 32, "", (ME, AGG), ())
+    assert early_holds(node, full) == []  # type: ignore[arg-type]  # the server is not missing
+    assert store.servers(1) == [OTHER] and store.servers(2) == []
+    store.close()

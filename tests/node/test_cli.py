@@ -22,7 +22,7 @@ from localnet.chain import Devnet, start_devnet, stop_devnet
 from node.cli import main
 from node.config import TEMPLATE
 from p2p.identity import address_from_peer_id
-from training.bounds import FederationRules, federation_config_hash
+from training.bounds import FederationRules, PrivacyPolicy, federation_config_hash
 from training.lora import LoraSettings
 from training.models import base_model_id
 
@@ -364,3 +364,61 @@ def test_status_accepts_an_address_in_any_letter_case(
     member = devnet.addresses[0]
     assert main(["status", "--config", str(cfg), "--address", member.upper().replace("0X", "0x")]) == 0
     assert f"member {member}: yes" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def dp_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """A federation whose config hash requires DP-SGD with noise multiplier >= 0.8 (issue 20)."""
+    d = tmp_path_factory.mktemp("dp-devnet")
+    rules = FederationRules(privacy=PrivacyPolicy(min_noise_multiplier=0.8))
+    net = start_devnet(
+        d,
+        1,
+        DeployParams(commit_duration_s=30, aggregate_duration_s=30, verify_duration_s=30),
+        base_model=base_model_id("tiny"),
+        lora_config_hash=bytes.fromhex(federation_config_hash(TINY_LORA, rules)),
+        block_time_s=None,
+    )
+    yield net
+    stop_devnet(d)
+
+
+def test_real_start_below_the_federations_dp_requirement_exits_2_in_one_line(
+    dp_devnet: Devnet, tmp_path: Path, pwfile: Path
+) -> None:
+    """`python -m node.cli start` of a member whose [privacy] falls short of the policy the
+    federation recorded on-chain: without DP-SGD, or with a budget that gives too little noise."""
+    member = _member_wallet(dp_devnet, tmp_path)
+    policy = {"require_noise_multiplier = 0.0": "require_noise_multiplier = 0.8"}
+    loose = {
+        'mode = "off"': 'mode = "dp-sgd"',
+        "rounds = 0": "rounds = 5",
+        "target_epsilon = 8.0": "target_epsilon = 1000.0",
+    }
+    for edits, fix in (
+        (policy, 'set [privacy] mode = "dp-sgd"'),
+        ({**policy, **loose}, "lower [privacy] target_epsilon"),
+    ):
+        cfg = _config(tmp_path, dp_devnet.rpc_url, dp_devnet.coordinator, **edits)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "node.cli",
+                "start",
+                "--key",
+                str(member),
+                "--config",
+                str(cfg),
+                "--password-file",
+                str(pwfile),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("medfed-node: error: "), proc.stderr[-2000:]
+        assert "the federation requires DP-SGD with noise multiplier >= 0.8" in lines[0] and fix in lines[0]

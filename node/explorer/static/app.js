@@ -363,6 +363,7 @@
       ["Closed", r.closed ? [time(r.closed.time_ms), " · block ", r.closed.block, " · tx ", tx(r.closed)] : "—"],
       ["Election", r.election ? el("span", { "data-testid": "round-election" }, "seed ", hash(r.election.seed), " from block ", r.election.seed_block, " · first aggregator: committer #", r.election.first_index, " · tx ", tx(r.election)) : "—"],
       ["Aggregate", r.aggregate ? [hash(r.aggregate.sha256, "sha256"), " CID ", cid(r.aggregate.cid), " by ", addr(r.aggregate.aggregator), " (attempt ", r.aggregate.attempt, ")"] : "none accepted"],
+      ["Serving only", r.serving && r.serving.length ? el("span", { "data-testid": "round-serving" }, r.serving.map((x) => [addr(x.member), " "])) : "—"],
       ["Left out", r.excluded && r.excluded.length ? el("span", { "data-testid": "round-excluded" }, r.excluded.map((x) => [addr(x.member), " "])) : "—"],
       ["Rewards paid", el("span", { "data-testid": "round-rewards-total" }, amount(r.rewards_total))],
     ];
@@ -387,6 +388,8 @@
       el("h1", {}, "Round " + r.round + " ", statusBadge(r.status, r.phase)),
       panel("Summary", el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       panel("Commits (" + r.commits.length + ")", commits),
+      r.serving && r.serving.length ? panel("Serving only (" + r.serving.length + "): verifier/aggregator without an update",
+        table(["Member", "Block#", "Tx", "Time"], r.serving.map((x) => [addr(x.member), x.block, tx(x), time(x.time_ms)]))) : null,
       panel("Aggregation attempts (" + r.attempts.length + ")", attempts),
       el("div", { class: "grid2" }, panel("Rewards", rewards), panel("Reported metrics", metrics)),
     ];
