@@ -84,6 +84,7 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
             return None, f"the invalid claim on {c.commit.member} cannot be checked yet: {c.problem}"
     if not collected:
         return False, "the aggregate includes no committed update"
+    await fetch_left_out(node, sub, deadline)
     why = await censored(node, sub)
     if why:
         return False, why
@@ -96,6 +97,36 @@ async def judge(node: Node, sub: Submission, deadline: float) -> tuple[bool | No
     await publish(node, sha, "aggregate", sub.round)
     confirmed = f"; {len(checked)} invalid claims confirmed" if checked else ""
     return True, f"recomputed {sha[:12]} from {len(collected)} updates: identical{confirmed}"
+
+
+async def fetch_left_out(node: Node, sub: Submission, deadline: float) -> None:
+    """Until the attempt's hold cutoff, fetch the updates ``sub`` left out as unavailable that we
+    do not hold yet: one we can fetch before the cutoff was available to the aggregator too
+    (node/censorship.py). Our prefetch stops at the submission, so without this an aggregator that
+    submits at once, before the verifiers hold the updates, could leave one out unchallenged."""
+    judged = set(sub.included) | set(sub.invalid) | {sub.aggregator, node.me}
+    missing = [
+        c
+        for c in node.store.commits(sub.round)
+        if c.member not in judged and (sub.round, c.member, c.sha256) not in node.memo.held_at
+    ]
+    if not missing:
+        return
+    info = await node.chain(node.client.round_info)
+    if (info.round, info.attempt) != (sub.round, sub.attempt):
+        return
+    cutoff, _ = await phase_times(node, info)
+    until = min(deadline, cutoff)
+    if node.now() >= until:
+        return
+    log.info(
+        "round %d attempt %d: fetching the %d left-out updates until the hold cutoff (%.1f s)",
+        sub.round,
+        sub.attempt,
+        len(missing),
+        until - node.now(),
+    )
+    await collect_updates(node, sub.round, missing, until)
 
 
 async def censored(node: Node, sub: Submission) -> str:

@@ -7,7 +7,9 @@
   every time it claims 64 samples (4x an honest site's, the most the median cap counts);
 - nodes 0, 1 and 3 train honestly, and each censors when it is elected at attempt 0: it leaves
   out another honest member's update (the one with the fewest claimed samples) as "unavailable",
-  although it holds it.
+  although it holds it;
+- node 2 also prefetches nothing while the aggregator works (a verifier slower than a censor that
+  submits at once): it holds no left-out update when the censored aggregate arrives.
 
 It runs until rounds 1 to 3 are final (each free-rider kind tried) and a censored attempt was
 seen (3 rounds in 4 elect a censor at attempt 0; residual chance of none in ``MAX_ROUNDS``: 4^-6).
@@ -16,8 +18,9 @@ On the old code the free-rider was included and paid the contributor reward with
 out-earned the honest members), and the censored aggregate was approved: the censor was paid
 contributor + aggregator and its victim lost its contributor reward. Now: the free-rider's update
 fails the agreement rule (`min_agreement`, training/bounds.py), is named invalid and its author
-forfeits the round; every verifier that held the censored update before the hold cutoff (and the
-victim, whose update another member fetched) rejects, the censor forfeits the round, the next
+forfeits the round; every verifier rejects: those that held the censored update, and node 2, which
+fetches it when it sees it left out, before the hold cutoff (before that, it approved: it had no
+evidence), and the victim, whose update another member fetched; the censor forfeits the round, the next
 attempt includes the victim, which is paid in full.
 """
 
@@ -39,7 +42,8 @@ MIN_AGREEMENT = 0.1  # measured on these sites: honest 0.2 to 0.5, noise 0.001, 
 FAULTS = {
     0: "censor",
     1: "censor",
-    2: "free-ride-base@1,free-ride-noise@2," + ",".join(f"free-ride-replay@{r}" for r in range(3, 8)),
+    2: "no-prefetch,free-ride-base@1,free-ride-noise@2,"
+    + ",".join(f"free-ride-replay@{r}" for r in range(3, 8)),
     3: "censor",
 }
 
@@ -127,8 +131,9 @@ def test_free_riders_and_censors_are_not_paid(tmp_path: Path) -> None:
                 failed = [f for f in h.of(ev.AttemptFailed, r) if f.attempt == attempt]
                 assert [f.reason for f in failed] == ["rejected"], failed
                 votes = {v.voter.lower(): v.approve for v in h.of(ev.VoteCast, r) if v.attempt == attempt}
-                # two verifiers that held the update reject at once; the victim (whose update they
-                # fetched) rejects too unless the attempt was decided before its vote
+                # the verifiers reject: those that held the update, and node 2, which fetches the
+                # left-out update before the hold cutoff; the victim (whose update they fetched)
+                # rejects too unless the attempt was decided before its vote
                 assert votes.get(victim) in (False, None) and True not in votes.values()
                 assert sum(1 for a in votes.values() if a is False) >= 2
                 assert got.get(censor, 0) == 0  # honest work would have paid C + A

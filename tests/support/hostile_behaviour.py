@@ -38,6 +38,8 @@ Each item is ``<fault>`` or ``<fault>@<round>`` or ``<fault>@<round>.<attempt>``
 - ``censor``: as aggregator at attempt 0, leave out the update of the other committer with the
   fewest claimed samples (then the lowest address: never a free-rider above) as unavailable,
   although we hold it (issue 24).
+- ``no-prefetch``: as verifier, fetch nothing while the aggregator works, then judge honestly (a
+  verifier slower than an aggregator that submits at once: it holds none of the updates yet).
 
 A crash fault fires once per state dir (a marker file), so the restarted node runs honestly; it
 exits with `localnet.federation.RESTART_EXIT_CODE`, which the harness restarts.
@@ -82,6 +84,7 @@ KNOWN = frozenset(
         "free-ride-noise",
         "free-ride-replay",
         "censor",
+        "no-prefetch",
     }
 )
 FREE_RIDES = ("free-ride-base", "free-ride-noise", "free-ride-replay")
@@ -235,7 +238,8 @@ class FaultyBehaviour(HonestBehaviour):
         return True
 
     def prefetches(self, node: Node, round: int) -> bool:
-        return not self.active("blind-approve", round)  # a lazy verifier fetches nothing
+        # a lazy verifier fetches nothing; a slow one has nothing yet when the aggregate comes
+        return not (self.active("blind-approve", round) or self.active("no-prefetch", round))
 
     async def verdict(self, node: Node, sub: Submission, judge: Callable[[], Awaitable[Verdict]]) -> Verdict:
         if self.active("blind-approve", sub.round, sub.attempt):
