@@ -5,6 +5,7 @@ aggregator lied), an unobtainable one abstains (a claim is never approved unchec
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import trio
 from eth_account import Account
 from test_parallel_fetch import FEDERATION, SETTINGS, _node
 
+from chain.types import ChainParams, Phase, RoundInfo
 from node.roles.aggregator import collect_updates, compute_aggregate
 from node.roles.verifier import judge
 from node.state import Commit, Submission
@@ -48,6 +50,18 @@ def test_verifier_checks_every_invalid_claim(tmp_path: Path) -> None:
     ]
     for c in commits:
         node.store.add_commit(c)
+    # the chain's view of the attempt: past its hold cutoff, so a verifier does not fetch the
+    # updates left out (the censorship check, node/censorship.py, is not what this test is about)
+    node.memo.params = ChainParams(20, 20, 16, 3, 1, 10, 5, 1, False)
+    node.to_unix = float
+    now = int(node.now())
+    info = RoundInfo(1, Phase.VERIFY, 0, len(commits), now - 40, now - 20, now + 60, None, 0, 0)
+
+    async def chain(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    node.chain = chain
+    node.client = SimpleNamespace(round_info=lambda: info)
 
     def aggregate_of(members: set[str]) -> str:
         async def go() -> list[Any]:
