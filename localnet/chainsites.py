@@ -112,10 +112,7 @@ def chain_up(
         sha, cid, base, lora_hash = build_initial_adapter(
             model, sizing.lora_rank, sizing.lora_alpha, root / "initial"
         )
-    if net is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        netns.create(root, net)
-    try:
+    with netns.set_up(root, net):
         devnet = start_devnet(
             root,
             nodes,
@@ -132,10 +129,6 @@ def chain_up(
             base_model=base,
             lora_config_hash=lora_hash,
         )
-    except BaseException:
-        if net is not None:  # nothing else was started: leave no namespaces behind
-            netns.teardown(root, net.tag)
-        raise
     configs: list[Path] = []
     if with_sites:
         threads = max(1, (os.cpu_count() or 1) // nodes)

@@ -25,7 +25,7 @@ from localnet.chain import (
 from localnet.chainsites import chain_down, chain_up
 from localnet.commands import add_federation_commands
 from localnet.cypherium import CypheriumError
-from localnet.options import add_chain_choice, chain_genesis
+from localnet.options import add_chain_choice, add_netns_choice, chain_genesis
 
 # Exceptions that end a command with one line on stderr and exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,18 +67,10 @@ def add_chain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--block-time", type=float, default=1.0, help="anvil: seconds between empty blocks (0: none)"
     )
     up.add_argument("--fresh", action="store_true", help="replace a devnet already in --dir")
-    up.add_argument(
-        "--netns",
-        action="store_true",
-        help="each site in a network namespace of its own on a bridge, the chain RPC reachable from "
+    add_netns_choice(
+        up,
+        "each site in a network namespace of its own on a bridge, the chain RPC reachable from "
         "each; writes D/sites/node<i>/medfed.toml and prints each site's start command (root)",
-    )
-    up.add_argument(
-        "--firewalled",
-        type=int,
-        default=0,
-        metavar="K",
-        help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
     )
     up.add_argument(
         "--model",

@@ -7,7 +7,7 @@ from typing import Any
 from localnet.errors import FederationError
 from localnet.federation import run_up
 from localnet.nodeconfig import dp_sections
-from localnet.options import add_chain_choice, chain_genesis
+from localnet.options import add_chain_choice, add_netns_choice, chain_genesis
 from localnet.processes import down, status_lines
 
 
@@ -38,18 +38,7 @@ def add_federation_commands(sub: Any) -> None:
     up.add_argument(
         "--monitoring", action="store_true", help="each node serves /metrics and /healthz on a free port"
     )
-    up.add_argument(
-        "--netns",
-        action="store_true",
-        help="each site in a network namespace of its own on a bridge (root; docs/operations.md)",
-    )
-    up.add_argument(
-        "--firewalled",
-        type=int,
-        default=0,
-        metavar="K",
-        help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
-    )
+    add_netns_choice(up, "each site in a network namespace of its own on a bridge (root; docs/operations.md)")
     up.add_argument(
         "--dp-epsilon",
         type=float,

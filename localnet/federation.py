@@ -198,14 +198,13 @@ def launch(
         verifier_reward=v,
         open_membership=False,
     )
-    if net is not None:
-        netns_mod.create(root, net)
-        print(
-            f"network namespaces {net.ns(0)}..{net.ns(nodes - 1)} on bridge {net.bridge} "
-            f"({net.subnet}.0/24); behind a firewall: {list(net.firewalled) or 'none'}",
-            flush=True,
-        )
-    try:
+    with netns_mod.set_up(root, net):
+        if net is not None:
+            print(
+                f"network namespaces {net.ns(0)}..{net.ns(nodes - 1)} on bridge {net.bridge} "
+                f"({net.subnet}.0/24); behind a firewall: {list(net.firewalled) or 'none'}",
+                flush=True,
+            )
         devnet = start_devnet(
             root / "chain",
             nodes,
@@ -221,10 +220,6 @@ def launch(
             members=members,
             net=net,
         )
-    except BaseException:
-        if net is not None:  # nothing else was started: leave no namespaces behind
-            netns_mod.teardown(root, net.tag)
-        raise
     kind = "anvil" if devnet.kind == "anvil" else f"cypherium (genesis {devnet.genesis})"
     print(
         f"devnet {kind} {devnet.rpc_url}, coordinator {devnet.coordinator}, initial adapter {sha[:12]}",

@@ -31,6 +31,8 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,22 @@ def create(root: Path, p: NetPlan) -> None:
         p.subnet,
         list(p.firewalled) or "none",
     )
+
+
+@contextmanager
+def set_up(root: Path, p: NetPlan | None) -> Iterator[None]:
+    """Create ``p`` (nothing when None) around the block that starts the chain in it; remove it
+    again when the block fails (nothing else was started in it yet)."""
+    if p is None:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    create(root, p)
+    try:
+        yield
+    except BaseException:
+        teardown(root, p.tag)
+        raise
 
 
 def forward_rpc(p: NetPlan, port: int) -> None:

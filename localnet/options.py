@@ -24,6 +24,18 @@ def add_chain_choice(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_netns_choice(p: argparse.ArgumentParser, netns_help: str) -> None:
+    """`--netns` (with what it does for this command) and `--firewalled K` (issue 19)."""
+    p.add_argument("--netns", action="store_true", help=netns_help)
+    p.add_argument(
+        "--firewalled",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --netns: the last K sites accept no inbound connection (relayed by the others)",
+    )
+
+
 def chain_genesis(args: argparse.Namespace) -> str:
     """The --genesis to use; DevnetError when it is given for a chain it does not apply to."""
     if args.genesis is not None and args.chain != "cypherium":
