@@ -101,8 +101,6 @@ async def apply_event(node: Node, e: ev.ChainEvent) -> None:
             await node.behaviour.saw_update(node, e.round, e.member.lower(), _hex(e.sha256), "chain")
     elif isinstance(e, ev.ServingOnly):
         s.add_server(e.round, e.member)
-        if e.member.lower() == node.me:
-            s.mark_serving(e.round, e.tx_hash)
         log.info("chain: round %d: %s serves as verifier/aggregator only (no update)", e.round, e.member)
     elif isinstance(e, ev.AggregatorElected):
         node.commits_closed.add(e.round)  # elected = the commit phase is over (early or at the deadline)

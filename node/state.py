@@ -43,7 +43,6 @@ CREATE TABLE IF NOT EXISTS commits (
     num_samples INTEGER NOT NULL, PRIMARY KEY (round, member));
 CREATE TABLE IF NOT EXISTS servers (
     round INTEGER NOT NULL, member TEXT NOT NULL, PRIMARY KEY (round, member));
-CREATE TABLE IF NOT EXISTS serving (round INTEGER PRIMARY KEY, tx TEXT);
 CREATE TABLE IF NOT EXISTS submissions (
     round INTEGER NOT NULL, attempt INTEGER NOT NULL, aggregator TEXT NOT NULL, sha256 TEXT NOT NULL,
     cid TEXT NOT NULL, included TEXT NOT NULL, invalid TEXT NOT NULL DEFAULT '',
@@ -379,13 +378,10 @@ class StateStore:
         rows = self._exec("SELECT member FROM servers WHERE round = ? ORDER BY member", (round,))
         return [str(m) for (m,) in rows]
 
-    def mark_serving(self, round: int, tx: str | None) -> None:
-        """We took part in ``round`` serving only (serveRound is on-chain)."""
-        self._exec("INSERT OR REPLACE INTO serving (round, tx) VALUES (?,?)", (round, tx))
-
     def serving(self, round: int) -> bool:
-        """Whether our serveRound of ``round`` is on-chain (as far as we recorded)."""
-        return bool(self._exec("SELECT 1 FROM serving WHERE round = ?", (round,)))
+        """Whether we serve ``round`` (our serveRound is on-chain, as far as we recorded)."""
+        mine = "member = (SELECT value FROM meta WHERE key = 'address')"  # the store's bound address
+        return bool(self._exec(f"SELECT 1 FROM servers WHERE round = ? AND {mine}", (round,)))
 
     def add_submission(self, s: Submission) -> None:
         """Remember an AggregateSubmitted event."""

@@ -179,7 +179,7 @@ async def serve_only(node: Node, round: int) -> None:
         return
     committers = {a.lower() for a in await node.chain(node.client.committers)}
     if node.me in committers:  # sent before a crash that lost the local record
-        node.store.mark_serving(round, None)
+        node.store.add_server(round, node.me)
         return
     t0 = time.monotonic()
     try:
@@ -187,13 +187,13 @@ async def serve_only(node: Node, round: int) -> None:
     except ContractRevert as exc:
         committers = {a.lower() for a in await node.chain(node.client.committers)}
         if node.me in committers:
-            node.store.mark_serving(round, None)
+            node.store.add_server(round, node.me)
             return
         if round not in node.memo.serve_refused:
             node.memo.serve_refused.add(round)
             log.warning("round %d: serveRound refused: %s", round, exc.reason)
         return
     node.store.add_timing(round, "chain", time.monotonic() - t0)
-    node.store.mark_serving(round, tx.tx_hash)
+    node.store.add_server(round, node.me)
     node.set_status(activity=f"serving round {round} as verifier/aggregator (no update)")
     log.info("round %d: serving as verifier/aggregator only (no update), tx %s", round, tx.tx_hash)

@@ -83,4 +83,8 @@ def test_a_serving_only_committers_fetch_of_our_update_is_evidence_and_servers_a
     full = Submission(1, 0, AGG, "ff" * 32, "", (ME, AGG), ())
     assert early_holds(node, full) == []  # type: ignore[arg-type]  # the server is not missing
     assert store.servers(1) == [OTHER] and store.servers(2) == []
+    # whether we serve a round: our own address among its servers (another's does not count)
+    assert not store.serving(1)
+    store.add_server(2, ME.upper().replace("0X", "0x"))
+    assert store.serving(2) and not store.serving(1)
     store.close()
